@@ -1,0 +1,64 @@
+//! The table's key layout. Every partition key starts with the namespace id, so IAM
+//! `dynamodb:LeadingKeys` = `{ns}/*` confines a principal to one namespace.
+
+/// Sort key of a bucket item.
+pub const BUCKET_SK: &str = "#STATE";
+/// Sort key of an entity's metadata item.
+pub const ENTITY_SK: &str = "#META";
+
+/// `{ns}/BUCKET#{entity}#{resource}#{shard}`
+pub fn bucket_pk(ns: &str, entity_id: &str, resource: &str) -> String {
+    format!("{ns}/BUCKET#{entity_id}#{resource}#0")
+}
+
+/// `{ns}/ENTITY#{id}`
+pub fn entity_pk(ns: &str, entity_id: &str) -> String {
+    format!("{ns}/ENTITY#{entity_id}")
+}
+
+/// GSI1 (children of a parent): `{ns}/PARENT#{parent}` / `CHILD#{child}`.
+pub fn parent_gsi(ns: &str, parent_id: &str, child_id: &str) -> (String, String) {
+    (
+        format!("{ns}/PARENT#{parent_id}"),
+        format!("CHILD#{child_id}"),
+    )
+}
+
+/// GSI2 (buckets of a resource): `{ns}/RESOURCE#{resource}` / `BUCKET#{entity}#{shard}`.
+pub fn resource_gsi(ns: &str, entity_id: &str, resource: &str) -> (String, String) {
+    (
+        format!("{ns}/RESOURCE#{resource}"),
+        format!("BUCKET#{entity_id}#0"),
+    )
+}
+
+/// Attribute names of one limit inside a bucket item.
+pub struct LimitAttrs {
+    /// level `z`
+    pub level: String,
+    /// consumed counter `tc`
+    pub consumed: String,
+    /// capacity (millitokens)
+    pub capacity: String,
+    /// refill amount (millitokens)
+    pub refill: String,
+    /// refill period (ms)
+    pub period: String,
+}
+
+/// Attribute-name prefixes of the per-limit attributes, in [`LimitAttrs`] order.
+pub const LIMIT_PREFIXES: [&str; 5] = ["z_", "tc_", "cp_", "ra_", "rp_"];
+
+impl LimitAttrs {
+    /// Names for limit `name`.
+    pub fn new(name: &str) -> Self {
+        let [z, tc, cp, ra, rp] = LIMIT_PREFIXES.map(|p| format!("{p}{name}"));
+        LimitAttrs {
+            level: z,
+            consumed: tc,
+            capacity: cp,
+            refill: ra,
+            period: rp,
+        }
+    }
+}

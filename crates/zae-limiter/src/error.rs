@@ -1,0 +1,91 @@
+//! The crate's error type.
+
+use crate::exceeded::RateLimitExceeded;
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong when talking to the limiter.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// At least one limit would be exceeded. Carries the status of every limit checked.
+    #[error("{0}")]
+    RateLimited(Box<RateLimitExceeded>),
+
+    /// Input rejected before anything was written.
+    #[error("invalid {field}: {reason}")]
+    Validation {
+        /// Which argument was wrong (`entity_id`, `limit name`, `consume`, ...).
+        field: &'static str,
+        /// Why it was rejected, including the offending value where helpful.
+        reason: String,
+    },
+
+    /// The backing store could not be reached (or timed out) and the
+    /// `on_unavailable` policy is `Block`.
+    #[error("rate limiter unavailable: {message}")]
+    Unavailable {
+        /// What failed.
+        message: String,
+    },
+
+    /// The entity does not exist.
+    #[error("entity '{0}' not found")]
+    EntityNotFound(String),
+
+    /// An entity with that id already exists.
+    #[error("entity '{0}' already exists")]
+    EntityExists(String),
+
+    /// The lease was already committed or rolled back.
+    #[error("lease is no longer active (already committed or rolled back)")]
+    LeaseInactive,
+
+    /// The store answered with something the limiter did not expect
+    /// (a malformed item, a table with a different layout, ...).
+    #[error("store error: {0}")]
+    Store(String),
+}
+
+impl Error {
+    /// Shorthand for a validation error.
+    pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        Error::Validation {
+            field,
+            reason: reason.into(),
+        }
+    }
+
+    /// The rate-limit details, if this is [`Error::RateLimited`].
+    pub fn as_rate_limited(&self) -> Option<&RateLimitExceeded> {
+        match self {
+            Error::RateLimited(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Failure reported by a [`Store`](crate::store::Store) implementation.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// Transport failure, timeout, throttling, missing table: the store is not usable right now.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The entity already exists (create).
+    #[error("entity '{0}' already exists")]
+    EntityExists(String),
+    /// The store returned data the client cannot interpret, or another unexpected error.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(m) => Error::Unavailable { message: m },
+            StoreError::EntityExists(id) => Error::EntityExists(id),
+            StoreError::Other(m) => Error::Store(m),
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! What a rejection tells the caller: the status of every limit checked, and helpers that
+//! turn it into an HTTP 429 body and headers.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::limit::Limit;
+
+/// The state of one limit at the moment of a decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitStatus {
+    /// The entity whose bucket was checked (the parent's id for a cascaded check).
+    pub entity_id: String,
+    /// The resource.
+    pub resource: String,
+    /// The limit checked.
+    pub limit: Limit,
+    /// Whole tokens available when the decision was made (negative when in debt).
+    pub available: i64,
+    /// Tokens the request asked for.
+    pub requested: i64,
+    /// Whether this limit refused the request.
+    pub exceeded: bool,
+    /// How long until the request would pass this limit; `None` if it never can
+    /// (more than the capacity was asked for). Zero for limits that passed.
+    pub retry_after: Option<Duration>,
+}
+
+impl LimitStatus {
+    /// The limit's name.
+    pub fn name(&self) -> &str {
+        self.limit.name()
+    }
+}
+
+/// A request was refused. Holds the status of every limit checked, passed or not.
+///
+/// ```
+/// # use zae_limiter::{Limit, LimitStatus, RateLimitExceeded};
+/// # use std::time::Duration;
+/// let status = LimitStatus {
+///     entity_id: "key-1".into(), resource: "gpt-4".into(),
+///     limit: Limit::per_minute("rpm", 3), available: 0, requested: 1,
+///     exceeded: true, retry_after: Some(Duration::from_millis(20_001)),
+/// };
+/// let e = RateLimitExceeded::new(vec![status]);
+/// assert_eq!(e.retry_after_header().as_deref(), Some("21"));
+/// assert_eq!(e.primary_violation().unwrap().name(), "rpm");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitExceeded {
+    statuses: Vec<LimitStatus>,
+}
+
+impl RateLimitExceeded {
+    /// Build from the statuses of a decision (at least one should be exceeded).
+    pub fn new(statuses: Vec<LimitStatus>) -> Self {
+        RateLimitExceeded { statuses }
+    }
+    /// Every limit checked, child first then parent.
+    pub fn statuses(&self) -> &[LimitStatus] {
+        &self.statuses
+    }
+    /// The limits that refused the request.
+    pub fn violations(&self) -> impl Iterator<Item = &LimitStatus> {
+        self.statuses.iter().filter(|s| s.exceeded)
+    }
+    /// The limits that would have allowed it.
+    pub fn passed(&self) -> impl Iterator<Item = &LimitStatus> {
+        self.statuses.iter().filter(|s| !s.exceeded)
+    }
+    /// The violation that takes longest to clear (one that never clears wins).
+    pub fn primary_violation(&self) -> Option<&LimitStatus> {
+        self.violations()
+            .max_by_key(|s| s.retry_after.unwrap_or(Duration::MAX))
+    }
+    /// How long until every violated limit would pass; `None` if some never will.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.primary_violation().and_then(|s| s.retry_after)
+    }
+    /// `Retry-After` header value: whole seconds, rounded up (`None` if retrying cannot help).
+    pub fn retry_after_header(&self) -> Option<String> {
+        self.retry_after()
+            .map(|d| (d.as_millis().div_ceil(1000)).to_string())
+    }
+
+    /// A JSON body for a 429 response.
+    pub fn as_json(&self) -> Value {
+        let secs = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
+        json!({
+            "error": "rate_limit_exceeded",
+            "message": self.to_string(),
+            "retry_after_seconds": secs(self.retry_after()),
+            "retry_after_ms": self.retry_after().map(|d| d.as_millis() as u64),
+            "limits": self.statuses.iter().map(|s| json!({
+                "entity_id": s.entity_id,
+                "resource": s.resource,
+                "limit_name": s.limit.name(),
+                "capacity": s.limit.capacity(),
+                "refill_amount": s.limit.refill_amount(),
+                "refill_period_seconds": s.limit.refill_period().as_secs_f64(),
+                "available": s.available,
+                "requested": s.requested,
+                "exceeded": s.exceeded,
+                "retry_after_seconds": secs(s.retry_after),
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    /// IETF `RateLimit-Policy` and `RateLimit` header values (draft-ietf-httpapi-ratelimit-headers),
+    /// one list member per limit of the first entity checked.
+    pub fn ietf_headers(&self) -> [(&'static str, String); 2] {
+        let own: Vec<&LimitStatus> = self
+            .statuses
+            .iter()
+            .filter(|s| {
+                self.statuses
+                    .first()
+                    .is_some_and(|f| f.entity_id == s.entity_id)
+            })
+            .collect();
+        let policy = own
+            .iter()
+            .map(|s| {
+                format!(
+                    "\"{}\";q={};w={}",
+                    s.limit.name(),
+                    s.limit.capacity(),
+                    s.limit.refill_period().as_millis().div_ceil(1000)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let current = own
+            .iter()
+            .map(|s| {
+                format!(
+                    "\"{}\";r={};t={}",
+                    s.limit.name(),
+                    s.available.max(0),
+                    reset_secs(s)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        [("RateLimit-Policy", policy), ("RateLimit", current)]
+    }
+
+    /// OpenAI-style `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` headers, taking the
+    /// given limit names as the request and token limits (e.g. `"rpm"`, `"tpm"`).
+    pub fn openai_headers(&self, requests: &str, tokens: &str) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (kind, name) in [("requests", requests), ("tokens", tokens)] {
+            if let Some(s) = self.statuses.iter().find(|s| s.limit.name() == name) {
+                out.push((
+                    format!("x-ratelimit-limit-{kind}"),
+                    s.limit.capacity().to_string(),
+                ));
+                out.push((
+                    format!("x-ratelimit-remaining-{kind}"),
+                    s.available.max(0).to_string(),
+                ));
+                out.push((
+                    format!("x-ratelimit-reset-{kind}"),
+                    format_go_duration(time_to_full(s)),
+                ));
+            }
+        }
+        out
+    }
+}
+
+fn reset_secs(s: &LimitStatus) -> u128 {
+    s.retry_after
+        .unwrap_or(s.limit.refill_period())
+        .as_millis()
+        .div_ceil(1000)
+}
+
+/// How long until the bucket is full again (OpenAI's "reset" semantics).
+fn time_to_full(s: &LimitStatus) -> Duration {
+    let deficit = (s.limit.capacity() as i128 - s.available as i128).max(0);
+    let a = s.limit.refill_amount() as i128;
+    let ms = (deficit * s.limit.refill_period_ms() as i128 + a - 1) / a;
+    Duration::from_millis(ms.min(u64::MAX as i128) as u64)
+}
+
+/// `1h2m3.5s` style, as OpenAI's reset headers use.
+fn format_go_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let (h, m, s) = (
+        ms / 3_600_000,
+        (ms / 60_000) % 60,
+        (ms % 60_000) as f64 / 1000.0,
+    );
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if h > 0 || m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    let s = format!("{s:.3}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    out.push_str(if s.is_empty() { "0" } else { s });
+    out.push('s');
+    out
+}
+
+impl std::fmt::Display for RateLimitExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.violations().map(|s| s.limit.name()).collect();
+        let first = self.primary_violation().or(self.statuses.first());
+        let (entity, resource) = first.map_or(("?", "?"), |s| (&*s.entity_id, &*s.resource));
+        write!(
+            f,
+            "rate limit exceeded for {entity}/{resource}: [{}]",
+            names.join(", ")
+        )?;
+        match self.retry_after() {
+            Some(d) => write!(f, "; retry after {:.1}s", d.as_secs_f64()),
+            None => write!(f, "; the request exceeds the capacity and can never pass"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(name: &str, cap: u64, avail: i64, req: i64, retry_ms: Option<u64>) -> LimitStatus {
+        LimitStatus {
+            entity_id: "k".into(),
+            resource: "gpt-4".into(),
+            limit: Limit::per_minute(name, cap),
+            available: avail,
+            requested: req,
+            exceeded: retry_ms != Some(0),
+            retry_after: retry_ms.map(Duration::from_millis),
+        }
+    }
+
+    #[test]
+    fn headers_and_body() {
+        let e = RateLimitExceeded::new(vec![
+            status("rpm", 100, 40, 1, Some(0)),
+            status("tpm", 10_000, 200, 500, Some(1_800)),
+        ]);
+        assert_eq!(e.violations().count(), 1);
+        assert_eq!(e.passed().count(), 1);
+        assert_eq!(e.retry_after(), Some(Duration::from_millis(1_800)));
+        assert_eq!(e.retry_after_header().as_deref(), Some("2"));
+        let [policy, now] = e.ietf_headers();
+        assert_eq!(policy.1, "\"rpm\";q=100;w=60, \"tpm\";q=10000;w=60");
+        assert_eq!(now.1, "\"rpm\";r=40;t=0, \"tpm\";r=200;t=2");
+        let oa = e.openai_headers("rpm", "tpm");
+        assert!(oa.contains(&("x-ratelimit-remaining-tokens".into(), "200".into())));
+        // time until full: 9800 tokens at 10000/min, 60 requests at 100/min
+        assert!(oa.contains(&("x-ratelimit-reset-tokens".into(), "58.8s".into())));
+        assert!(oa.contains(&("x-ratelimit-reset-requests".into(), "36s".into())));
+        let body = e.as_json();
+        assert_eq!(body["retry_after_ms"], 1800);
+        assert_eq!(body["limits"][1]["exceeded"], true);
+        assert_eq!(
+            e.to_string(),
+            "rate limit exceeded for k/gpt-4: [tpm]; retry after 1.8s"
+        );
+    }
+
+    #[test]
+    fn never_passing_request() {
+        let e = RateLimitExceeded::new(vec![status("tpm", 10, 10, 50, None)]);
+        assert_eq!(e.retry_after(), None);
+        assert_eq!(e.retry_after_header(), None);
+        assert!(e.to_string().contains("can never pass"));
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(format_go_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(
+            format_go_duration(Duration::from_millis(3_723_500)),
+            "1h2m3.5s"
+        );
+    }
+}

@@ -1,0 +1,58 @@
+//! # zae-limiter
+//!
+//! A distributed token-bucket rate limiter for API and LLM workloads, backed by Amazon
+//! DynamoDB or by an embedded in-process store.
+//!
+//! - **Several limits per call** (requests/min *and* tokens/min), checked atomically.
+//! - **Leases**: take an estimate up front, reconcile the real cost afterwards
+//!   ([`Lease::adjust`]), roll back on failure.
+//! - **Hierarchy**: an API key can cascade its consumption to its project, atomically.
+//! - **One DynamoDB round trip per decision**: a warm acquire is a single conditional
+//!   `UpdateItem` (see [`bucket`] for the math that makes this possible).
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> zae_limiter::Result<()> {
+//! use zae_limiter::{Error, Limit, MemoryStore, RateLimiter};
+//!
+//! let limiter = RateLimiter::builder(MemoryStore::new()).build();
+//! let limits = [Limit::per_minute("rpm", 2)];
+//! for _ in 0..2 {
+//!     let lease = limiter.acquire("key-1", "gpt-4").limits(limits.clone()).consume([("rpm", 1)]).await?;
+//!     lease.commit().await?;
+//! }
+//! match limiter.acquire("key-1", "gpt-4").limits(limits).consume([("rpm", 1)]).await {
+//!     Err(Error::RateLimited(e)) => assert_eq!(e.retry_after_header().as_deref(), Some("30")),
+//!     other => panic!("expected a rejection, got {other:?}"),
+//! }
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+pub mod blocking;
+pub mod bucket;
+mod clock;
+pub mod dynamodb;
+mod entity;
+mod error;
+mod exceeded;
+mod lease;
+mod limit;
+mod limiter;
+pub mod store;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use dynamodb::{DynamoStore, StoreConfig};
+pub use entity::{Entity, NewEntity};
+pub use error::{Error, Result, StoreError};
+pub use exceeded::{LimitStatus, RateLimitExceeded};
+pub use lease::Lease;
+pub use limit::{
+    validate_entity_id, validate_limit_name, validate_resource, Limit, MAX_AMOUNT, MAX_PERIOD,
+};
+pub use limiter::{Acquire, OnUnavailable, RateLimiter, RateLimiterBuilder};
+pub use store::{MemoryStore, Store};
+
+/// The README's examples, compiled and run as doctests.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

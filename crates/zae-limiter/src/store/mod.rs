@@ -1,0 +1,154 @@
+//! The storage contract. A store applies *semantic* bucket changes ("take these amounts from
+//! these buckets atomically, or tell me why not"); it knows nothing about leases or caches.
+//!
+//! Two implementations pass the same conformance suite: [`MemoryStore`] (in-process) and
+//! [`DynamoStore`](crate::dynamodb::DynamoStore).
+
+mod memory;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+
+use crate::bucket::BucketParams;
+use crate::entity::Entity;
+use crate::error::StoreError;
+
+pub use memory::MemoryStore;
+
+/// Identifies one bucket: all limits of one entity on one resource live in it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BucketKey {
+    /// The entity.
+    pub entity_id: String,
+    /// The resource.
+    pub resource: String,
+}
+
+impl BucketKey {
+    /// A key for `entity_id` on `resource`.
+    pub fn new(entity_id: impl Into<String>, resource: impl Into<String>) -> Self {
+        BucketKey {
+            entity_id: entity_id.into(),
+            resource: resource.into(),
+        }
+    }
+}
+
+/// The stored state of one limit inside a bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitState {
+    /// The parameters the level is expressed in.
+    pub params: BucketParams,
+    /// The level `z` (see [`crate::bucket`]).
+    pub level: i128,
+    /// Net millitokens consumed over the bucket's life (usage analytics).
+    pub consumed: i128,
+}
+
+impl LimitState {
+    /// The level expressed in `params` at `now` (rebased when the stored parameters differ).
+    pub fn level_for(&self, params: &BucketParams, now_ms: i64) -> Option<i128> {
+        if self.params == *params {
+            Some(self.level)
+        } else {
+            self.params.rebase(Some(self.level), now_ms, params)
+        }
+    }
+}
+
+/// A bucket as stored: every limit by name.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BucketState {
+    /// Limit states by limit name.
+    pub limits: BTreeMap<String, LimitState>,
+}
+
+impl BucketState {
+    /// The level of limit `name` in `params` at `now`; `None` when the limit was never written.
+    pub fn level_for(&self, name: &str, params: &BucketParams, now_ms: i64) -> Option<i128> {
+        self.limits
+            .get(name)
+            .and_then(|s| s.level_for(params, now_ms))
+    }
+}
+
+/// One limit's part of a change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitChange {
+    /// Limit name.
+    pub name: String,
+    /// The parameters the caller computes with. If the stored ones differ, the store first
+    /// rebases the level to these, keeping the token count.
+    pub params: BucketParams,
+    /// Millitokens to take (negative gives back).
+    pub amount: i128,
+    /// When true the whole change is refused unless `amount` is available; when false the
+    /// amount is applied regardless (may create debt).
+    pub checked: bool,
+}
+
+/// The change to one bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketChange {
+    /// Which bucket.
+    pub key: BucketKey,
+    /// What to do to each limit; limits stored but not named here are left alone.
+    pub limits: Vec<LimitChange>,
+}
+
+/// What [`Store::apply`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApplyOutcome {
+    /// Everything was applied atomically. One state per change, after the change (for
+    /// stores that cannot read back every bucket this may be an estimate).
+    Applied(Vec<BucketState>),
+    /// A checked amount was not available; nothing was written. One state per change as seen
+    /// when the decision was made (`None` for a bucket whose state the store did not see).
+    Rejected(Vec<Option<BucketState>>),
+}
+
+/// The storage contract every backend implements.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Apply `changes` at `now_ms`, all or nothing.
+    async fn apply(
+        &self,
+        changes: &[BucketChange],
+        now_ms: i64,
+    ) -> Result<ApplyOutcome, StoreError>;
+
+    /// Read one bucket (`None` if it was never written).
+    async fn get_bucket(&self, key: &BucketKey) -> Result<Option<BucketState>, StoreError>;
+
+    /// Create an entity; [`StoreError::EntityExists`] if the id is taken.
+    async fn create_entity(&self, entity: &Entity) -> Result<(), StoreError>;
+
+    /// Read an entity.
+    async fn get_entity(&self, entity_id: &str) -> Result<Option<Entity>, StoreError>;
+}
+
+/// Apply `changes` to in-memory bucket states with the exact math: the reference semantics
+/// that every store must match. Returns `false` (and leaves `buckets` untouched) on rejection.
+pub fn apply_exact(buckets: &mut [BucketState], changes: &[BucketChange], now_ms: i64) -> bool {
+    let mut next: Vec<BucketState> = buckets.to_vec();
+    for (state, change) in next.iter_mut().zip(changes) {
+        for lc in &change.limits {
+            let level = state.level_for(&lc.name, &lc.params, now_ms);
+            if lc.checked && !lc.params.allows(level, lc.amount, now_ms) {
+                return false;
+            }
+            let consumed = state.limits.get(&lc.name).map_or(0, |s| s.consumed);
+            state.limits.insert(
+                lc.name.clone(),
+                LimitState {
+                    params: lc.params,
+                    level: lc.params.adjust(level, lc.amount, now_ms),
+                    consumed: consumed + lc.amount,
+                },
+            );
+        }
+    }
+    buckets.clone_from_slice(&next);
+    true
+}

@@ -1,0 +1,84 @@
+//! Shared test bed: store factories and the conformance suite (one body, every store).
+#![allow(dead_code)]
+
+pub mod conformance;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use zae_limiter::{DynamoStore, MemoryStore, Store, StoreConfig};
+
+/// A fresh embedded store.
+pub async fn memory_store() -> Arc<dyn Store> {
+    Arc::new(MemoryStore::new())
+}
+
+/// The DynamoDB Local endpoint the test script started (`ZAEL_TEST_DYNAMODB_ENDPOINT`).
+pub fn dynamodb_endpoint() -> String {
+    std::env::var("ZAEL_TEST_DYNAMODB_ENDPOINT").expect(
+        "ZAEL_TEST_DYNAMODB_ENDPOINT is not set: run the suite with scripts/test.sh, \
+         which starts DynamoDB Local",
+    )
+}
+
+/// A DynamoDB store on a new, empty table of DynamoDB Local.
+pub async fn dynamo() -> DynamoStore {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let table = format!(
+        "zael-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    );
+    let store = DynamoStore::connect(
+        StoreConfig::new(table)
+            .endpoint_url(dynamodb_endpoint())
+            .static_credentials("test", "test"),
+    )
+    .await
+    .expect("connect");
+    store.create_table().await.expect("create table");
+    store
+}
+
+/// [`dynamo`] as a trait object, for the conformance suite.
+pub async fn dynamo_store() -> Arc<dyn Store> {
+    Arc::new(dynamo().await)
+}
+
+/// Expand the conformance suite against one store factory.
+#[macro_export]
+macro_rules! conformance_suite {
+    ($factory:path) => {
+        $crate::conformance_tests!($factory;
+            exact_token_accounting,
+            adjust_into_debt_then_recovery,
+            cascade_parent_rejects_leaves_child_untouched,
+            cascade_consumes_both,
+            concurrent_acquires_admit_exactly_capacity,
+            new_limit_on_existing_bucket,
+            parameter_change_keeps_tokens,
+            bad_input_is_rejected_clearly,
+            request_above_capacity_never_passes,
+            lease_lifecycle_errors,
+            run_commits_on_ok_and_rolls_back_on_err,
+            dropped_lease_rolls_back,
+            entities_and_hierarchy_rules,
+            time_until_available_is_exact,
+            unconsumed_limit_in_debt_refuses,
+        );
+    };
+}
+
+/// Helper of [`conformance_suite`].
+#[macro_export]
+macro_rules! conformance_tests {
+    ($factory:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let store = $factory().await;
+                common::conformance::$name(store).await;
+            }
+        )*
+    };
+}

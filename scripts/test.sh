@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, unit and property tests, the conformance suite on
+# the embedded store and on DynamoDB Local, the DynamoDB call-count tests, CLI tests, doctests.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+features=(--features zae-limiter/dynamodb-local-tests)
+
+echo "== cargo fmt --check" >&2
+cargo fmt --all -- --check
+echo "== cargo clippy" >&2
+cargo clippy --workspace --all-targets "${features[@]}" -- -D warnings
+echo "== build tests" >&2
+cargo nextest run --workspace "${features[@]}" --no-run
+echo "== tests (embedded store + DynamoDB Local)" >&2
+scripts/dynamodb-local.sh cargo nextest run --workspace "${features[@]}" --no-fail-fast
+echo "== doctests" >&2
+cargo test --workspace --doc "${features[@]}"
