@@ -41,7 +41,7 @@ mod limiter;
 pub mod store;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use dynamodb::{DynamoStore, StoreConfig};
+pub use dynamodb::{ConsumedCapacity, DynamoStore, StoreConfig};
 pub use entity::{Entity, NewEntity};
 pub use error::{Error, Result, StoreError};
 pub use exceeded::{LimitStatus, RateLimitExceeded};

@@ -276,3 +276,81 @@ async fn blocking_api_on_dynamodb() {
     .unwrap();
     let _ = Arc::new(()); // keep imports honest across cfgs
 }
+
+/// With tracking on, DynamoDB's own capacity report: a warm acquire of a small bucket is 1 WCU,
+/// `available` is one strongly consistent read (1 RCU). A cascade writes 2 items in a
+/// transaction: DynamoDB Local reports 2 WCU; DynamoDB itself bills transactional writes
+/// double (4 WCU), see docs/performance.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumed_capacity_per_operation() {
+    let table = format!("zael-cap-{}", std::process::id());
+    let store = DynamoStore::connect(
+        StoreConfig::new(table)
+            .endpoint_url(common::dynamodb_endpoint())
+            .static_credentials("test", "test")
+            .track_consumed_capacity(true),
+    )
+    .await
+    .unwrap();
+    store.create_table().await.unwrap();
+    let l = RateLimiter::builder(store.clone()).build();
+    let lim = vec![
+        Limit::per_minute("rpm", 1_000),
+        Limit::per_minute("tpm", 100_000),
+    ];
+    l.create_entity(NewEntity::new("p")).await.unwrap();
+    l.create_entity(NewEntity::new("c").parent("p").cascade(true))
+        .await
+        .unwrap();
+    for e in ["k", "c"] {
+        l.acquire(e, "api")
+            .limits(lim.clone())
+            .consume([("rpm", 1)])
+            .await
+            .unwrap()
+            .commit()
+            .await
+            .unwrap();
+    }
+    store.reset_consumed_capacity();
+    l.acquire("k", "api")
+        .limits(lim.clone())
+        .consume([("rpm", 1), ("tpm", 10)])
+        .await
+        .unwrap()
+        .commit()
+        .await
+        .unwrap();
+    assert_eq!(
+        store.consumed_capacity(),
+        zae_limiter::ConsumedCapacity {
+            read: 0.0,
+            write: 1.0
+        }
+    );
+    store.reset_consumed_capacity();
+    l.acquire("c", "api")
+        .limits(lim.clone())
+        .consume([("rpm", 1)])
+        .await
+        .unwrap()
+        .commit()
+        .await
+        .unwrap();
+    assert_eq!(
+        store.consumed_capacity(),
+        zae_limiter::ConsumedCapacity {
+            read: 0.0,
+            write: 2.0
+        }
+    );
+    store.reset_consumed_capacity();
+    l.available("k", "api", &lim).await.unwrap();
+    assert_eq!(
+        store.consumed_capacity(),
+        zae_limiter::ConsumedCapacity {
+            read: 1.0,
+            write: 0.0
+        }
+    );
+}

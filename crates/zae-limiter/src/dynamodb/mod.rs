@@ -22,7 +22,8 @@ use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+    AttributeValue, ReturnConsumedCapacity, ReturnValue, ReturnValuesOnConditionCheckFailure,
+    TransactWriteItem, Update,
 };
 use aws_sdk_dynamodb::Client;
 use lru::LruCache;
@@ -49,6 +50,7 @@ pub struct StoreConfig {
     namespace_id: String,
     static_credentials: Option<(String, String)>,
     state_cache_size: usize,
+    track_capacity: bool,
 }
 
 impl StoreConfig {
@@ -61,6 +63,7 @@ impl StoreConfig {
             namespace_id: "default".to_string(),
             static_credentials: None,
             state_cache_size: 10_000,
+            track_capacity: false,
         }
     }
     /// AWS region (otherwise from the environment / profile).
@@ -88,10 +91,28 @@ impl StoreConfig {
         self.state_cache_size = n;
         self
     }
+    /// Ask DynamoDB for the capacity each call consumed (`ReturnConsumedCapacity=TOTAL`) and
+    /// add it up; read it with [`DynamoStore::consumed_capacity`]. Off by default.
+    pub fn track_consumed_capacity(mut self, on: bool) -> Self {
+        self.track_capacity = on;
+        self
+    }
     /// The table name.
     pub fn table_name(&self) -> &str {
         &self.table_name
     }
+}
+
+/// Capacity units reported by DynamoDB for the calls made while tracking was on.
+///
+/// DynamoDB reports capacity only in successful responses: a write refused by its condition
+/// is billed (1 WCU per KB) but not reported here.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ConsumedCapacity {
+    /// Read capacity units (GetItem, BatchGetItem, Query).
+    pub read: f64,
+    /// Write capacity units (UpdateItem, PutItem, TransactWriteItems).
+    pub write: f64,
 }
 
 /// The DynamoDB-backed [`Store`]. Cheap to clone; clones share the client and caches.
@@ -102,6 +123,13 @@ pub struct DynamoStore {
     ns: Arc<str>,
     states: Arc<Mutex<LruCache<String, BucketState>>>,
     calls: CallCounter,
+    capacity: Option<Arc<Mutex<ConsumedCapacity>>>,
+}
+
+#[derive(Clone, Copy)]
+enum Io {
+    Read,
+    Write,
 }
 
 impl DynamoStore {
@@ -138,7 +166,50 @@ impl DynamoStore {
                 NonZeroUsize::new(config.state_cache_size.max(1)).expect("non-zero"),
             ))),
             calls,
+            capacity: config
+                .track_capacity
+                .then(|| Arc::new(Mutex::new(ConsumedCapacity::default()))),
         })
+    }
+
+    /// Capacity consumed so far (all zero unless
+    /// [`StoreConfig::track_consumed_capacity`] is on).
+    pub fn consumed_capacity(&self) -> ConsumedCapacity {
+        self.capacity
+            .as_ref()
+            .map(|c| *c.lock())
+            .unwrap_or_default()
+    }
+
+    /// Reset [`consumed_capacity`](Self::consumed_capacity).
+    pub fn reset_consumed_capacity(&self) {
+        if let Some(c) = &self.capacity {
+            *c.lock() = ConsumedCapacity::default();
+        }
+    }
+
+    fn rcc(&self) -> Option<ReturnConsumedCapacity> {
+        self.capacity
+            .as_ref()
+            .map(|_| ReturnConsumedCapacity::Total)
+    }
+
+    fn track<'a>(
+        &self,
+        io: Io,
+        reported: impl IntoIterator<Item = &'a aws_sdk_dynamodb::types::ConsumedCapacity>,
+    ) {
+        if let Some(c) = &self.capacity {
+            let units: f64 = reported
+                .into_iter()
+                .filter_map(|r| r.capacity_units())
+                .sum();
+            let mut c = c.lock();
+            match io {
+                Io::Read => c.read += units,
+                Io::Write => c.write += units,
+            }
+        }
     }
 
     /// DynamoDB API calls made so far, by operation name (`UpdateItem`, `GetItem`, ...).
@@ -186,9 +257,11 @@ impl DynamoStore {
             .table_name(&*self.table)
             .set_key(Some(self.bucket_key(key)))
             .consistent_read(true)
+            .set_return_consumed_capacity(self.rcc())
             .send()
             .await
             .map_err(sdk_err)?;
+        self.track(Io::Read, out.consumed_capacity());
         let state = out.item().map(parse_bucket).transpose()?;
         if let Some(s) = &state {
             self.remember(key, s);
@@ -216,6 +289,7 @@ impl DynamoStore {
                 .set_expression_attribute_names(Some(e.names))
                 .set_expression_attribute_values(Some(e.values))
                 .return_values(ReturnValue::AllNew)
+                .set_return_consumed_capacity(self.rcc())
                 .return_values_on_condition_check_failure(
                     ReturnValuesOnConditionCheckFailure::AllOld,
                 )
@@ -223,6 +297,7 @@ impl DynamoStore {
                 .await;
             return match res {
                 Ok(out) => {
+                    self.track(Io::Write, out.consumed_capacity());
                     let state = out
                         .attributes()
                         .map(parse_bucket)
@@ -261,10 +336,14 @@ impl DynamoStore {
             .client
             .transact_write_items()
             .set_transact_items(Some(items))
+            .set_return_consumed_capacity(self.rcc())
             .send()
             .await;
         match res {
-            Ok(_) => Ok(Attempt::Applied(vec![None; changes.len()])),
+            Ok(out) => {
+                self.track(Io::Write, out.consumed_capacity());
+                Ok(Attempt::Applied(vec![None; changes.len()]))
+            }
             Err(SdkError::ServiceError(se)) => match se.err() {
                 TransactWriteItemsError::TransactionCanceledException(tc) => {
                     let reasons = tc.cancellation_reasons();
@@ -444,10 +523,14 @@ impl Store for DynamoStore {
             .table_name(&*self.table)
             .set_item(Some(item))
             .condition_expression("attribute_not_exists(PK)")
+            .set_return_consumed_capacity(self.rcc())
             .send()
             .await;
         match res {
-            Ok(_) => Ok(()),
+            Ok(out) => {
+                self.track(Io::Write, out.consumed_capacity());
+                Ok(())
+            }
             Err(SdkError::ServiceError(se)) if se.err().is_conditional_check_failed_exception() => {
                 Err(StoreError::EntityExists(entity.id.clone()))
             }
@@ -466,9 +549,11 @@ impl Store for DynamoStore {
             )
             .key("SK", AttributeValue::S(ENTITY_SK.to_string()))
             .consistent_read(true)
+            .set_return_consumed_capacity(self.rcc())
             .send()
             .await
             .map_err(sdk_err)?;
+        self.track(Io::Read, out.consumed_capacity());
         out.item().map(parse_entity).transpose()
     }
 }
