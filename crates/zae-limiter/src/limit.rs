@@ -133,6 +133,100 @@ impl Limit {
     }
 }
 
+const SPEC_SYNTAX: &str = "expected name:rate[/period][:burst] with period [N]sec|min|hour|day, \
+e.g. rpm:100, tpm:10000/min:15000, rph:500/hour, x:10/5min";
+
+impl std::str::FromStr for Limit {
+    type Err = Error;
+
+    /// Parse the CLI syntax `name:rate[/period][:burst]`; the period is `[N]sec|min|hour|day`
+    /// and defaults to `min`.
+    ///
+    /// ```
+    /// use zae_limiter::Limit;
+    /// let l: Limit = "tpm:10000/min:15000".parse().unwrap();
+    /// assert_eq!(l, Limit::per_minute("tpm", 10_000).burst(15_000));
+    /// assert_eq!("x:10/5min".parse::<Limit>().unwrap().refill_period_ms(), 300_000);
+    /// assert!("tpm=100".parse::<Limit>().is_err());
+    /// ```
+    fn from_str(spec: &str) -> Result<Self> {
+        let bad =
+            |why: String| Error::invalid("limit", format!("{why} in '{spec}': {SPEC_SYNTAX}"));
+        let mut parts = spec.split(':');
+        let (name, rate_part, burst) =
+            match (parts.next(), parts.next(), parts.next(), parts.next()) {
+                (Some(n), Some(r), b, None) => (n, r, b),
+                _ => return Err(bad("wrong number of ':' separated parts".into())),
+            };
+        let (rate, period) = match rate_part.split_once('/') {
+            Some((r, p)) => (r, Some(p)),
+            None => (rate_part, None),
+        };
+        let number = |what: &str, v: &str| {
+            v.replace('_', "")
+                .parse::<u64>()
+                .map_err(|_| bad(format!("{what} '{v}' is not a whole number")))
+        };
+        let rate = number("rate", rate)?;
+        let period_ms = match period {
+            None => 60_000,
+            Some(p) => {
+                let digits = p.chars().take_while(|c| c.is_ascii_digit()).count();
+                let n = if digits == 0 {
+                    1
+                } else {
+                    number("period", &p[..digits])?
+                };
+                let unit = match &p[digits..] {
+                    "s" | "sec" | "second" => 1_000,
+                    "m" | "min" | "minute" => 60_000,
+                    "h" | "hour" => 3_600_000,
+                    "d" | "day" => 86_400_000,
+                    other => return Err(bad(format!("unknown period unit '{other}'"))),
+                };
+                n.checked_mul(unit)
+                    .ok_or_else(|| bad("period too long".into()))?
+            }
+        };
+        let limit = Limit {
+            name: name.to_string(),
+            capacity: match burst {
+                Some(b) => number("burst", b)?,
+                None => rate,
+            },
+            refill_amount: rate,
+            refill_period_ms: period_ms,
+        };
+        limit.validate()?;
+        Ok(limit)
+    }
+}
+
+impl std::fmt::Display for Limit {
+    /// The same syntax [`FromStr`](std::str::FromStr) accepts, e.g. `tpm:10000/min:15000`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = self.refill_period_ms;
+        let (n, unit) = [
+            (86_400_000, "day"),
+            (3_600_000, "hour"),
+            (60_000, "min"),
+            (1_000, "sec"),
+        ]
+        .into_iter()
+        .find(|(u, _)| ms % u == 0)
+        .map_or((ms, "ms"), |(u, name)| (ms / u, name));
+        write!(f, "{}:{}/", self.name, self.refill_amount)?;
+        if n != 1 {
+            write!(f, "{n}")?;
+        }
+        write!(f, "{unit}")?;
+        if self.capacity != self.refill_amount {
+            write!(f, ":{}", self.capacity)?;
+        }
+        Ok(())
+    }
+}
+
 fn check_chars(
     field: &'static str,
     value: &str,
@@ -238,6 +332,50 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("capacity of limit 'rpm'"), "{err}");
+    }
+
+    #[test]
+    fn spec_round_trips() {
+        for (spec, want) in [
+            ("rpm:100", Limit::per_minute("rpm", 100)),
+            (
+                "tpm:10000/min:15000",
+                Limit::per_minute("tpm", 10_000).burst(15_000),
+            ),
+            ("rph:500/hour", Limit::per_hour("rph", 500)),
+            ("rps:5/sec", Limit::per_second("rps", 5)),
+            ("rpd:1_000/day", Limit::per_day("rpd", 1_000)),
+            (
+                "x:10/5min",
+                Limit::custom("x", 10, 10, Duration::from_secs(300)),
+            ),
+        ] {
+            let got: Limit = spec.parse().unwrap();
+            assert_eq!(got, want, "{spec}");
+            assert_eq!(got.to_string().parse::<Limit>().unwrap(), want);
+        }
+        assert_eq!(
+            Limit::per_minute("tpm", 10).burst(15).to_string(),
+            "tpm:10/min:15"
+        );
+        for bad in [
+            "rpm",
+            "rpm:",
+            "rpm:x",
+            "rpm:10/fortnight",
+            "rpm:10:20:30",
+            "r#m:10",
+            "rpm:0",
+            "rpm:10/0min",
+        ] {
+            let e = bad.parse::<Limit>().unwrap_err().to_string();
+            assert!(e.starts_with("invalid limit"), "{bad}: {e}");
+        }
+        assert!("rpm:x"
+            .parse::<Limit>()
+            .unwrap_err()
+            .to_string()
+            .contains("expected name:rate"));
     }
 
     #[test]
