@@ -1,5 +1,6 @@
 //! One file per command.
 
+mod bench;
 mod demo;
 mod version;
 
@@ -39,6 +40,9 @@ pub enum Command {
     /// Simulate an LLM gateway on the embedded store: a project with several API keys,
     /// rpm + tpm limits, estimates reconciled after each call, rejections with retry-after.
     Demo(demo::Args),
+    /// Measure the hot path (latency, throughput, client CPU, DynamoDB calls per operation)
+    /// against DynamoDB / DynamoDB Local or the embedded store; one JSON line per scenario.
+    Bench(bench::Args),
     /// Print the client version.
     Version,
 }
@@ -47,6 +51,7 @@ pub enum Command {
 pub async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Demo(ref args) => demo::run(&cli, args).await,
+        Command::Bench(ref args) => bench::run(&cli, args).await,
         Command::Version => version::run(&cli),
     }
 }

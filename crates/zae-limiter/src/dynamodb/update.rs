@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::keys::{resource_gsi, LimitAttrs};
+use super::keys::{bucket_pk, resource_gsi, LimitAttrs};
 use crate::bucket::{BucketParams, Case};
 use crate::store::{BucketChange, BucketState, LimitChange, LimitState};
 
@@ -168,6 +168,11 @@ pub(crate) fn build(ns: &str, change: &BucketChange, plans: &[Plan], now: i64) -
             ("#g2pk", "GSI2PK", g2pk),
             ("#g2sk", "GSI2SK", g2sk),
             ("#g4pk", "GSI4PK", ns.to_string()),
+            (
+                "#g4sk",
+                "GSI4SK",
+                bucket_pk(ns, &change.key.entity_id, &change.key.resource),
+            ),
         ] {
             e.names.insert(k.to_string(), attr.to_string());
             let vk = format!(":v{}", &k[1..]);

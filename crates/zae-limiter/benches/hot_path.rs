@@ -1,0 +1,112 @@
+//! Criterion benches of the hot path on the embedded store, with `governor` (an in-process
+//! GCRA limiter) as a reference point. DynamoDB is measured by `zae-limiter bench` instead.
+//!
+//! `cargo bench -p zae-limiter --bench hot_path`
+
+use std::hint::black_box;
+use std::num::NonZeroU32;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use zae_limiter::bucket::{BucketParams, MILLI};
+use zae_limiter::{Limit, MemoryStore, RateLimiter};
+
+/// 2026-01-01T00:00:00Z in ms.
+const T0: i64 = 1_767_225_600_000;
+
+fn limits() -> Vec<Limit> {
+    // never rejects, however many iterations criterion runs
+    vec![
+        Limit::per_minute("rpm", 1_000_000_000),
+        Limit::per_minute("tpm", 1_000_000_000),
+    ]
+}
+
+async fn acquire_commit(limiter: &RateLimiter, entity: &str) {
+    let lease = limiter
+        .acquire(entity, "api")
+        .limits(limits())
+        .consume([("rpm", 1), ("tpm", 500)])
+        .await
+        .expect("admitted");
+    lease.commit().await.expect("committed");
+}
+
+fn bucket_math(c: &mut Criterion) {
+    let mut g = c.benchmark_group("bucket");
+    let p = BucketParams::new(100, 100, 60_000);
+    // half full: the partial case (ADD), the one that needs the comparison
+    let z = p.consume(None, 50 * MILLI, T0).expect("allowed");
+    let other = BucketParams::new(1_000, 500, 3_600_000);
+    g.bench_function("consume_partial", |b| {
+        b.iter(|| black_box(p).consume(black_box(Some(z)), black_box(MILLI), black_box(T0 + 1)))
+    });
+    g.bench_function("rebase", |b| {
+        b.iter(|| black_box(p).rebase(black_box(Some(z)), black_box(T0 + 1), black_box(&other)))
+    });
+    g.finish();
+}
+
+fn hot_path(c: &mut Criterion) {
+    let mut g = c.benchmark_group("acquire_commit");
+
+    // one task on a current-thread runtime: the latency of one acquire + commit
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let limiter = RateLimiter::builder(MemoryStore::new()).build();
+    g.bench_function("memory_1_thread", |b| {
+        b.to_async(&rt).iter(|| acquire_commit(&limiter, "key-1"))
+    });
+
+    // two tasks on two worker threads, one entity each, sharing one store: time per op is
+    // wall time / ops, i.e. the inverse of the combined throughput
+    let rt2 = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let limiter = RateLimiter::builder(MemoryStore::new()).build();
+    g.bench_function("memory_2_threads", |b| {
+        b.iter_custom(|iters| {
+            rt2.block_on(async {
+                let start = Instant::now();
+                let tasks: Vec<_> = [("key-a", iters / 2), ("key-b", iters - iters / 2)]
+                    .into_iter()
+                    .map(|(entity, n)| {
+                        let l = limiter.clone();
+                        tokio::spawn(async move {
+                            for _ in 0..n {
+                                acquire_commit(&l, entity).await;
+                            }
+                        })
+                    })
+                    .collect();
+                for t in tasks {
+                    t.await.expect("task");
+                }
+                start.elapsed()
+            })
+        })
+    });
+
+    // reference: governor's direct (un-keyed) limiter, one check
+    let gov = governor::RateLimiter::direct(governor::Quota::per_second(
+        NonZeroU32::new(u32::MAX).expect("non-zero"),
+    ));
+    g.bench_function("governor_direct_check", |b| {
+        b.iter(|| black_box(gov.check()))
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = bucket_math, hot_path
+}
+criterion_main!(benches);
