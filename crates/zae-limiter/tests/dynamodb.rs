@@ -69,25 +69,11 @@ async fn round_trips_per_operation() {
     // a newly added limit on an existing bucket: still one call
     let mut more = lim.clone();
     more.push(Limit::per_minute("images", 5));
-    l.acquire("key-1", "gpt-4")
-        .limits(more)
-        .consume([("images", 1)])
-        .await
-        .unwrap()
-        .commit()
-        .await
-        .unwrap();
+    common::take(&l, "key-1", "gpt-4", &more, &[("images", 1)]).await;
     assert_eq!(calls(&store), only("UpdateItem", 1));
 
     // a new bucket for a known entity: one call
-    l.acquire("key-1", "embeddings")
-        .limits(lim.clone())
-        .consume([("rpm", 1)])
-        .await
-        .unwrap()
-        .commit()
-        .await
-        .unwrap();
+    common::take(&l, "key-1", "embeddings", &lim, &[("rpm", 1)]).await;
     assert_eq!(calls(&store), only("UpdateItem", 1));
 
     // a rejection needs no further call (the failed write returns the item)
@@ -131,24 +117,10 @@ async fn cold_client_on_partial_bucket_costs_one_retry() {
     let l = RateLimiter::builder(store.clone())
         .clock(clock.clone())
         .build();
-    l.acquire("k", "api")
-        .limits(lim.clone())
-        .consume([("rpm", 10)])
-        .await
-        .unwrap()
-        .commit()
-        .await
-        .unwrap();
+    common::take(&l, "k", "api", &lim, &[("rpm", 10)]).await;
     store.clear_state_cache();
     store.reset_call_counts();
-    l.acquire("k", "api")
-        .limits(lim.clone())
-        .consume([("rpm", 10)])
-        .await
-        .unwrap()
-        .commit()
-        .await
-        .unwrap();
+    common::take(&l, "k", "api", &lim, &[("rpm", 10)]).await;
     assert_eq!(calls(&store), only("UpdateItem", 2));
     assert_eq!(l.available("k", "api", &lim).await.unwrap()["rpm"], 80);
 }
@@ -303,24 +275,10 @@ async fn consumed_capacity_per_operation() {
         .await
         .unwrap();
     for e in ["k", "c"] {
-        l.acquire(e, "api")
-            .limits(lim.clone())
-            .consume([("rpm", 1)])
-            .await
-            .unwrap()
-            .commit()
-            .await
-            .unwrap();
+        common::take(&l, e, "api", &lim, &[("rpm", 1)]).await;
     }
     store.reset_consumed_capacity();
-    l.acquire("k", "api")
-        .limits(lim.clone())
-        .consume([("rpm", 1), ("tpm", 10)])
-        .await
-        .unwrap()
-        .commit()
-        .await
-        .unwrap();
+    common::take(&l, "k", "api", &lim, &[("rpm", 1), ("tpm", 10)]).await;
     assert_eq!(
         store.consumed_capacity(),
         zae_limiter::ConsumedCapacity {
@@ -329,14 +287,7 @@ async fn consumed_capacity_per_operation() {
         }
     );
     store.reset_consumed_capacity();
-    l.acquire("c", "api")
-        .limits(lim.clone())
-        .consume([("rpm", 1)])
-        .await
-        .unwrap()
-        .commit()
-        .await
-        .unwrap();
+    common::take(&l, "c", "api", &lim, &[("rpm", 1)]).await;
     assert_eq!(
         store.consumed_capacity(),
         zae_limiter::ConsumedCapacity {

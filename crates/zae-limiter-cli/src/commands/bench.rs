@@ -464,20 +464,26 @@ impl Bench {
         Ok((lat, false))
     }
 
-    /// a, b, e: warm-up then `ops` timed operations on one entity.
-    async fn sequential(&self, tag: &str, op: Op) -> Result<(Window, Check), String> {
-        let entity = self.entity(tag);
-        self.serial(op, &entity, WARMUP, None).await?;
+    /// Warm-up, then `ops` timed operations on `entity` one after the other.
+    async fn timed_serial(&self, op: Op, entity: &str) -> Result<Window, String> {
+        self.serial(op, entity, WARMUP, None).await?;
         let mut w = Window {
             concurrency: 1,
             ..Window::default()
         };
         let clocks = self.start();
         let (lat, capped) = self
-            .serial(op, &entity, self.ops, Some(Instant::now() + self.max))
+            .serial(op, entity, self.ops, Some(Instant::now() + self.max))
             .await?;
         self.finish(&mut w, clocks);
         (w.ops, w.latencies, w.capped) = (lat.len() as u64, lat, capped);
+        Ok(w)
+    }
+
+    /// a, b, e: warm-up then `ops` timed operations on one entity.
+    async fn sequential(&self, tag: &str, op: Op) -> Result<(Window, Check), String> {
+        let entity = self.entity(tag);
+        let w = self.timed_serial(op, &entity).await?;
         let check = check_bucket(
             &*self.store,
             &entity,
@@ -500,17 +506,7 @@ impl Bench {
             .await
             .map_err(e)?;
         let op = Op::TwoLimits;
-        self.serial(op, &child, WARMUP, None).await?;
-        let mut w = Window {
-            concurrency: 1,
-            ..Window::default()
-        };
-        let clocks = self.start();
-        let (lat, capped) = self
-            .serial(op, &child, self.ops, Some(Instant::now() + self.max))
-            .await?;
-        self.finish(&mut w, clocks);
-        (w.ops, w.latencies, w.capped) = (lat.len() as u64, lat, capped);
+        let w = self.timed_serial(op, &child).await?;
         let want = times(op.consumed_per_op(), WARMUP + w.ops);
         let check = match check_bucket(&*self.store, &child, &want).await {
             Ok(()) => check_bucket(&*self.store, &parent, &want).await,
@@ -656,17 +652,7 @@ impl Bench {
             .map_err(|e| format!("seeding {entity}: {e}"))?;
         let before = read_bucket(&*self.store, &entity).await?;
         let op = Op::Available;
-        self.serial(op, &entity, WARMUP, None).await?;
-        let mut w = Window {
-            concurrency: 1,
-            ..Window::default()
-        };
-        let clocks = self.start();
-        let (lat, capped) = self
-            .serial(op, &entity, self.ops, Some(Instant::now() + self.max))
-            .await?;
-        self.finish(&mut w, clocks);
-        (w.ops, w.latencies, w.capped) = (lat.len() as u64, lat, capped);
+        let w = self.timed_serial(op, &entity).await?;
         let after = read_bucket(&*self.store, &entity).await?;
         let counters = |s: &Option<BucketState>| -> BTreeMap<String, i128> {
             s.iter()

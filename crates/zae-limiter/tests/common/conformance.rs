@@ -263,14 +263,7 @@ pub async fn concurrent_acquires_admit_exactly_capacity(store: Arc<dyn Store>) {
 pub async fn new_limit_on_existing_bucket(store: Arc<dyn Store>) {
     let (l, _) = limiter(store);
     let rpm = vec![Limit::per_minute("rpm", 10)];
-    l.acquire("k", "gpt-4")
-        .limits(rpm.clone())
-        .consume([("rpm", 3)])
-        .await
-        .unwrap()
-        .commit()
-        .await
-        .unwrap();
+    super::take(&l, "k", "gpt-4", &rpm, &[("rpm", 3)]).await;
     let both = rpm_tpm();
     let lease = l
         .acquire("k", "gpt-4")
@@ -544,14 +537,7 @@ pub async fn entities_and_hierarchy_rules(store: Arc<dyn Store>) {
 pub async fn time_until_available_is_exact(store: Arc<dyn Store>) {
     let (l, _) = limiter(store);
     let lim = vec![Limit::per_minute("rpm", 60), Limit::per_minute("tpm", 600)];
-    l.acquire("k", "api")
-        .limits(lim.clone())
-        .consume([("rpm", 60), ("tpm", 100)])
-        .await
-        .unwrap()
-        .commit()
-        .await
-        .unwrap();
+    super::take(&l, "k", "api", &lim, &[("rpm", 60), ("tpm", 100)]).await;
     let w = l
         .time_until_available("k", "api", &lim, [("rpm", 2), ("tpm", 510)])
         .await

@@ -82,3 +82,21 @@ macro_rules! conformance_tests {
         )*
     };
 }
+
+/// Acquire and commit straight away (for tests where the lease's life does not matter).
+pub async fn take(
+    l: &zae_limiter::RateLimiter,
+    entity: &str,
+    resource: &str,
+    limits: &[zae_limiter::Limit],
+    consume: &[(&str, u64)],
+) {
+    l.acquire(entity, resource)
+        .limits(limits.to_vec())
+        .consume(consume.iter().copied())
+        .await
+        .unwrap()
+        .commit()
+        .await
+        .unwrap();
+}
