@@ -28,9 +28,12 @@
 //! ```
 #![warn(missing_docs)]
 
+mod admin;
 pub mod blocking;
 pub mod bucket;
+mod cache;
 mod clock;
+pub mod config;
 pub mod dynamodb;
 mod entity;
 mod error;
@@ -40,7 +43,10 @@ mod limit;
 mod limiter;
 pub mod store;
 
+pub use admin::MAX_AUDIT_PAGE;
+pub use cache::CacheStats;
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::{AuditAction, AuditEvent, AuditPage, ConfigScope, StoredConfig};
 pub use dynamodb::{ConsumedCapacity, DynamoStore, StoreConfig};
 pub use entity::{Entity, NewEntity};
 pub use error::{Error, Result, StoreError};

@@ -3,16 +3,14 @@
 
 use std::collections::BTreeMap;
 use std::future::{Future, IntoFuture};
-use std::num::NonZeroUsize;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lru::LruCache;
-use parking_lot::Mutex;
-
 use crate::bucket::MILLI;
+use crate::cache::{CacheStats, ConfigCache};
 use crate::clock::{Clock, SystemClock};
+use crate::config::{AuditAction, ResolutionData};
 use crate::entity::{Entity, NewEntity};
 use crate::error::{Error, Result, StoreError};
 use crate::exceeded::{LimitStatus, RateLimitExceeded};
@@ -54,6 +52,8 @@ pub struct RateLimiterBuilder {
     timeout: Duration,
     entity_cache_ttl: Duration,
     entity_cache_size: usize,
+    principal: Option<String>,
+    audit_retention: Duration,
 }
 
 impl RateLimiterBuilder {
@@ -67,9 +67,19 @@ impl RateLimiterBuilder {
         self.timeout = timeout;
         self
     }
-    /// How long entity metadata (parent, cascade flag) is cached (default 60 s, zero disables).
+    /// How long resolved configs and entity metadata are cached (default 60 s, zero disables).
     pub fn config_cache_ttl(mut self, ttl: Duration) -> Self {
         self.entity_cache_ttl = ttl;
+        self
+    }
+    /// Who is making changes, recorded in audit events (default: none).
+    pub fn principal(mut self, principal: impl Into<String>) -> Self {
+        self.principal = Some(principal.into());
+        self
+    }
+    /// How long audit events are kept (default 90 days).
+    pub fn audit_retention(mut self, retention: Duration) -> Self {
+        self.audit_retention = retention;
         self
     }
     /// Use another clock (tests, simulations).
@@ -85,10 +95,9 @@ impl RateLimiterBuilder {
                 clock: self.clock,
                 on_unavailable: self.on_unavailable,
                 timeout: self.timeout,
-                entity_cache_ttl_ms: self.entity_cache_ttl.as_millis() as i64,
-                entities: Mutex::new(LruCache::new(
-                    NonZeroUsize::new(self.entity_cache_size.max(1)).expect("non-zero"),
-                )),
+                cache: ConfigCache::new(self.entity_cache_ttl, self.entity_cache_size),
+                principal: self.principal,
+                audit_retention: self.audit_retention,
             }),
         }
     }
@@ -100,12 +109,10 @@ struct Inner {
     clock: Arc<dyn Clock>,
     on_unavailable: OnUnavailable,
     timeout: Duration,
-    entity_cache_ttl_ms: i64,
-    entities: Mutex<EntityCache>,
+    cache: ConfigCache,
+    principal: Option<String>,
+    audit_retention: Duration,
 }
-
-/// entity id -> (entity, or `None` when known to be absent; expiry in ms)
-type EntityCache = LruCache<String, (Option<Arc<Entity>>, i64)>;
 
 /// A distributed token-bucket rate limiter. Cheap to clone; clones share caches.
 ///
@@ -148,7 +155,37 @@ impl RateLimiter {
             timeout: Duration::from_secs(5),
             entity_cache_ttl: Duration::from_secs(60),
             entity_cache_size: 10_000,
+            principal: None,
+            audit_retention: Duration::from_secs(90 * 86_400),
         }
+    }
+
+    pub(crate) fn forget_config(&self, scope: &crate::config::ConfigScope) {
+        use crate::config::ConfigScope;
+        match scope {
+            ConfigScope::Entity {
+                entity_id,
+                resource,
+            } => self
+                .inner
+                .cache
+                .invalidate_where(|e, r| e == entity_id && r == resource),
+            ConfigScope::EntityDefault { entity_id } => {
+                self.inner.cache.invalidate_where(|e, _| e == entity_id)
+            }
+            ConfigScope::Resource { resource } => {
+                self.inner.cache.invalidate_where(|_, r| r == resource)
+            }
+            ConfigScope::System => self.inner.cache.invalidate(),
+        }
+    }
+
+    pub(crate) fn principal(&self) -> Option<&str> {
+        self.inner.principal.as_deref()
+    }
+
+    pub(crate) fn audit_retention(&self) -> Duration {
+        self.inner.audit_retention
     }
 
     /// The store this limiter writes to.
@@ -222,8 +259,16 @@ impl RateLimiter {
             metadata: spec.metadata,
             created_at_ms: self.now_ms(),
         };
-        self.call(self.inner.store.create_entity(&entity)).await?;
-        self.inner.entities.lock().pop(&entity.id);
+        let audit = self.audit_event(
+            AuditAction::EntityCreated,
+            entity.id.clone(),
+            None,
+            serde_json::json!({ "new": &entity }),
+        );
+        self.call(self.inner.store.create_entity(&entity, &audit))
+            .await?;
+        // cached "no such entity" results for this id are now wrong
+        self.inner.cache.invalidate_where(|e, _| e == entity.id);
         Ok(entity)
     }
 
@@ -233,35 +278,43 @@ impl RateLimiter {
         Ok(self.call(self.inner.store.get_entity(entity_id)).await?)
     }
 
-    /// The entity's metadata through the cache (negative results are cached too).
-    async fn cached_entity(&self, entity_id: &str) -> Result<Option<Arc<Entity>>, StoreError> {
+    /// The entity and its config levels for `resource`, through the cache.
+    pub(crate) async fn resolution(
+        &self,
+        entity_id: &str,
+        resource: &str,
+    ) -> Result<Arc<ResolutionData>, StoreError> {
         let now = self.now_ms();
-        if let Some((e, exp)) = self.inner.entities.lock().get(entity_id) {
-            if *exp > now {
-                return Ok(e.clone());
-            }
+        if let Some(d) = self.inner.cache.get(entity_id, resource, now) {
+            return Ok(d);
         }
-        let e = self
-            .call(self.inner.store.get_entity(entity_id))
-            .await?
-            .map(Arc::new);
-        if self.inner.entity_cache_ttl_ms > 0 {
-            self.inner.entities.lock().put(
-                entity_id.to_string(),
-                (e.clone(), now + self.inner.entity_cache_ttl_ms),
-            );
-        }
-        Ok(e)
+        let d = Arc::new(
+            self.call(self.inner.store.load_resolution(entity_id, resource))
+                .await?,
+        );
+        self.inner.cache.put(entity_id, resource, d.clone(), now);
+        Ok(d)
     }
 
-    /// Whole tokens available now per limit, consuming nothing. One read of the bucket.
+    /// Forget every cached config and entity (this limiter's changes do it themselves).
+    pub fn invalidate_config_cache(&self) {
+        self.inner.cache.invalidate()
+    }
+
+    /// Hits, misses, size and TTL of the config cache.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.inner.cache.stats()
+    }
+
+    /// Whole tokens available now per limit, consuming nothing. One read of the bucket (plus
+    /// the config resolution when the cache is cold). With no `limits`, the stored ones are used.
     pub async fn available(
         &self,
         entity_id: &str,
         resource: &str,
         limits: &[Limit],
     ) -> Result<BTreeMap<String, i64>> {
-        let (bucket, now) = self.read_for(entity_id, resource, limits).await?;
+        let (limits, bucket, now) = self.read_for(entity_id, resource, limits).await?;
         Ok(limits
             .iter()
             .map(|l| {
@@ -281,8 +334,8 @@ impl RateLimiter {
         limits: &[Limit],
         needed: impl IntoIterator<Item = (&'a str, u64)>,
     ) -> Result<Duration> {
-        let needed = amounts(limits, needed)?;
-        let (bucket, now) = self.read_for(entity_id, resource, limits).await?;
+        let (limits, bucket, now) = self.read_for(entity_id, resource, limits).await?;
+        let needed = amounts(&limits, needed)?;
         let mut wait = 0i64;
         for (l, n) in limits.iter().zip(needed) {
             let p = l.params();
@@ -309,89 +362,109 @@ impl RateLimiter {
         entity_id: &str,
         resource: &str,
         limits: &[Limit],
-    ) -> Result<(Option<BucketState>, i64)> {
+    ) -> Result<(Vec<Limit>, Option<BucketState>, i64)> {
         validate_entity_id(entity_id)?;
         validate_resource(resource)?;
-        check_limits(entity_id, resource, limits)?;
+        validate_limits(limits)?;
+        let data = self.resolution(entity_id, resource).await?;
+        let limits = pick_limits(&data, limits, entity_id, resource)?;
         let key = BucketKey::new(entity_id, resource);
         let bucket = self.call(self.inner.store.get_bucket(&key)).await?;
-        Ok((bucket, self.now_ms()))
+        Ok((limits, bucket, self.now_ms()))
     }
 
     async fn do_acquire(&self, req: AcquireSpec) -> Result<Lease> {
         validate_entity_id(&req.entity_id)?;
         validate_resource(&req.resource)?;
-        check_limits(&req.entity_id, &req.resource, &req.limits)?;
-        let amounts = amounts(
-            &req.limits,
-            req.consume.iter().map(|(k, v)| (k.as_str(), *v)),
-        )?;
+        validate_limits(&req.limits)?;
         if let Some(pl) = &req.parent_limits {
             validate_limits(pl)?;
-            let same = pl.len() == req.limits.len()
-                && pl
-                    .iter()
-                    .zip(&req.limits)
-                    .all(|(p, l)| p.name() == l.name());
-            if !same {
+        }
+        for (name, n) in &req.consume {
+            if *n > MAX_AMOUNT {
                 return Err(Error::invalid(
-                    "parent_limits",
-                    "parent limits must name the same limits, in the same order, as the limits",
+                    "consume",
+                    format!("{n} {name} is above {MAX_AMOUNT}"),
                 ));
             }
         }
-        let policy = req.on_unavailable.unwrap_or(self.inner.on_unavailable);
-        match self.acquire_inner(&req, &amounts).await {
-            Err(StoreFailure(e)) => match policy {
-                OnUnavailable::Allow => {
-                    tracing::warn!(error = %e, entity = %req.entity_id, resource = %req.resource,
-                        "store unavailable; admitting (on_unavailable = allow)");
-                    Ok(Lease::noop(self.clone()))
-                }
-                OnUnavailable::Block => Err(match e {
-                    StoreError::Unavailable(m) | StoreError::Other(m) => Error::Unavailable {
-                        message: format!(
-                            "{m} [entity={}, resource={}]",
-                            req.entity_id, req.resource
-                        ),
-                    },
-                    other => other.into(),
-                }),
-            },
+        match self.acquire_inner(&req).await {
             Ok(r) => r,
+            Err(StoreFailure(e, stored_policy)) => {
+                let policy = req
+                    .on_unavailable
+                    .or(stored_policy)
+                    .or(self.inner.cache.last_policy())
+                    .unwrap_or(self.inner.on_unavailable);
+                match policy {
+                    OnUnavailable::Allow => {
+                        tracing::warn!(error = %e, entity = %req.entity_id, resource = %req.resource,
+                            "store unavailable; admitting (on_unavailable = allow)");
+                        Ok(Lease::noop(self.clone()))
+                    }
+                    OnUnavailable::Block => Err(match e {
+                        StoreError::Unavailable(m) | StoreError::Other(m) => Error::Unavailable {
+                            message: format!(
+                                "{m} [entity={}, resource={}]",
+                                req.entity_id, req.resource
+                            ),
+                        },
+                        other => other.into(),
+                    }),
+                }
+            }
         }
     }
 
     /// Outer `Err` = the store failed (subject to `on_unavailable`); inner = the decision.
-    async fn acquire_inner(
-        &self,
-        req: &AcquireSpec,
-        amounts: &[u64],
-    ) -> Result<Result<Lease>, StoreFailure> {
-        let entity = self
-            .cached_entity(&req.entity_id)
+    async fn acquire_inner(&self, req: &AcquireSpec) -> Result<Result<Lease>, StoreFailure> {
+        let data = self
+            .resolution(&req.entity_id, &req.resource)
             .await
-            .map_err(StoreFailure)?;
-        let mut keys = vec![BucketKey::new(&req.entity_id, &req.resource)];
-        if let Some(parent) = entity
-            .as_deref()
+            .map_err(|e| StoreFailure(e, None))?;
+        let fail = |e| StoreFailure(e, data.on_unavailable());
+        let consume = || req.consume.iter().map(|(k, v)| (k.as_str(), *v));
+        let child = match pick_limits(&data, &req.limits, &req.entity_id, &req.resource)
+            .and_then(|l| amounts(&l, consume()).map(|a| (l, a)))
+        {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        let mut targets = vec![(BucketKey::new(&req.entity_id, &req.resource), child)];
+        if let Some(parent) = data
+            .entity
+            .as_ref()
             .filter(|e| e.cascade)
             .and_then(|e| e.parent_id.clone())
         {
-            keys.push(BucketKey::new(parent, &req.resource));
+            let pdata = self
+                .resolution(&parent, &req.resource)
+                .await
+                .map_err(fail)?;
+            let plimits: Vec<Limit> = match pdata.limits() {
+                Some((_, stored)) => stored.to_vec(),
+                None => req
+                    .parent_limits
+                    .clone()
+                    .unwrap_or_else(|| targets[0].1 .0.clone()),
+            };
+            // the parent takes the amounts of the limits it shares with the child
+            let pamounts = plimits
+                .iter()
+                .map(|l| {
+                    consume()
+                        .filter(|(k, _)| *k == l.name())
+                        .map(|(_, v)| v)
+                        .sum()
+                })
+                .collect();
+            targets.push((BucketKey::new(parent, &req.resource), (plimits, pamounts)));
         }
-        let limits_of = |i: usize| -> &[Limit] {
-            match (&req.parent_limits, i) {
-                (Some(pl), 1) => pl,
-                _ => &req.limits,
-            }
-        };
-        let changes: Vec<BucketChange> = keys
+        let changes: Vec<BucketChange> = targets
             .iter()
-            .enumerate()
-            .map(|(i, key)| BucketChange {
+            .map(|(key, (limits, amounts))| BucketChange {
                 key: key.clone(),
-                limits: limits_of(i)
+                limits: limits
                     .iter()
                     .zip(amounts)
                     .map(|(l, n)| LimitChange {
@@ -407,24 +480,24 @@ impl RateLimiter {
         let outcome = self
             .call(self.inner.store.apply(&changes, now))
             .await
-            .map_err(StoreFailure)?;
+            .map_err(fail)?;
         Ok(match outcome {
             ApplyOutcome::Applied(states) => {
-                let entries = keys
+                let entries = targets
                     .into_iter()
                     .zip(states)
-                    .enumerate()
-                    .map(|(i, (key, state))| LeaseEntry::new(key, limits_of(i), amounts, state))
+                    .map(|((key, (limits, amounts)), state)| {
+                        LeaseEntry::new(key, &limits, &amounts, state)
+                    })
                     .collect();
                 Ok(Lease::new(self.clone(), entries))
             }
             ApplyOutcome::Rejected(seen) => {
-                let statuses = keys
+                let statuses = targets
                     .iter()
                     .zip(&seen)
-                    .enumerate()
-                    .flat_map(|(i, (key, state))| {
-                        statuses_for(key, state.as_ref(), limits_of(i), amounts, now)
+                    .flat_map(|((key, (limits, amounts)), state)| {
+                        statuses_for(key, state.as_ref(), limits, amounts, now)
                     })
                     .collect();
                 Err(Error::RateLimited(Box::new(RateLimitExceeded::new(
@@ -435,7 +508,25 @@ impl RateLimiter {
     }
 }
 
-struct StoreFailure(StoreError);
+/// The limits to enforce: the most specific stored level, else the ones passed in code.
+fn pick_limits(
+    data: &ResolutionData,
+    passed: &[Limit],
+    entity_id: &str,
+    resource: &str,
+) -> Result<Vec<Limit>> {
+    match data.limits() {
+        Some((_, stored)) => Ok(stored.to_vec()),
+        None if !passed.is_empty() => Ok(passed.to_vec()),
+        None => Err(Error::invalid(
+            "limits",
+            format!("no limits given or stored for entity '{entity_id}' and resource '{resource}'"),
+        )),
+    }
+}
+
+/// A store failure, with the stored `on_unavailable` policy when it was already known.
+struct StoreFailure(StoreError, Option<OnUnavailable>);
 
 fn to_tokens(milli: i128) -> i64 {
     milli
@@ -472,16 +563,6 @@ pub(crate) fn statuses_for(
             }
         })
         .collect()
-}
-
-fn check_limits(entity_id: &str, resource: &str, limits: &[Limit]) -> Result<()> {
-    if limits.is_empty() {
-        return Err(Error::invalid(
-            "limits",
-            format!("no limits given for entity '{entity_id}' and resource '{resource}'"),
-        ));
-    }
-    validate_limits(limits)
 }
 
 /// Map named amounts onto `limits` (same order); unknown names and oversized amounts are errors.

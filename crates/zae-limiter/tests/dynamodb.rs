@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use zae_limiter::{
-    DynamoStore, Error, Limit, ManualClock, NewEntity, OnUnavailable, RateLimiter, StoreConfig,
+    ConfigScope, DynamoStore, Error, Limit, ManualClock, NewEntity, OnUnavailable, RateLimiter,
+    StoreConfig, StoredConfig,
 };
 
 conformance_suite!(common::dynamo_store);
@@ -44,11 +45,12 @@ async fn round_trips_per_operation() {
     };
     store.reset_call_counts();
 
-    // first acquire of an unknown entity: entity lookup (then cached) + one write creating the bucket
+    // first acquire of an unknown entity: one BatchGetItem (entity + the four config levels,
+    // then cached) + one write creating the bucket
     let lease = acq("key-1", 500).await.unwrap();
     assert_eq!(
         calls(&store),
-        BTreeMap::from([("GetItem".into(), 1), ("UpdateItem".into(), 1)])
+        BTreeMap::from([("BatchGetItem".into(), 1), ("UpdateItem".into(), 1)])
     );
     // commit without adjustments writes nothing
     lease.commit().await.unwrap();
@@ -72,9 +74,41 @@ async fn round_trips_per_operation() {
     common::take(&l, "key-1", "gpt-4", &more, &[("images", 1)]).await;
     assert_eq!(calls(&store), only("UpdateItem", 1));
 
-    // a new bucket for a known entity: one call
+    // a new resource: its configs are resolved once (one BatchGetItem), then one write
+    common::take(&l, "key-1", "embeddings", &lim, &[("rpm", 1)]).await;
+    assert_eq!(
+        calls(&store),
+        BTreeMap::from([("BatchGetItem".into(), 1), ("UpdateItem".into(), 1)])
+    );
     common::take(&l, "key-1", "embeddings", &lim, &[("rpm", 1)]).await;
     assert_eq!(calls(&store), only("UpdateItem", 1));
+
+    // limits resolved from a stored default, warm cache: still one UpdateItem
+    l.set_config(
+        &ConfigScope::System,
+        StoredConfig::limits([Limit::per_minute("rpm", 1_000)]),
+    )
+    .await
+    .unwrap();
+    l.acquire("key-9", "gpt-4")
+        .consume([("rpm", 1)])
+        .await
+        .unwrap()
+        .commit()
+        .await
+        .unwrap();
+    calls(&store);
+    l.acquire("key-9", "gpt-4")
+        .consume([("rpm", 1)])
+        .await
+        .unwrap()
+        .commit()
+        .await
+        .unwrap();
+    assert_eq!(calls(&store), only("UpdateItem", 1));
+    l.delete_config(&ConfigScope::System).await.unwrap();
+    acq("key-1", 1).await.unwrap().commit().await.unwrap(); // re-resolve after the change
+    calls(&store);
 
     // a rejection needs no further call (the failed write returns the item)
     let e = acq("key-1", 9_000).await.unwrap_err();

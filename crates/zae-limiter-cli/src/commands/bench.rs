@@ -12,8 +12,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use zae_limiter::store::{BucketKey, BucketState};
 use zae_limiter::{
-    ConsumedCapacity, DynamoStore, Error, Limit, MemoryStore, NewEntity, RateLimiter, Store,
-    StoreConfig,
+    ConfigScope, ConsumedCapacity, DynamoStore, Error, Limit, MemoryStore, NewEntity, RateLimiter,
+    Store, StoreConfig, StoredConfig,
 };
 
 use super::Cli;
@@ -90,8 +90,10 @@ fn b_limits() -> Vec<Limit> {
 enum Op {
     /// a: acquire rpm 1, commit.
     OneLimit,
-    /// b, c, d, f: acquire rpm 1 + tpm 500, commit.
+    /// b, c, f: acquire rpm 1 + tpm 500, commit.
     TwoLimits,
+    /// d: as `TwoLimits` with no limits in code: they are resolved from stored defaults.
+    Stored,
     /// e: as `TwoLimits` with `adjust("tpm", 300)` before commit.
     Adjusted,
     /// h: `available()` with b's limits.
@@ -115,6 +117,12 @@ impl Op {
                     .consume([("rpm", 1), ("tpm", TPM)])
                     .await?
             }
+            Op::Stored => {
+                limiter
+                    .acquire(entity, RESOURCE)
+                    .consume([("rpm", 1), ("tpm", TPM)])
+                    .await?
+            }
             Op::Available => {
                 limiter.available(entity, RESOURCE, &b_limits()).await?;
                 return Ok(());
@@ -130,7 +138,7 @@ impl Op {
     fn consumed_per_op(self) -> Vec<(&'static str, i128)> {
         match self {
             Op::OneLimit => vec![("rpm", MILLI)],
-            Op::TwoLimits => vec![("rpm", MILLI), ("tpm", TPM as i128 * MILLI)],
+            Op::TwoLimits | Op::Stored => vec![("rpm", MILLI), ("tpm", TPM as i128 * MILLI)],
             Op::Adjusted => vec![
                 ("rpm", MILLI),
                 ("tpm", (TPM as i128 + TPM_ADJUST as i128) * MILLI),
@@ -220,18 +228,7 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<(), String> {
             store: store_name,
             ..Report::default()
         };
-        let Some(result) = bench.scenario(id).await else {
-            // d would be b's operation with the limits resolved from stored system defaults;
-            // the library has no stored limits yet, so there is nothing honest to measure.
-            let skipped = "stored limits not implemented yet";
-            rep.skipped = Some(skipped);
-            json_line(&rep)?;
-            let mut r = vec![id.to_string()];
-            r.extend(std::iter::repeat_n("-".to_string(), 8));
-            r.push(format!("skipped: {skipped}"));
-            rows.push(r);
-            continue;
-        };
+        let result = bench.scenario(id).await;
         let (w, check) = result.map_err(|e| format!("scenario {id}: {e}"))?;
         let over = w
             .contention
@@ -288,12 +285,12 @@ async fn capacity_pass(cli: &Cli, timed: &Bench, selected: &[&str]) -> Result<()
         max: timed.max,
     };
     let mut rows = Vec::new();
-    for id in selected.iter().filter(|id| !matches!(**id, "d" | "g")) {
+    for id in selected.iter().filter(|id| **id != "g") {
         eprintln!("bench: capacity pass, scenario {id} ...");
-        let Some(result) = bench.scenario(id).await else {
-            continue;
-        };
-        let (w, _) = result.map_err(|e| format!("capacity pass, scenario {id}: {e}"))?;
+        let (w, _) = bench
+            .scenario(id)
+            .await
+            .map_err(|e| format!("capacity pass, scenario {id}: {e}"))?;
         let cap = w.capacity.unwrap_or_default();
         let per = |x: f64| round(x / w.ops.max(1) as f64, 4);
         let line = serde_json::json!({
@@ -428,18 +425,37 @@ impl Bench {
         w.capacity = self.dynamo.as_ref().map(DynamoStore::consumed_capacity);
     }
 
-    /// Run scenario `id` (`None` for the skipped `d`).
-    async fn scenario(&self, id: &str) -> Option<Result<(Window, Check), String>> {
-        Some(match id {
+    /// Run scenario `id`.
+    async fn scenario(&self, id: &str) -> Result<(Window, Check), String> {
+        match id {
             "a" => self.sequential("a", Op::OneLimit).await,
             "b" => self.sequential("b", Op::TwoLimits).await,
             "c" => self.cascade().await,
+            "d" => self.stored_defaults().await,
             "e" => self.sequential("e", Op::Adjusted).await,
             "f" => self.concurrent().await,
             "g" => self.contention().await,
             "h" => self.available().await,
-            _ => return None,
-        })
+            other => Err(format!("unknown scenario '{other}'")),
+        }
+    }
+
+    /// d: b's operation with no limits in code; they come from stored system defaults
+    /// (= b's limits) through the warm config cache. The defaults are removed afterwards; a
+    /// table that already has system defaults is left alone.
+    async fn stored_defaults(&self) -> Result<(Window, Check), String> {
+        let system = ConfigScope::System;
+        let e = |e: Error| format!("system defaults: {e}");
+        if self.limiter.get_config(&system).await.map_err(e)?.is_some() {
+            return Err("this table already has system defaults; scenario d would replace them (run it on another table, or leave d out with --scenarios)".into());
+        }
+        self.limiter
+            .set_config(&system, StoredConfig::limits(b_limits()))
+            .await
+            .map_err(e)?;
+        let result = self.sequential("d", Op::Stored).await;
+        self.limiter.delete_config(&system).await.map_err(e)?;
+        result
     }
 
     /// `n` operations on `entity` one after the other, stopping at the deadline if given.
@@ -730,8 +746,6 @@ struct Report {
     scenario: &'static str,
     description: &'static str,
     store: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    skipped: Option<&'static str>,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     measured: Option<Measured>,
 }

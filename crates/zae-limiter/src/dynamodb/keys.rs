@@ -62,3 +62,33 @@ impl LimitAttrs {
         }
     }
 }
+
+/// Sort key of every config item (entity configs append `#{resource}`).
+pub const CONFIG_SK: &str = "#CONFIG";
+
+/// PK and SK of the item holding the config at `scope`.
+pub fn config_key(ns: &str, scope: &crate::config::ConfigScope) -> (String, String) {
+    use crate::config::{ConfigScope, DEFAULT_RESOURCE};
+    match scope {
+        ConfigScope::Entity {
+            entity_id,
+            resource,
+        } => (entity_pk(ns, entity_id), format!("{CONFIG_SK}#{resource}")),
+        ConfigScope::EntityDefault { entity_id } => (
+            entity_pk(ns, entity_id),
+            format!("{CONFIG_SK}#{DEFAULT_RESOURCE}"),
+        ),
+        ConfigScope::Resource { resource } => {
+            (format!("{ns}/RESOURCE#{resource}"), CONFIG_SK.to_string())
+        }
+        ConfigScope::System => (format!("{ns}/SYSTEM#"), CONFIG_SK.to_string()),
+    }
+}
+
+/// `{ns}/AUDIT#{entity}` / `#AUDIT#{event_id}`
+pub fn audit_key(ns: &str, entity_id: &str, event_id: &str) -> (String, String) {
+    (
+        format!("{ns}/AUDIT#{entity_id}"),
+        format!("#AUDIT#{event_id}"),
+    )
+}

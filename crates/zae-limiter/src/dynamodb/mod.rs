@@ -7,6 +7,7 @@
 //! `ReturnValues=ALL_NEW`); a wrong guess comes back with the item (`ALL_OLD`) and costs one
 //! retry, and a real rejection needs no further call.
 
+mod admin;
 mod counter;
 pub mod keys;
 mod table;
@@ -30,6 +31,7 @@ use lru::LruCache;
 use parking_lot::Mutex;
 
 use crate::bucket::BucketParams;
+use crate::config::{AuditEvent, AuditPage, ConfigScope, ResolutionData, StoredConfig};
 use crate::entity::Entity;
 use crate::error::{Result, StoreError};
 use crate::store::{ApplyOutcome, BucketChange, BucketKey, BucketState, LimitState, Store};
@@ -481,61 +483,8 @@ impl Store for DynamoStore {
         self.read_bucket(key).await
     }
 
-    async fn create_entity(&self, entity: &Entity) -> Result<(), StoreError> {
-        let pk = keys::entity_pk(&self.ns, &entity.id);
-        let mut item = HashMap::from([
-            ("PK".to_string(), AttributeValue::S(pk.clone())),
-            ("SK".to_string(), AttributeValue::S(ENTITY_SK.to_string())),
-            (
-                "entity_id".to_string(),
-                AttributeValue::S(entity.id.clone()),
-            ),
-            ("cascade".to_string(), AttributeValue::Bool(entity.cascade)),
-            (
-                "created_at_ms".to_string(),
-                AttributeValue::N(entity.created_at_ms.to_string()),
-            ),
-            (
-                "metadata".to_string(),
-                AttributeValue::M(
-                    entity
-                        .metadata
-                        .iter()
-                        .map(|(k, v)| (k.clone(), AttributeValue::S(v.clone())))
-                        .collect(),
-                ),
-            ),
-            ("GSI4PK".to_string(), AttributeValue::S(self.ns.to_string())),
-            ("GSI4SK".to_string(), AttributeValue::S(pk)),
-        ]);
-        if let Some(n) = &entity.name {
-            item.insert("name".to_string(), AttributeValue::S(n.clone()));
-        }
-        if let Some(p) = &entity.parent_id {
-            item.insert("parent_id".to_string(), AttributeValue::S(p.clone()));
-            let (g1pk, g1sk) = keys::parent_gsi(&self.ns, p, &entity.id);
-            item.insert("GSI1PK".to_string(), AttributeValue::S(g1pk));
-            item.insert("GSI1SK".to_string(), AttributeValue::S(g1sk));
-        }
-        let res = self
-            .client
-            .put_item()
-            .table_name(&*self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(PK)")
-            .set_return_consumed_capacity(self.rcc())
-            .send()
-            .await;
-        match res {
-            Ok(out) => {
-                self.track(Io::Write, out.consumed_capacity());
-                Ok(())
-            }
-            Err(SdkError::ServiceError(se)) if se.err().is_conditional_check_failed_exception() => {
-                Err(StoreError::EntityExists(entity.id.clone()))
-            }
-            Err(e) => Err(sdk_err(e)),
-        }
+    async fn create_entity(&self, entity: &Entity, audit: &AuditEvent) -> Result<(), StoreError> {
+        self.create_entity_item(entity, audit).await
     }
 
     async fn get_entity(&self, entity_id: &str) -> Result<Option<Entity>, StoreError> {
@@ -555,6 +504,36 @@ impl Store for DynamoStore {
             .map_err(sdk_err)?;
         self.track(Io::Read, out.consumed_capacity());
         out.item().map(parse_entity).transpose()
+    }
+
+    async fn load_resolution(
+        &self,
+        entity_id: &str,
+        resource: &str,
+    ) -> Result<ResolutionData, StoreError> {
+        self.load_resolution_items(entity_id, resource).await
+    }
+
+    async fn get_config(&self, scope: &ConfigScope) -> Result<Option<StoredConfig>, StoreError> {
+        self.get_config_item(scope).await
+    }
+
+    async fn put_config(
+        &self,
+        scope: &ConfigScope,
+        config: Option<&StoredConfig>,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        self.put_config_item(scope, config, audit).await
+    }
+
+    async fn list_audit(
+        &self,
+        entity_id: &str,
+        limit: usize,
+        before: Option<&str>,
+    ) -> Result<AuditPage, StoreError> {
+        self.list_audit_items(entity_id, limit, before).await
     }
 }
 

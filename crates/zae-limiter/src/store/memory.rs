@@ -1,12 +1,13 @@
 //! The embedded, in-process store: same semantics as DynamoDB, no network.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
 use super::{apply_exact, ApplyOutcome, BucketChange, BucketKey, BucketState, Store};
+use crate::config::{AuditEvent, AuditPage, ConfigScope, ResolutionData, StoredConfig};
 use crate::entity::Entity;
 use crate::error::StoreError;
 
@@ -14,6 +15,18 @@ use crate::error::StoreError;
 struct Inner {
     buckets: HashMap<BucketKey, BucketState>,
     entities: HashMap<String, Entity>,
+    configs: HashMap<ConfigScope, StoredConfig>,
+    /// entity id -> event id -> event
+    audit: HashMap<String, BTreeMap<String, AuditEvent>>,
+}
+
+impl Inner {
+    fn record(&mut self, audit: &AuditEvent) {
+        self.audit
+            .entry(audit.entity_id.clone())
+            .or_default()
+            .insert(audit.event_id.clone(), audit.clone());
+    }
 }
 
 /// A thread-safe in-process store. Cloning shares the data.
@@ -61,16 +74,78 @@ impl Store for MemoryStore {
         Ok(self.inner.lock().buckets.get(key).cloned())
     }
 
-    async fn create_entity(&self, entity: &Entity) -> Result<(), StoreError> {
+    async fn create_entity(&self, entity: &Entity, audit: &AuditEvent) -> Result<(), StoreError> {
         let mut inner = self.inner.lock();
         if inner.entities.contains_key(&entity.id) {
             return Err(StoreError::EntityExists(entity.id.clone()));
         }
         inner.entities.insert(entity.id.clone(), entity.clone());
+        inner.record(audit);
         Ok(())
     }
 
     async fn get_entity(&self, entity_id: &str) -> Result<Option<Entity>, StoreError> {
         Ok(self.inner.lock().entities.get(entity_id).cloned())
+    }
+
+    async fn load_resolution(
+        &self,
+        entity_id: &str,
+        resource: &str,
+    ) -> Result<ResolutionData, StoreError> {
+        let inner = self.inner.lock();
+        Ok(ResolutionData {
+            entity: inner.entities.get(entity_id).cloned(),
+            levels: ConfigScope::chain(entity_id, resource).map(|s| inner.configs.get(&s).cloned()),
+        })
+    }
+
+    async fn get_config(&self, scope: &ConfigScope) -> Result<Option<StoredConfig>, StoreError> {
+        Ok(self.inner.lock().configs.get(scope).cloned())
+    }
+
+    async fn put_config(
+        &self,
+        scope: &ConfigScope,
+        config: Option<&StoredConfig>,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut inner = self.inner.lock();
+        match config {
+            Some(c) => inner.configs.insert(scope.clone(), c.clone()),
+            None => inner.configs.remove(scope),
+        };
+        inner.record(audit);
+        Ok(())
+    }
+
+    async fn list_audit(
+        &self,
+        entity_id: &str,
+        limit: usize,
+        before: Option<&str>,
+    ) -> Result<AuditPage, StoreError> {
+        let inner = self.inner.lock();
+        let Some(events) = inner.audit.get(entity_id) else {
+            return Ok(AuditPage {
+                events: Vec::new(),
+                next: None,
+            });
+        };
+        let older = events
+            .range::<str, _>((
+                std::ops::Bound::Unbounded,
+                before.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded),
+            ))
+            .rev();
+        let mut page: Vec<AuditEvent> = older.take(limit + 1).map(|(_, e)| e.clone()).collect();
+        let more = page.len() > limit;
+        page.truncate(limit);
+        let next = if more {
+            page.last().map(|e| e.event_id.clone())
+        } else {
+            None
+        };
+        Ok(AuditPage { events: page, next })
     }
 }

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 
 use crate::bucket::BucketParams;
+use crate::config::{AuditEvent, AuditPage, ConfigScope, ResolutionData, StoredConfig};
 use crate::entity::Entity;
 use crate::error::StoreError;
 
@@ -121,11 +122,39 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Read one bucket (`None` if it was never written).
     async fn get_bucket(&self, key: &BucketKey) -> Result<Option<BucketState>, StoreError>;
 
-    /// Create an entity; [`StoreError::EntityExists`] if the id is taken.
-    async fn create_entity(&self, entity: &Entity) -> Result<(), StoreError>;
+    /// Create an entity and record `audit`, atomically; [`StoreError::EntityExists`] if the
+    /// id is taken.
+    async fn create_entity(&self, entity: &Entity, audit: &AuditEvent) -> Result<(), StoreError>;
 
     /// Read an entity.
     async fn get_entity(&self, entity_id: &str) -> Result<Option<Entity>, StoreError>;
+
+    /// The entity and the four config levels for `entity_id` on `resource`, in one read.
+    async fn load_resolution(
+        &self,
+        entity_id: &str,
+        resource: &str,
+    ) -> Result<ResolutionData, StoreError>;
+
+    /// The config stored at `scope`.
+    async fn get_config(&self, scope: &ConfigScope) -> Result<Option<StoredConfig>, StoreError>;
+
+    /// Store (`Some`) or delete (`None`) the config at `scope` and record `audit`, atomically.
+    async fn put_config(
+        &self,
+        scope: &ConfigScope,
+        config: Option<&StoredConfig>,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError>;
+
+    /// Audit events of `entity_id` (or `$SYSTEM`, `$RESOURCE:{r}`), newest first, at most
+    /// `limit`, older than event id `before` when given.
+    async fn list_audit(
+        &self,
+        entity_id: &str,
+        limit: usize,
+        before: Option<&str>,
+    ) -> Result<AuditPage, StoreError>;
 }
 
 /// Apply `changes` to in-memory bucket states with the exact math: the reference semantics

@@ -582,3 +582,346 @@ pub async fn unconsumed_limit_in_debt_refuses(store: Arc<dyn Store>) {
         map(&[("rpm", 10), ("tpm", -100)])
     );
 }
+
+fn stored(limits: &[Limit]) -> zae_limiter::StoredConfig {
+    zae_limiter::StoredConfig::limits(limits.iter().cloned())
+}
+
+fn scopes(entity: &str, resource: &str) -> [zae_limiter::ConfigScope; 4] {
+    zae_limiter::ConfigScope::chain(entity, resource)
+}
+
+async fn resolved_capacity(l: &RateLimiter, entity: &str) -> zae_limiter::Result<i64> {
+    Ok(l.available(entity, "gpt-4", &[]).await?["rpm"])
+}
+
+pub async fn each_config_level_wins_in_turn(store: Arc<dyn Store>) {
+    let (l, _) = limiter(store);
+    let [entity, entity_default, resource, system] = scopes("key-1", "gpt-4");
+    // nothing stored, nothing passed: a clear error naming entity and resource
+    let e = resolved_capacity(&l, "key-1")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("'key-1'") && e.contains("'gpt-4'"), "{e}");
+    let e = l
+        .acquire("key-1", "gpt-4")
+        .consume([("rpm", 1)])
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("no limits given or stored"), "{e}");
+    // limits in code are the fallback when nothing is stored
+    assert_eq!(
+        l.available("key-1", "gpt-4", &[Limit::per_minute("rpm", 5)])
+            .await
+            .unwrap()["rpm"],
+        5
+    );
+    // each more specific level wins over the ones below it
+    for (scope, cap) in [
+        (&system, 10),
+        (&resource, 20),
+        (&entity_default, 30),
+        (&entity, 40),
+    ] {
+        l.set_config(scope, stored(&[Limit::per_minute("rpm", cap)]))
+            .await
+            .unwrap();
+        assert_eq!(
+            resolved_capacity(&l, "key-1").await.unwrap(),
+            cap as i64,
+            "{scope:?}"
+        );
+        // stored limits win over limits passed in code
+        assert_eq!(
+            l.available("key-1", "gpt-4", &[Limit::per_minute("rpm", 5)])
+                .await
+                .unwrap()["rpm"],
+            cap as i64
+        );
+    }
+    // another entity only sees the resource and system levels
+    assert_eq!(resolved_capacity(&l, "key-2").await.unwrap(), 20);
+    // deleting falls back level by level
+    for (scope, cap) in [(&entity, 30), (&entity_default, 20), (&resource, 10)] {
+        assert!(l.delete_config(scope).await.unwrap());
+        assert_eq!(resolved_capacity(&l, "key-1").await.unwrap(), cap);
+    }
+    assert!(!l.delete_config(&entity).await.unwrap(), "already gone");
+    // an acquire without limits uses the resolved ones
+    let lease = l
+        .acquire("key-1", "gpt-4")
+        .consume([("rpm", 4)])
+        .await
+        .unwrap();
+    lease.commit().await.unwrap();
+    assert_eq!(resolved_capacity(&l, "key-1").await.unwrap(), 6);
+    let e = l
+        .acquire("key-1", "gpt-4")
+        .consume([("tpm", 1)])
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("'tpm' is not one of the limits [rpm]"),
+        "{e}"
+    );
+    assert_eq!(
+        l.get_config(&system).await.unwrap(),
+        Some(stored(&[Limit::per_minute("rpm", 10)]))
+    );
+    assert_eq!(l.get_config(&resource).await.unwrap(), None);
+}
+
+pub async fn stored_config_validation_and_policy(store: Arc<dyn Store>) {
+    use zae_limiter::{ConfigScope, OnUnavailable, StoredConfig};
+    let (l, _) = limiter(store);
+    let policy_only = StoredConfig {
+        limits: vec![],
+        on_unavailable: Some(OnUnavailable::Allow),
+    };
+    l.set_config(&ConfigScope::System, policy_only.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        l.get_config(&ConfigScope::System).await.unwrap(),
+        Some(policy_only.clone())
+    );
+    let bad = [
+        (
+            ConfigScope::Resource {
+                resource: "gpt-4".into(),
+            },
+            policy_only.clone(),
+            "on_unavailable",
+        ),
+        (
+            ConfigScope::Resource {
+                resource: "gpt-4".into(),
+            },
+            StoredConfig::default(),
+            "nothing to store",
+        ),
+        (
+            ConfigScope::Resource {
+                resource: "bad resource".into(),
+            },
+            stored(&[Limit::per_minute("rpm", 1)]),
+            "resource",
+        ),
+        (
+            ConfigScope::EntityDefault {
+                entity_id: "a#b".into(),
+            },
+            stored(&[Limit::per_minute("rpm", 1)]),
+            "entity_id",
+        ),
+        (
+            ConfigScope::System,
+            stored(&[Limit::per_minute("rpm", 0)]),
+            "capacity",
+        ),
+    ];
+    for (scope, config, want) in bad {
+        let e = l.set_config(&scope, config).await.unwrap_err();
+        assert!(
+            matches!(e, Error::Validation { .. }) && e.to_string().contains(want),
+            "{e}"
+        );
+    }
+    // a system policy without limits does not count as a level holding limits
+    let e = l
+        .acquire("k", "gpt-4")
+        .consume([("rpm", 1)])
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("no limits"), "{e}");
+}
+
+pub async fn cascade_uses_the_parents_stored_limits(store: Arc<dyn Store>) {
+    use zae_limiter::ConfigScope;
+    let (l, _) = limiter(store);
+    family(&l).await;
+    l.set_config(
+        &ConfigScope::EntityDefault {
+            entity_id: "proj".into(),
+        },
+        stored(&[Limit::per_hour("rph", 3)]),
+    )
+    .await
+    .unwrap();
+    let own = [Limit::per_hour("rph", 100)];
+    for _ in 0..3 {
+        super::take(&l, "key-a", "gpt-4", &own, &[("rph", 1)]).await;
+    }
+    let e = rate_limited(
+        l.acquire("key-b", "gpt-4")
+            .limits(own.clone())
+            .consume([("rph", 1)])
+            .await,
+    );
+    let v = e.primary_violation().unwrap();
+    assert_eq!((v.entity_id.as_str(), v.limit.capacity()), ("proj", 3));
+    assert_eq!(avail(&l, "key-a", &own).await["rph"], 97);
+}
+
+pub async fn config_cache_hits_misses_ttl_and_invalidation(store: Arc<dyn Store>) {
+    use zae_limiter::ConfigScope;
+    let clock = ManualClock::new(T0);
+    let reader = RateLimiter::builder_shared(store.clone())
+        .clock(clock.clone())
+        .config_cache_ttl(Duration::from_secs(60))
+        .build();
+    let writer = RateLimiter::builder_shared(store.clone())
+        .clock(clock.clone())
+        .build();
+    let sys = ConfigScope::System;
+    writer
+        .set_config(&sys, stored(&[Limit::per_minute("rpm", 10)]))
+        .await
+        .unwrap();
+    assert_eq!(resolved_capacity(&reader, "k").await.unwrap(), 10);
+    assert_eq!(resolved_capacity(&reader, "k").await.unwrap(), 10);
+    let s = reader.cache_stats();
+    assert_eq!(
+        (s.hits, s.misses, s.size, s.ttl),
+        (1, 1, 1, Duration::from_secs(60))
+    );
+    // another client changes the config: this one keeps its cached copy until the TTL ends
+    writer
+        .set_config(&sys, stored(&[Limit::per_minute("rpm", 20)]))
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(59));
+    assert_eq!(resolved_capacity(&reader, "k").await.unwrap(), 10);
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(resolved_capacity(&reader, "k").await.unwrap(), 20);
+    // explicit invalidation
+    writer
+        .set_config(&sys, stored(&[Limit::per_minute("rpm", 30)]))
+        .await
+        .unwrap();
+    assert_eq!(resolved_capacity(&reader, "k").await.unwrap(), 20);
+    reader.invalidate_config_cache();
+    assert_eq!(reader.cache_stats().size, 0);
+    assert_eq!(resolved_capacity(&reader, "k").await.unwrap(), 30);
+    // "nothing stored" is cached too
+    writer.delete_config(&sys).await.unwrap();
+    reader.invalidate_config_cache();
+    assert!(resolved_capacity(&reader, "k").await.is_err());
+    writer
+        .set_config(&sys, stored(&[Limit::per_minute("rpm", 40)]))
+        .await
+        .unwrap();
+    assert!(
+        resolved_capacity(&reader, "k").await.is_err(),
+        "negative result cached"
+    );
+    let s = reader.cache_stats();
+    assert_eq!((s.hits, s.misses), (4, 4));
+    // TTL zero disables caching
+    let uncached = RateLimiter::builder_shared(store)
+        .clock(clock)
+        .config_cache_ttl(Duration::ZERO)
+        .build();
+    assert_eq!(resolved_capacity(&uncached, "k").await.unwrap(), 40);
+    assert_eq!(resolved_capacity(&uncached, "k").await.unwrap(), 40);
+    let s = uncached.cache_stats();
+    assert_eq!((s.hits, s.misses, s.size), (0, 2, 0));
+}
+
+pub async fn audit_records_every_change_newest_first(store: Arc<dyn Store>) {
+    use zae_limiter::{AuditAction, ConfigScope};
+    let clock = ManualClock::new(T0);
+    let l = RateLimiter::builder_shared(store)
+        .clock(clock.clone())
+        .principal("ops@example.com")
+        .build();
+    l.create_entity(NewEntity::new("key-1").name("Key one"))
+        .await
+        .unwrap();
+    let scope = ConfigScope::Entity {
+        entity_id: "key-1".into(),
+        resource: "gpt-4".into(),
+    };
+    for cap in [10, 20, 30] {
+        clock.advance(Duration::from_secs(1));
+        l.set_config(&scope, stored(&[Limit::per_minute("rpm", cap)]))
+            .await
+            .unwrap();
+    }
+    clock.advance(Duration::from_secs(1));
+    l.delete_config(&scope).await.unwrap();
+    l.set_config(&ConfigScope::System, stored(&[Limit::per_minute("rpm", 1)]))
+        .await
+        .unwrap();
+    l.set_config(
+        &ConfigScope::Resource {
+            resource: "gpt-4".into(),
+        },
+        stored(&[Limit::per_minute("rpm", 2)]),
+    )
+    .await
+    .unwrap();
+
+    let all = l.audit_events("key-1", 100, None).await.unwrap();
+    let actions: Vec<AuditAction> = all.events.iter().map(|e| e.action).collect();
+    use AuditAction::*;
+    assert_eq!(
+        actions,
+        [
+            LimitsDeleted,
+            LimitsSet,
+            LimitsSet,
+            LimitsSet,
+            EntityCreated
+        ]
+    );
+    assert_eq!(all.next, None);
+    let newest = &all.events[0];
+    assert_eq!(newest.principal.as_deref(), Some("ops@example.com"));
+    assert_eq!(newest.resource.as_deref(), Some("gpt-4"));
+    assert_eq!(newest.timestamp_ms, T0 + 4_000);
+    assert_eq!(newest.details["old"]["limits"][0]["capacity"], 30);
+    assert!(newest.details["new"].is_null());
+    assert_eq!(all.events[1].details["old"]["limits"][0]["capacity"], 20);
+    assert_eq!(all.events[4].details["new"]["name"], "Key one");
+    assert!(all.events.windows(2).all(|w| w[0].event_id > w[1].event_id));
+    // pagination: 2 + 2 + 1, then the end
+    let mut seen = Vec::new();
+    let mut before: Option<String> = None;
+    loop {
+        let page = l.audit_events("key-1", 2, before.as_deref()).await.unwrap();
+        seen.extend(page.events.iter().map(|e| e.event_id.clone()));
+        match page.next {
+            Some(n) => before = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        all.events
+            .iter()
+            .map(|e| e.event_id.clone())
+            .collect::<Vec<_>>()
+    );
+    // defaults are filed under $SYSTEM and $RESOURCE:{resource}
+    assert_eq!(
+        l.audit_events("$SYSTEM", 10, None)
+            .await
+            .unwrap()
+            .events
+            .len(),
+        1
+    );
+    let r = l.audit_events("$RESOURCE:gpt-4", 10, None).await.unwrap();
+    assert_eq!((r.events.len(), r.events[0].action), (1, LimitsSet));
+    assert!(l
+        .audit_events("nobody", 10, None)
+        .await
+        .unwrap()
+        .events
+        .is_empty());
+    assert!(l.audit_events("key-1", 0, None).await.is_err());
+    assert!(l.audit_events("bad#id", 10, None).await.is_err());
+}

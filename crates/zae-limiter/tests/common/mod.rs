@@ -65,6 +65,11 @@ macro_rules! conformance_suite {
             entities_and_hierarchy_rules,
             time_until_available_is_exact,
             unconsumed_limit_in_debt_refuses,
+            each_config_level_wins_in_turn,
+            stored_config_validation_and_policy,
+            cascade_uses_the_parents_stored_limits,
+            config_cache_hits_misses_ttl_and_invalidation,
+            audit_records_every_change_newest_first,
         );
     };
 }

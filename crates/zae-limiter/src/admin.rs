@@ -1,0 +1,136 @@
+//! Management operations of [`RateLimiter`]: stored limits at every level and the audit log.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::config::{AuditAction, AuditEvent, AuditPage, ConfigScope, StoredConfig};
+use crate::error::{Error, Result};
+use crate::limit::validate_entity_id;
+use crate::RateLimiter;
+
+/// Largest page of audit events one call returns.
+pub const MAX_AUDIT_PAGE: usize = 1_000;
+
+/// A time-ordered, unique event id: the timestamp, a per-process sequence and a random part.
+fn event_id(now_ms: i64) -> String {
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed) % 1_000_000;
+    let random = {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_i64(now_ms);
+        h.write_u32(seq);
+        h.finish() as u32
+    };
+    format!("{now_ms:013}-{seq:06}-{random:08x}")
+}
+
+impl RateLimiter {
+    pub(crate) fn audit_event(
+        &self,
+        action: AuditAction,
+        entity_id: String,
+        resource: Option<String>,
+        details: serde_json::Value,
+    ) -> AuditEvent {
+        let now = self.now_ms();
+        AuditEvent {
+            event_id: event_id(now),
+            timestamp_ms: now,
+            action,
+            entity_id,
+            resource,
+            principal: self.principal().map(str::to_string),
+            details,
+            expires_at_ms: Some(now.saturating_add(self.audit_retention().as_millis() as i64)),
+        }
+    }
+
+    /// Store limits (and, at the system level, the `on_unavailable` policy) at `scope`,
+    /// replacing what was there. Recorded in the audit log with the old and new values.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> zae_limiter::Result<()> {
+    /// use zae_limiter::{ConfigScope, Limit, MemoryStore, RateLimiter, StoredConfig};
+    /// let limiter = RateLimiter::builder(MemoryStore::new()).build();
+    /// let gpt4 = ConfigScope::Resource { resource: "gpt-4".into() };
+    /// limiter.set_config(&gpt4, StoredConfig::limits([Limit::per_minute("rpm", 50)])).await?;
+    /// // no limits in code: resolved from the resource default
+    /// let lease = limiter.acquire("key-1", "gpt-4").consume([("rpm", 1)]).await?;
+    /// lease.commit().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn set_config(&self, scope: &ConfigScope, config: StoredConfig) -> Result<()> {
+        scope.validate()?;
+        config.validate(scope)?;
+        self.change_config(scope, Some(config)).await
+    }
+
+    /// Delete what is stored at `scope`. Returns false when nothing was stored.
+    pub async fn delete_config(&self, scope: &ConfigScope) -> Result<bool> {
+        scope.validate()?;
+        if self.get_config(scope).await?.is_none() {
+            return Ok(false);
+        }
+        self.change_config(scope, None).await?;
+        Ok(true)
+    }
+
+    async fn change_config(&self, scope: &ConfigScope, new: Option<StoredConfig>) -> Result<()> {
+        let old = self.get_config(scope).await?;
+        let action = if new.is_some() {
+            AuditAction::LimitsSet
+        } else {
+            AuditAction::LimitsDeleted
+        };
+        let audit = self.audit_event(
+            action,
+            scope.audit_entity(),
+            scope.resource().map(str::to_string),
+            serde_json::json!({ "level": scope.level(), "old": old, "new": new }),
+        );
+        self.call(self.store().put_config(scope, new.as_ref(), &audit))
+            .await?;
+        self.forget_config(scope);
+        Ok(())
+    }
+
+    /// What is stored at `scope` (always read from the store).
+    pub async fn get_config(&self, scope: &ConfigScope) -> Result<Option<StoredConfig>> {
+        scope.validate()?;
+        Ok(self.call(self.store().get_config(scope)).await?)
+    }
+
+    /// Audit events of an entity (or `$SYSTEM`, `$RESOURCE:{resource}`), newest first.
+    /// Pass the returned [`AuditPage::next`] as `before` for the next page.
+    pub async fn audit_events(
+        &self,
+        entity_id: &str,
+        limit: usize,
+        before: Option<&str>,
+    ) -> Result<AuditPage> {
+        if !(entity_id == "$SYSTEM" || entity_id.starts_with("$RESOURCE:")) {
+            validate_entity_id(entity_id)?;
+        }
+        if limit == 0 || limit > MAX_AUDIT_PAGE {
+            return Err(Error::invalid(
+                "limit",
+                format!("page size must be between 1 and {MAX_AUDIT_PAGE}, got {limit}"),
+            ));
+        }
+        Ok(self
+            .call(self.store().list_audit(entity_id, limit, before))
+            .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn event_ids_sort_by_time_and_are_unique() {
+        let a = super::event_id(1_000);
+        let b = super::event_id(1_000);
+        let c = super::event_id(2_000);
+        assert_ne!(a, b);
+        assert!(a < b && b < c, "{a} {b} {c}");
+    }
+}

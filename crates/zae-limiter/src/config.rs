@@ -1,0 +1,234 @@
+//! Stored limits at four levels, their resolution, and the audit events that record changes.
+
+use serde::{Deserialize, Serialize};
+
+use crate::entity::Entity;
+use crate::error::{Error, Result};
+use crate::limit::{validate_entity_id, validate_limits, validate_resource, Limit};
+use crate::limiter::OnUnavailable;
+
+/// The resource name under which an entity's defaults for every resource are stored.
+pub const DEFAULT_RESOURCE: &str = "_default_";
+
+/// Where a set of limits is stored. Resolution tries them in this order; the first level
+/// holding limits wins.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ConfigScope {
+    /// One entity on one resource.
+    Entity {
+        /// The entity.
+        entity_id: String,
+        /// The resource.
+        resource: String,
+    },
+    /// One entity, every resource without an entity+resource config.
+    EntityDefault {
+        /// The entity.
+        entity_id: String,
+    },
+    /// Every entity on one resource.
+    Resource {
+        /// The resource.
+        resource: String,
+    },
+    /// Everything in the namespace. Also holds the `on_unavailable` policy.
+    System,
+}
+
+impl ConfigScope {
+    /// The four scopes consulted for `entity_id` on `resource`, most specific first.
+    pub fn chain(entity_id: &str, resource: &str) -> [ConfigScope; 4] {
+        [
+            ConfigScope::Entity {
+                entity_id: entity_id.into(),
+                resource: resource.into(),
+            },
+            ConfigScope::EntityDefault {
+                entity_id: entity_id.into(),
+            },
+            ConfigScope::Resource {
+                resource: resource.into(),
+            },
+            ConfigScope::System,
+        ]
+    }
+
+    /// Check the ids in the scope.
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            ConfigScope::Entity {
+                entity_id,
+                resource,
+            } => {
+                validate_entity_id(entity_id)?;
+                validate_resource(resource)
+            }
+            ConfigScope::EntityDefault { entity_id } => validate_entity_id(entity_id),
+            ConfigScope::Resource { resource } => validate_resource(resource),
+            ConfigScope::System => Ok(()),
+        }
+    }
+
+    /// The level's name: `entity`, `entity_default`, `resource`, `system`.
+    pub fn level(&self) -> &'static str {
+        match self {
+            ConfigScope::Entity { .. } => "entity",
+            ConfigScope::EntityDefault { .. } => "entity_default",
+            ConfigScope::Resource { .. } => "resource",
+            ConfigScope::System => "system",
+        }
+    }
+
+    /// The id audit events of this scope are filed under: the entity, `$RESOURCE:{r}`,
+    /// or `$SYSTEM`.
+    pub fn audit_entity(&self) -> String {
+        match self {
+            ConfigScope::Entity { entity_id, .. } | ConfigScope::EntityDefault { entity_id } => {
+                entity_id.clone()
+            }
+            ConfigScope::Resource { resource } => format!("$RESOURCE:{resource}"),
+            ConfigScope::System => "$SYSTEM".to_string(),
+        }
+    }
+
+    /// The resource named by the scope (`_default_` for an entity default).
+    pub fn resource(&self) -> Option<&str> {
+        match self {
+            ConfigScope::Entity { resource, .. } | ConfigScope::Resource { resource } => {
+                Some(resource)
+            }
+            ConfigScope::EntityDefault { .. } => Some(DEFAULT_RESOURCE),
+            ConfigScope::System => None,
+        }
+    }
+}
+
+/// What is stored at one level.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct StoredConfig {
+    /// The limits (may be empty at the system level when only the policy is set).
+    pub limits: Vec<Limit>,
+    /// The `on_unavailable` policy (system level only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_unavailable: Option<OnUnavailable>,
+}
+
+impl StoredConfig {
+    /// Limits only.
+    pub fn limits(limits: impl IntoIterator<Item = Limit>) -> Self {
+        StoredConfig {
+            limits: limits.into_iter().collect(),
+            on_unavailable: None,
+        }
+    }
+
+    pub(crate) fn validate(&self, scope: &ConfigScope) -> Result<()> {
+        validate_limits(&self.limits)?;
+        if self.on_unavailable.is_some() && *scope != ConfigScope::System {
+            return Err(Error::invalid(
+                "on_unavailable",
+                "the policy can only be stored at the system level",
+            ));
+        }
+        if self.limits.is_empty() && self.on_unavailable.is_none() {
+            return Err(Error::invalid(
+                "limits",
+                "nothing to store: give at least one limit",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Everything needed to resolve an acquire for one (entity, resource), fetched in one go
+/// (one `BatchGetItem` on DynamoDB).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResolutionData {
+    /// The entity, if it exists.
+    pub entity: Option<Entity>,
+    /// The stored configs, in [`ConfigScope::chain`] order.
+    pub levels: [Option<StoredConfig>; 4],
+}
+
+impl ResolutionData {
+    /// The limits of the most specific level holding any, and that level.
+    pub fn limits(&self) -> Option<(&'static str, &[Limit])> {
+        const NAMES: [&str; 4] = ["entity", "entity_default", "resource", "system"];
+        self.levels.iter().zip(NAMES).find_map(|(c, n)| {
+            c.as_ref()
+                .filter(|c| !c.limits.is_empty())
+                .map(|c| (n, &c.limits[..]))
+        })
+    }
+    /// The stored system policy.
+    pub fn on_unavailable(&self) -> Option<OnUnavailable> {
+        self.levels[3].as_ref().and_then(|c| c.on_unavailable)
+    }
+}
+
+/// What an audit event records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditAction {
+    /// An entity was created.
+    EntityCreated,
+    /// An entity and its data were deleted.
+    EntityDeleted,
+    /// Limits were stored (any level).
+    LimitsSet,
+    /// Stored limits were deleted (any level).
+    LimitsDeleted,
+}
+
+impl AuditAction {
+    /// `entity_created`, `limits_set`, ...
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AuditAction::EntityCreated => "entity_created",
+            AuditAction::EntityDeleted => "entity_deleted",
+            AuditAction::LimitsSet => "limits_set",
+            AuditAction::LimitsDeleted => "limits_deleted",
+        }
+    }
+    /// Parse [`as_str`](Self::as_str)'s output.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            AuditAction::EntityCreated,
+            AuditAction::EntityDeleted,
+            AuditAction::LimitsSet,
+            AuditAction::LimitsDeleted,
+        ]
+        .into_iter()
+        .find(|a| a.as_str() == s)
+    }
+}
+
+/// One recorded change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// Time-ordered id: sorts like the timestamp, unique.
+    pub event_id: String,
+    /// When, ms since the Unix epoch.
+    pub timestamp_ms: i64,
+    /// What happened.
+    pub action: AuditAction,
+    /// The entity, or `$SYSTEM` / `$RESOURCE:{resource}` for default changes.
+    pub entity_id: String,
+    /// The resource concerned, if any (`_default_` for entity defaults).
+    pub resource: Option<String>,
+    /// Who did it, when known.
+    pub principal: Option<String>,
+    /// Old and new values.
+    pub details: serde_json::Value,
+    /// When the event may be dropped (retention; DynamoDB's TTL deletes it after that).
+    pub expires_at_ms: Option<i64>,
+}
+
+/// A page of audit events, newest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditPage {
+    /// The events.
+    pub events: Vec<AuditEvent>,
+    /// Pass as `before` to get the next (older) page; `None` when there are no more.
+    pub next: Option<String>,
+}

@@ -1,0 +1,396 @@
+//! Entities, stored configs and audit events on DynamoDB (the management path; none of this
+//! is on the acquire hot path except the cold-cache `BatchGetItem`).
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, KeysAndAttributes, Put, TransactWriteItem};
+
+use super::keys::{self, ENTITY_SK};
+use super::{n_attr, parse_entity, sdk_err, DynamoStore, Io};
+use crate::config::{
+    AuditAction, AuditEvent, AuditPage, ConfigScope, ResolutionData, StoredConfig,
+};
+use crate::entity::Entity;
+use crate::error::StoreError;
+use crate::limit::Limit;
+use crate::limiter::OnUnavailable;
+
+type Item = HashMap<String, AttributeValue>;
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn key(pk: String, sk: String) -> Item {
+    HashMap::from([("PK".to_string(), s(pk)), ("SK".to_string(), s(sk))])
+}
+
+fn other(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Other(e.to_string())
+}
+
+impl DynamoStore {
+    fn entity_item(&self, entity: &Entity) -> Item {
+        let pk = keys::entity_pk(&self.ns, &entity.id);
+        let mut item = key(pk.clone(), ENTITY_SK.to_string());
+        item.extend([
+            ("entity_id".to_string(), s(&entity.id)),
+            ("cascade".to_string(), AttributeValue::Bool(entity.cascade)),
+            ("created_at_ms".to_string(), n(entity.created_at_ms)),
+            (
+                "metadata".to_string(),
+                AttributeValue::M(
+                    entity
+                        .metadata
+                        .iter()
+                        .map(|(k, v)| (k.clone(), s(v)))
+                        .collect(),
+                ),
+            ),
+            ("GSI4PK".to_string(), s(&*self.ns)),
+            ("GSI4SK".to_string(), s(pk)),
+        ]);
+        if let Some(name) = &entity.name {
+            item.insert("name".to_string(), s(name));
+        }
+        if let Some(p) = &entity.parent_id {
+            item.insert("parent_id".to_string(), s(p));
+            let (g1pk, g1sk) = keys::parent_gsi(&self.ns, p, &entity.id);
+            item.insert("GSI1PK".to_string(), s(g1pk));
+            item.insert("GSI1SK".to_string(), s(g1sk));
+        }
+        item
+    }
+
+    fn audit_item(&self, e: &AuditEvent) -> Item {
+        let (pk, sk) = keys::audit_key(&self.ns, &e.entity_id, &e.event_id);
+        let mut item = key(pk.clone(), sk);
+        item.extend([
+            ("event_id".to_string(), s(&e.event_id)),
+            ("timestamp_ms".to_string(), n(e.timestamp_ms)),
+            ("action".to_string(), s(e.action.as_str())),
+            ("entity_id".to_string(), s(&e.entity_id)),
+            ("details".to_string(), s(e.details.to_string())),
+            ("GSI4PK".to_string(), s(&*self.ns)),
+            ("GSI4SK".to_string(), s(pk)),
+        ]);
+        if let Some(r) = &e.resource {
+            item.insert("resource".to_string(), s(r));
+        }
+        if let Some(p) = &e.principal {
+            item.insert("principal".to_string(), s(p));
+        }
+        if let Some(x) = e.expires_at_ms {
+            item.insert("ttl".to_string(), n(x / 1000));
+        }
+        item
+    }
+
+    fn config_item(&self, scope: &ConfigScope, c: &StoredConfig) -> Item {
+        let (pk, sk) = keys::config_key(&self.ns, scope);
+        let mut item = key(pk.clone(), sk);
+        let limits = c
+            .limits
+            .iter()
+            .map(|l| {
+                AttributeValue::M(HashMap::from([
+                    ("name".to_string(), s(l.name())),
+                    ("capacity".to_string(), n(l.capacity())),
+                    ("refill_amount".to_string(), n(l.refill_amount())),
+                    ("refill_period_ms".to_string(), n(l.refill_period_ms())),
+                ]))
+            })
+            .collect();
+        item.extend([
+            ("level".to_string(), s(scope.level())),
+            ("limits".to_string(), AttributeValue::L(limits)),
+            ("GSI4PK".to_string(), s(&*self.ns)),
+            ("GSI4SK".to_string(), s(pk)),
+        ]);
+        if let Some(p) = c.on_unavailable {
+            let v = match p {
+                OnUnavailable::Block => "block",
+                OnUnavailable::Allow => "allow",
+            };
+            item.insert("on_unavailable".to_string(), s(v));
+        }
+        if let Some(r) = scope.resource() {
+            item.insert("resource".to_string(), s(r));
+        }
+        if let ConfigScope::Entity {
+            entity_id,
+            resource,
+        } = scope
+        {
+            item.insert("entity_id".to_string(), s(entity_id));
+            item.insert(
+                "GSI3PK".to_string(),
+                s(format!("{}/ENTITY_CONFIG#{resource}", self.ns)),
+            );
+            item.insert("GSI3SK".to_string(), s(entity_id));
+        }
+        if let ConfigScope::EntityDefault { entity_id } = scope {
+            item.insert("entity_id".to_string(), s(entity_id));
+        }
+        item
+    }
+
+    /// One transaction: the main write plus the audit record.
+    async fn write_with_audit(
+        &self,
+        main: TransactWriteItem,
+        audit: &AuditEvent,
+    ) -> Result<(), SdkError<TransactWriteItemsError, aws_smithy_runtime_api::http::Response>> {
+        let audit_put = Put::builder()
+            .table_name(&*self.table)
+            .set_item(Some(self.audit_item(audit)))
+            .build()
+            .expect("table and item are set");
+        let out = self
+            .client
+            .transact_write_items()
+            .transact_items(main)
+            .transact_items(TransactWriteItem::builder().put(audit_put).build())
+            .set_return_consumed_capacity(self.rcc())
+            .send()
+            .await?;
+        self.track(Io::Write, out.consumed_capacity());
+        Ok(())
+    }
+
+    pub(super) async fn create_entity_item(
+        &self,
+        entity: &Entity,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let put = Put::builder()
+            .table_name(&*self.table)
+            .set_item(Some(self.entity_item(entity)))
+            .condition_expression("attribute_not_exists(PK)")
+            .build()
+            .map_err(other)?;
+        match self
+            .write_with_audit(TransactWriteItem::builder().put(put).build(), audit)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(SdkError::ServiceError(se)) => match se.err() {
+                TransactWriteItemsError::TransactionCanceledException(tc)
+                    if tc.cancellation_reasons().first().and_then(|r| r.code())
+                        == Some("ConditionalCheckFailed") =>
+                {
+                    Err(StoreError::EntityExists(entity.id.clone()))
+                }
+                _ => Err(sdk_err(SdkError::ServiceError(se))),
+            },
+            Err(e) => Err(sdk_err(e)),
+        }
+    }
+
+    pub(super) async fn put_config_item(
+        &self,
+        scope: &ConfigScope,
+        config: Option<&StoredConfig>,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let main = match config {
+            Some(c) => TransactWriteItem::builder()
+                .put(
+                    Put::builder()
+                        .table_name(&*self.table)
+                        .set_item(Some(self.config_item(scope, c)))
+                        .build()
+                        .map_err(other)?,
+                )
+                .build(),
+            None => {
+                let (pk, sk) = keys::config_key(&self.ns, scope);
+                TransactWriteItem::builder()
+                    .delete(
+                        Delete::builder()
+                            .table_name(&*self.table)
+                            .set_key(Some(key(pk, sk)))
+                            .build()
+                            .map_err(other)?,
+                    )
+                    .build()
+            }
+        };
+        self.write_with_audit(main, audit).await.map_err(sdk_err)
+    }
+
+    pub(super) async fn get_config_item(
+        &self,
+        scope: &ConfigScope,
+    ) -> Result<Option<StoredConfig>, StoreError> {
+        let (pk, sk) = keys::config_key(&self.ns, scope);
+        let out = self
+            .client
+            .get_item()
+            .table_name(&*self.table)
+            .set_key(Some(key(pk, sk)))
+            .consistent_read(true)
+            .set_return_consumed_capacity(self.rcc())
+            .send()
+            .await
+            .map_err(sdk_err)?;
+        self.track(Io::Read, out.consumed_capacity());
+        out.item().map(parse_config).transpose()
+    }
+
+    pub(super) async fn load_resolution_items(
+        &self,
+        entity_id: &str,
+        resource: &str,
+    ) -> Result<ResolutionData, StoreError> {
+        let chain = ConfigScope::chain(entity_id, resource);
+        let entity_key = (keys::entity_pk(&self.ns, entity_id), ENTITY_SK.to_string());
+        let config_keys: Vec<(String, String)> = chain
+            .iter()
+            .map(|c| keys::config_key(&self.ns, c))
+            .collect();
+        let mut wanted = KeysAndAttributes::builder().consistent_read(true);
+        for (pk, sk) in std::iter::once(&entity_key).chain(&config_keys) {
+            wanted = wanted.keys(key(pk.clone(), sk.clone()));
+        }
+        let mut pending = Some(wanted.build().map_err(other)?);
+        let mut found: HashMap<(String, String), Item> = HashMap::new();
+        let mut rounds = 0;
+        while let Some(req) = pending.take() {
+            rounds += 1;
+            if rounds > 10 {
+                return Err(StoreError::Unavailable(
+                    "BatchGetItem kept returning unprocessed keys".into(),
+                ));
+            }
+            let out = self
+                .client
+                .batch_get_item()
+                .request_items(&*self.table, req)
+                .set_return_consumed_capacity(self.rcc())
+                .send()
+                .await
+                .map_err(sdk_err)?;
+            self.track(Io::Read, out.consumed_capacity());
+            for item in out
+                .responses()
+                .and_then(|r| r.get(&*self.table))
+                .into_iter()
+                .flatten()
+            {
+                let get = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+                if let (Some(pk), Some(sk)) = (get("PK"), get("SK")) {
+                    found.insert((pk, sk), item.clone());
+                }
+            }
+            pending = out
+                .unprocessed_keys()
+                .and_then(|u| u.get(&*self.table))
+                .filter(|k| !k.keys().is_empty())
+                .cloned();
+        }
+        let entity = found.get(&entity_key).map(parse_entity).transpose()?;
+        let mut levels: [Option<StoredConfig>; 4] = Default::default();
+        for (slot, k) in levels.iter_mut().zip(&config_keys) {
+            *slot = found.get(k).map(parse_config).transpose()?;
+        }
+        Ok(ResolutionData { entity, levels })
+    }
+
+    pub(super) async fn list_audit_items(
+        &self,
+        entity_id: &str,
+        limit: usize,
+        before: Option<&str>,
+    ) -> Result<AuditPage, StoreError> {
+        let (pk, _) = keys::audit_key(&self.ns, entity_id, "");
+        let mut q = self
+            .client
+            .query()
+            .table_name(&*self.table)
+            .key_condition_expression("PK = :pk AND begins_with(SK, :prefix)")
+            .expression_attribute_values(":pk", s(&pk))
+            .expression_attribute_values(":prefix", s("#AUDIT#"))
+            .scan_index_forward(false)
+            .limit((limit + 1).min(i32::MAX as usize) as i32);
+        if let Some(b) = before {
+            let (_, sk) = keys::audit_key(&self.ns, entity_id, b);
+            q = q
+                .exclusive_start_key("PK", s(&pk))
+                .exclusive_start_key("SK", s(sk));
+        }
+        let out = q.send().await.map_err(sdk_err)?;
+        let mut events = out
+            .items()
+            .iter()
+            .map(parse_audit)
+            .collect::<Result<Vec<_>, _>>()?;
+        let more = events.len() > limit;
+        events.truncate(limit);
+        let next = if more {
+            events.last().map(|e| e.event_id.clone())
+        } else {
+            None
+        };
+        Ok(AuditPage { events, next })
+    }
+}
+
+fn parse_config(item: &Item) -> Result<StoredConfig, StoreError> {
+    let mut limits = Vec::new();
+    if let Some(AttributeValue::L(list)) = item.get("limits") {
+        for v in list {
+            let m = v.as_m().map_err(|_| other("config limit is not a map"))?;
+            let name = m
+                .get("name")
+                .and_then(|v| v.as_s().ok())
+                .ok_or_else(|| other("config limit lacks a name"))?;
+            let num = |k: &str| -> Result<u64, StoreError> {
+                n_attr(m, k)?
+                    .and_then(|v| u64::try_from(v).ok())
+                    .ok_or_else(|| other(format!("config limit '{name}' lacks {k}")))
+            };
+            limits.push(Limit::custom(
+                name.clone(),
+                num("capacity")?,
+                num("refill_amount")?,
+                std::time::Duration::from_millis(num("refill_period_ms")?),
+            ));
+        }
+    }
+    let on_unavailable = match item.get("on_unavailable").and_then(|v| v.as_s().ok()) {
+        None => None,
+        Some(v) => Some(
+            v.parse()
+                .map_err(|_| other(format!("bad on_unavailable '{v}'")))?,
+        ),
+    };
+    Ok(StoredConfig {
+        limits,
+        on_unavailable,
+    })
+}
+
+fn parse_audit(item: &Item) -> Result<AuditEvent, StoreError> {
+    let get = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+    let action = get("action").unwrap_or_default();
+    Ok(AuditEvent {
+        event_id: get("event_id").ok_or_else(|| other("audit item lacks event_id"))?,
+        timestamp_ms: n_attr(item, "timestamp_ms")?.unwrap_or(0) as i64,
+        action: AuditAction::parse(&action)
+            .ok_or_else(|| other(format!("unknown audit action '{action}'")))?,
+        entity_id: get("entity_id").unwrap_or_default(),
+        resource: get("resource"),
+        principal: get("principal"),
+        details: get("details")
+            .map(|d| serde_json::from_str(&d).unwrap_or(serde_json::Value::String(d)))
+            .unwrap_or(serde_json::Value::Null),
+        expires_at_ms: n_attr(item, "ttl")?.map(|t| t as i64 * 1000),
+    })
+}
