@@ -94,6 +94,47 @@ impl RateLimiter {
         Ok(())
     }
 
+    /// Delete an entity with its stored limits and buckets (audited). `false` if it did not
+    /// exist. Its children keep their `parent_id`.
+    pub async fn delete_entity(&self, entity_id: &str) -> Result<bool> {
+        validate_entity_id(entity_id)?;
+        let Some(old) = self.get_entity(entity_id).await? else {
+            return Ok(false);
+        };
+        let audit = self.audit_event(
+            AuditAction::EntityDeleted,
+            entity_id.to_string(),
+            None,
+            serde_json::json!({ "old": old }),
+        );
+        let deleted = self
+            .call(self.store().delete_entity(entity_id, &audit))
+            .await?;
+        self.forget_config(&ConfigScope::EntityDefault {
+            entity_id: entity_id.to_string(),
+        });
+        Ok(deleted)
+    }
+
+    /// The children of `parent_id`, sorted by id.
+    pub async fn children(&self, parent_id: &str) -> Result<Vec<crate::Entity>> {
+        validate_entity_id(parent_id)?;
+        Ok(self.call(self.store().children(parent_id)).await?)
+    }
+
+    /// Resources that have resource-level defaults, sorted.
+    pub async fn resources_with_defaults(&self) -> Result<Vec<String>> {
+        Ok(self.call(self.store().resources_with_defaults()).await?)
+    }
+
+    /// Entities with limits stored for `resource` specifically, sorted.
+    pub async fn entities_with_limits(&self, resource: &str) -> Result<Vec<String>> {
+        crate::limit::validate_resource(resource)?;
+        Ok(self
+            .call(self.store().entities_with_limits(resource))
+            .await?)
+    }
+
     /// What is stored at `scope` (always read from the store).
     pub async fn get_config(&self, scope: &ConfigScope) -> Result<Option<StoredConfig>> {
         scope.validate()?;

@@ -342,6 +342,213 @@ impl DynamoStore {
     }
 }
 
+impl DynamoStore {
+    /// Every item a query returns (all pages).
+    async fn query_all(
+        &self,
+        index: Option<&str>,
+        condition: &str,
+        values: &[(&str, String)],
+    ) -> Result<Vec<Item>, StoreError> {
+        let mut out = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let mut q = self
+                .client
+                .query()
+                .table_name(&*self.table)
+                .set_index_name(index.map(str::to_string))
+                .key_condition_expression(condition)
+                .set_exclusive_start_key(start.take());
+            for (k, v) in values {
+                q = q.expression_attribute_values(*k, s(v.clone()));
+            }
+            let page = q.send().await.map_err(sdk_err)?;
+            out.extend(page.items().iter().cloned());
+            match page.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// Delete (and put) items in batches of 25, retrying what DynamoDB leaves unprocessed.
+    async fn batch_write(
+        &self,
+        requests: Vec<aws_sdk_dynamodb::types::WriteRequest>,
+    ) -> Result<(), StoreError> {
+        for chunk in requests.chunks(25) {
+            let mut pending = chunk.to_vec();
+            for attempt in 0.. {
+                if pending.is_empty() {
+                    break;
+                }
+                if attempt >= 10 {
+                    return Err(StoreError::Unavailable(
+                        "BatchWriteItem kept returning unprocessed items".into(),
+                    ));
+                }
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&*self.table, pending)
+                    .send()
+                    .await
+                    .map_err(sdk_err)?;
+                pending = out
+                    .unprocessed_items()
+                    .and_then(|u| u.get(&*self.table))
+                    .cloned()
+                    .unwrap_or_default();
+                if !pending.is_empty() {
+                    tokio::time::sleep(std::time::Duration::from_millis(20 << attempt.min(5)))
+                        .await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn delete_entity_items(
+        &self,
+        entity_id: &str,
+        audit: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        use aws_sdk_dynamodb::types::{DeleteRequest, PutRequest, WriteRequest};
+        let pk = keys::entity_pk(&self.ns, entity_id);
+        // the entity's own items: metadata and configs
+        let mut items = self.query_all(None, "PK = :pk", &[(":pk", pk)]).await?;
+        if !items
+            .iter()
+            .any(|i| i.get("SK").and_then(|v| v.as_s().ok()).map(String::as_str) == Some(ENTITY_SK))
+        {
+            return Ok(false);
+        }
+        // its buckets, through the namespace index (the `#` after the id stops prefix matches)
+        items.extend(
+            self.query_all(
+                Some("GSI4"),
+                "GSI4PK = :ns AND begins_with(GSI4SK, :prefix)",
+                &[
+                    (":ns", self.ns.to_string()),
+                    (":prefix", format!("{}/BUCKET#{entity_id}#", self.ns)),
+                ],
+            )
+            .await?,
+        );
+        let mut requests = vec![WriteRequest::builder()
+            .put_request(
+                PutRequest::builder()
+                    .set_item(Some(self.audit_item(audit)))
+                    .build()
+                    .map_err(other)?,
+            )
+            .build()];
+        for item in &items {
+            let k: Item = ["PK", "SK"]
+                .iter()
+                .filter_map(|a| item.get(*a).map(|v| (a.to_string(), v.clone())))
+                .collect();
+            requests.push(
+                WriteRequest::builder()
+                    .delete_request(
+                        DeleteRequest::builder()
+                            .set_key(Some(k))
+                            .build()
+                            .map_err(other)?,
+                    )
+                    .build(),
+            );
+        }
+        self.batch_write(requests).await?;
+        Ok(true)
+    }
+
+    pub(super) async fn children_items(&self, parent_id: &str) -> Result<Vec<Entity>, StoreError> {
+        let (g1pk, _) = keys::parent_gsi(&self.ns, parent_id, "");
+        let keys_found = self
+            .query_all(Some("GSI1"), "GSI1PK = :p", &[(":p", g1pk)])
+            .await?;
+        let mut out = Vec::new();
+        for chunk in keys_found.chunks(100) {
+            let mut wanted = KeysAndAttributes::builder().consistent_read(true);
+            for i in chunk {
+                let k: Item = ["PK", "SK"]
+                    .iter()
+                    .filter_map(|a| i.get(*a).map(|v| (a.to_string(), v.clone())))
+                    .collect();
+                wanted = wanted.keys(k);
+            }
+            let mut pending = Some(wanted.build().map_err(other)?);
+            while let Some(req) = pending.take() {
+                let got = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&*self.table, req)
+                    .send()
+                    .await
+                    .map_err(sdk_err)?;
+                for item in got
+                    .responses()
+                    .and_then(|r| r.get(&*self.table))
+                    .into_iter()
+                    .flatten()
+                {
+                    out.push(parse_entity(item)?);
+                }
+                pending = got
+                    .unprocessed_keys()
+                    .and_then(|u| u.get(&*self.table))
+                    .filter(|k| !k.keys().is_empty())
+                    .cloned();
+            }
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    pub(super) async fn resources_with_defaults_items(&self) -> Result<Vec<String>, StoreError> {
+        let prefix = format!("{}/RESOURCE#", self.ns);
+        let items = self
+            .query_all(
+                Some("GSI4"),
+                "GSI4PK = :ns AND begins_with(GSI4SK, :prefix)",
+                &[(":ns", self.ns.to_string()), (":prefix", prefix.clone())],
+            )
+            .await?;
+        let mut out: Vec<String> = items
+            .iter()
+            .filter(|i| {
+                i.get("SK").and_then(|v| v.as_s().ok()).map(String::as_str) == Some(keys::CONFIG_SK)
+            })
+            .filter_map(|i| i.get("PK").and_then(|v| v.as_s().ok()))
+            .filter_map(|pk| pk.strip_prefix(&prefix).map(str::to_string))
+            .collect();
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    pub(super) async fn entities_with_limits_items(
+        &self,
+        resource: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let items = self
+            .query_all(
+                Some("GSI3"),
+                "GSI3PK = :r",
+                &[(":r", format!("{}/ENTITY_CONFIG#{resource}", self.ns))],
+            )
+            .await?;
+        let mut out: Vec<String> = items
+            .iter()
+            .filter_map(|i| i.get("GSI3SK").and_then(|v| v.as_s().ok()).cloned())
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+}
+
 fn parse_config(item: &Item) -> Result<StoredConfig, StoreError> {
     let mut limits = Vec::new();
     if let Some(AttributeValue::L(list)) = item.get("limits") {

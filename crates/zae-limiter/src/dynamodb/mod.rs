@@ -506,6 +506,22 @@ impl Store for DynamoStore {
         out.item().map(parse_entity).transpose()
     }
 
+    async fn delete_entity(&self, entity_id: &str, audit: &AuditEvent) -> Result<bool, StoreError> {
+        self.delete_entity_items(entity_id, audit).await
+    }
+
+    async fn children(&self, parent_id: &str) -> Result<Vec<Entity>, StoreError> {
+        self.children_items(parent_id).await
+    }
+
+    async fn resources_with_defaults(&self) -> Result<Vec<String>, StoreError> {
+        self.resources_with_defaults_items().await
+    }
+
+    async fn entities_with_limits(&self, resource: &str) -> Result<Vec<String>, StoreError> {
+        self.entities_with_limits_items(resource).await
+    }
+
     async fn load_resolution(
         &self,
         entity_id: &str,

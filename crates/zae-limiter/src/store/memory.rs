@@ -88,6 +88,64 @@ impl Store for MemoryStore {
         Ok(self.inner.lock().entities.get(entity_id).cloned())
     }
 
+    async fn delete_entity(&self, entity_id: &str, audit: &AuditEvent) -> Result<bool, StoreError> {
+        let mut inner = self.inner.lock();
+        if inner.entities.remove(entity_id).is_none() {
+            return Ok(false);
+        }
+        inner.configs.retain(|scope, _| match scope {
+            ConfigScope::Entity { entity_id: e, .. }
+            | ConfigScope::EntityDefault { entity_id: e } => e != entity_id,
+            _ => true,
+        });
+        inner.buckets.retain(|k, _| k.entity_id != entity_id);
+        inner.record(audit);
+        Ok(true)
+    }
+
+    async fn children(&self, parent_id: &str) -> Result<Vec<Entity>, StoreError> {
+        let inner = self.inner.lock();
+        let mut out: Vec<Entity> = inner
+            .entities
+            .values()
+            .filter(|e| e.parent_id.as_deref() == Some(parent_id))
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    async fn resources_with_defaults(&self) -> Result<Vec<String>, StoreError> {
+        let inner = self.inner.lock();
+        let mut out: Vec<String> = inner
+            .configs
+            .keys()
+            .filter_map(|s| match s {
+                ConfigScope::Resource { resource } => Some(resource.clone()),
+                _ => None,
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    async fn entities_with_limits(&self, resource: &str) -> Result<Vec<String>, StoreError> {
+        let inner = self.inner.lock();
+        let mut out: Vec<String> = inner
+            .configs
+            .keys()
+            .filter_map(|s| match s {
+                ConfigScope::Entity {
+                    entity_id,
+                    resource: r,
+                } if r == resource => Some(entity_id.clone()),
+                _ => None,
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
     async fn load_resolution(
         &self,
         entity_id: &str,

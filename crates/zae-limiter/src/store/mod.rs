@@ -129,6 +129,19 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Read an entity.
     async fn get_entity(&self, entity_id: &str) -> Result<Option<Entity>, StoreError>;
 
+    /// Delete an entity with its configs and buckets, recording `audit`. `false` if it did
+    /// not exist (then nothing is written).
+    async fn delete_entity(&self, entity_id: &str, audit: &AuditEvent) -> Result<bool, StoreError>;
+
+    /// The children of `parent_id`, sorted by id.
+    async fn children(&self, parent_id: &str) -> Result<Vec<Entity>, StoreError>;
+
+    /// Resources that have a resource-level config, sorted.
+    async fn resources_with_defaults(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Entities that have an entity+resource config for `resource`, sorted.
+    async fn entities_with_limits(&self, resource: &str) -> Result<Vec<String>, StoreError>;
+
     /// The entity and the four config levels for `entity_id` on `resource`, in one read.
     async fn load_resolution(
         &self,

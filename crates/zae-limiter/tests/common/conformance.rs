@@ -925,3 +925,124 @@ pub async fn audit_records_every_change_newest_first(store: Arc<dyn Store>) {
     assert!(l.audit_events("key-1", 0, None).await.is_err());
     assert!(l.audit_events("bad#id", 10, None).await.is_err());
 }
+
+pub async fn delete_entity_children_and_listings(store: Arc<dyn Store>) {
+    use zae_limiter::{AuditAction, ConfigScope};
+    let (l, _) = limiter(store.clone());
+    family(&l).await;
+    l.create_entity(NewEntity::new("key-c").parent("proj"))
+        .await
+        .unwrap();
+    l.create_entity(NewEntity::new("other")).await.unwrap();
+    let kids: Vec<String> = l
+        .children("proj")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(kids, ["key-a", "key-b", "key-c"]);
+    assert!(l.children("key-a").await.unwrap().is_empty());
+
+    let lim = [Limit::per_minute("rpm", 10)];
+    for r in ["gpt-4", "embeddings"] {
+        l.set_config(
+            &ConfigScope::Entity {
+                entity_id: "key-a".into(),
+                resource: r.into(),
+            },
+            stored(&lim),
+        )
+        .await
+        .unwrap();
+        super::take(&l, "key-a", r, &lim, &[("rpm", 3)]).await;
+    }
+    l.set_config(
+        &ConfigScope::EntityDefault {
+            entity_id: "key-a".into(),
+        },
+        stored(&lim),
+    )
+    .await
+    .unwrap();
+    l.set_config(
+        &ConfigScope::Entity {
+            entity_id: "other".into(),
+            resource: "gpt-4".into(),
+        },
+        stored(&lim),
+    )
+    .await
+    .unwrap();
+    for r in ["gpt-4", "dall-e"] {
+        l.set_config(&ConfigScope::Resource { resource: r.into() }, stored(&lim))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        l.resources_with_defaults().await.unwrap(),
+        ["dall-e", "gpt-4"]
+    );
+    assert_eq!(
+        l.entities_with_limits("gpt-4").await.unwrap(),
+        ["key-a", "other"]
+    );
+    assert_eq!(
+        l.entities_with_limits("embeddings").await.unwrap(),
+        ["key-a"]
+    );
+
+    assert!(l.delete_entity("key-a").await.unwrap());
+    assert!(
+        !l.delete_entity("key-a").await.unwrap(),
+        "second delete finds nothing"
+    );
+    assert!(l.get_entity("key-a").await.unwrap().is_none());
+    for r in ["gpt-4", "embeddings"] {
+        assert!(
+            store
+                .get_bucket(&BucketKey::new("key-a", r))
+                .await
+                .unwrap()
+                .is_none(),
+            "{r} bucket"
+        );
+        assert!(l
+            .get_config(&ConfigScope::Entity {
+                entity_id: "key-a".into(),
+                resource: r.into()
+            })
+            .await
+            .unwrap()
+            .is_none());
+    }
+    assert!(l
+        .get_config(&ConfigScope::EntityDefault {
+            entity_id: "key-a".into()
+        })
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(l.entities_with_limits("gpt-4").await.unwrap(), ["other"]);
+    // the parent's bucket and the other entities are untouched
+    assert_eq!(avail(&l, "proj", &lim).await["rpm"], 7);
+    assert!(l.get_entity("other").await.unwrap().is_some());
+    let kids: Vec<String> = l
+        .children("proj")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(kids, ["key-b", "key-c"]);
+    // a fresh entity with the same id starts from a full bucket
+    l.create_entity(NewEntity::new("key-a")).await.unwrap();
+    assert_eq!(avail(&l, "key-a", &lim).await["rpm"], 10);
+    let events = l.audit_events("key-a", 10, None).await.unwrap().events;
+    assert_eq!(events[0].action, AuditAction::EntityCreated);
+    assert_eq!(events[1].action, AuditAction::EntityDeleted);
+    assert!(matches!(
+        l.delete_entity("bad#id").await,
+        Err(Error::Validation { .. })
+    ));
+}

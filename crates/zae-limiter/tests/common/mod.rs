@@ -70,6 +70,7 @@ macro_rules! conformance_suite {
             cascade_uses_the_parents_stored_limits,
             config_cache_hits_misses_ttl_and_invalidation,
             audit_records_every_change_newest_first,
+            delete_entity_children_and_listings,
         );
     };
 }
