@@ -5,6 +5,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use crate::config::{AuditAction, AuditEvent, AuditPage, ConfigScope, StoredConfig};
 use crate::error::{Error, Result};
 use crate::limit::validate_entity_id;
+use crate::namespace::{
+    validate_namespace_name, NamespaceInfo, NamespaceStatus, NAMESPACE_AUDIT_ENTITY,
+};
 use crate::RateLimiter;
 
 /// Largest page of audit events one call returns.
@@ -135,6 +138,114 @@ impl RateLimiter {
             .await?)
     }
 
+    /// A limiter working in namespace `name`: same settings, own caches, keys under the
+    /// namespace's id. `default` is registered on first use; any other name must be
+    /// registered ([`register_namespace`](Self::register_namespace)).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> zae_limiter::Result<()> {
+    /// use zae_limiter::{Limit, MemoryStore, RateLimiter};
+    /// let limiter = RateLimiter::builder(MemoryStore::new()).build();
+    /// limiter.register_namespace("tenant-a").await?;
+    /// let tenant = limiter.namespace("tenant-a").await?;
+    /// tenant.acquire("key-1", "gpt-4").limits([Limit::per_minute("rpm", 1)])
+    ///     .consume([("rpm", 1)]).await?.commit().await?;
+    /// // the same entity id in the default namespace is untouched
+    /// assert_eq!(limiter.available("key-1", "gpt-4", &[Limit::per_minute("rpm", 1)]).await?["rpm"], 1);
+    /// # Ok(()) }
+    /// ```
+    pub async fn namespace(&self, name: &str) -> Result<RateLimiter> {
+        validate_namespace_name(name)?;
+        match self.call(self.store().scoped(name)).await? {
+            Some(store) => Ok(self.with_store(store)),
+            None => Err(Error::NamespaceNotFound(name.to_string())),
+        }
+    }
+
+    fn namespace_event(&self, action: AuditAction, info: &NamespaceInfo) -> AuditEvent {
+        self.audit_event(
+            action,
+            NAMESPACE_AUDIT_ENTITY.to_string(),
+            None,
+            serde_json::json!({ "namespace": info }),
+        )
+    }
+
+    async fn audit_namespace(&self, action: AuditAction, info: &NamespaceInfo) -> Result<()> {
+        let event = self.namespace_event(action, info);
+        Ok(self.call(self.store().record_audit(&event)).await?)
+    }
+
+    /// Register a namespace (idempotent: an active one of that name is returned as is).
+    pub async fn register_namespace(&self, name: &str) -> Result<NamespaceInfo> {
+        validate_namespace_name(name)?;
+        let before = self.get_namespace(name).await?;
+        let info = self
+            .call(self.store().register_namespace(name, self.now_ms()))
+            .await?;
+        if before.is_none() {
+            self.audit_namespace(AuditAction::NamespaceRegistered, &info)
+                .await?;
+        }
+        Ok(info)
+    }
+
+    /// Every namespace record (active, deleted, purging), sorted by name.
+    pub async fn namespaces(&self) -> Result<Vec<NamespaceInfo>> {
+        Ok(self.call(self.store().namespaces()).await?)
+    }
+
+    /// The active namespace called `name`.
+    pub async fn get_namespace(&self, name: &str) -> Result<Option<NamespaceInfo>> {
+        validate_namespace_name(name)?;
+        Ok(self
+            .namespaces()
+            .await?
+            .into_iter()
+            .find(|n| n.name == name && n.status == NamespaceStatus::Active))
+    }
+
+    /// Soft-delete: the name is freed and the data kept (recoverable by id). `false` if no
+    /// active namespace has that name.
+    pub async fn delete_namespace(&self, name: &str) -> Result<bool> {
+        let Some(info) = self.get_namespace(name).await? else {
+            return Ok(false);
+        };
+        let deleted = self
+            .call(self.store().delete_namespace(name, self.now_ms()))
+            .await?;
+        if deleted {
+            self.audit_namespace(AuditAction::NamespaceDeleted, &info)
+                .await?;
+        }
+        Ok(deleted)
+    }
+
+    /// Bring back a soft-deleted namespace by id, under its old name.
+    pub async fn recover_namespace(&self, id: &str) -> Result<NamespaceInfo> {
+        let info = self.call(self.store().recover_namespace(id)).await?;
+        self.audit_namespace(AuditAction::NamespaceRecovered, &info)
+            .await?;
+        Ok(info)
+    }
+
+    /// Delete every item of a soft-deleted namespace (batches of 25) and then its record.
+    /// `progress` is called with the running count. Final: it cannot be recovered after.
+    pub async fn purge_namespace(
+        &self,
+        id: &str,
+        progress: impl Fn(usize) + Send + Sync,
+    ) -> Result<usize> {
+        let Some(info) = self.namespaces().await?.into_iter().find(|n| n.id == id) else {
+            return Err(Error::NamespaceNotFound(id.to_string()));
+        };
+        // no timeout here: a purge takes as long as the namespace is large
+        let n = self.store().purge_namespace(id, &progress).await?;
+        self.audit_namespace(AuditAction::NamespacePurged, &info)
+            .await?;
+        Ok(n)
+    }
+
     /// What is stored at `scope` (always read from the store).
     pub async fn get_config(&self, scope: &ConfigScope) -> Result<Option<StoredConfig>> {
         scope.validate()?;
@@ -149,7 +260,10 @@ impl RateLimiter {
         limit: usize,
         before: Option<&str>,
     ) -> Result<AuditPage> {
-        if !(entity_id == "$SYSTEM" || entity_id.starts_with("$RESOURCE:")) {
+        let reserved = entity_id == "$SYSTEM"
+            || entity_id == NAMESPACE_AUDIT_ENTITY
+            || entity_id.starts_with("$RESOURCE:");
+        if !reserved {
             validate_entity_id(entity_id)?;
         }
         if limit == 0 || limit > MAX_AUDIT_PAGE {

@@ -178,6 +178,14 @@ pub enum AuditAction {
     LimitsSet,
     /// Stored limits were deleted (any level).
     LimitsDeleted,
+    /// A namespace was registered.
+    NamespaceRegistered,
+    /// A namespace was soft-deleted.
+    NamespaceDeleted,
+    /// A soft-deleted namespace was recovered.
+    NamespaceRecovered,
+    /// A namespace's data was purged.
+    NamespacePurged,
 }
 
 impl AuditAction {
@@ -188,6 +196,10 @@ impl AuditAction {
             AuditAction::EntityDeleted => "entity_deleted",
             AuditAction::LimitsSet => "limits_set",
             AuditAction::LimitsDeleted => "limits_deleted",
+            AuditAction::NamespaceRegistered => "namespace_registered",
+            AuditAction::NamespaceDeleted => "namespace_deleted",
+            AuditAction::NamespaceRecovered => "namespace_recovered",
+            AuditAction::NamespacePurged => "namespace_purged",
         }
     }
     /// Parse [`as_str`](Self::as_str)'s output.
@@ -197,6 +209,10 @@ impl AuditAction {
             AuditAction::EntityDeleted,
             AuditAction::LimitsSet,
             AuditAction::LimitsDeleted,
+            AuditAction::NamespaceRegistered,
+            AuditAction::NamespaceDeleted,
+            AuditAction::NamespaceRecovered,
+            AuditAction::NamespacePurged,
         ]
         .into_iter()
         .find(|a| a.as_str() == s)

@@ -38,6 +38,14 @@ pub enum Error {
     #[error("entity '{0}' already exists")]
     EntityExists(String),
 
+    /// The namespace is not registered (or not active).
+    #[error("namespace '{0}' not found: register it first or check for typos")]
+    NamespaceNotFound(String),
+
+    /// The operation does not fit the current state (e.g. recovering an active namespace).
+    #[error("{0}")]
+    Conflict(String),
+
     /// The lease was already committed or rolled back.
     #[error("lease is no longer active (already committed or rolled back)")]
     LeaseInactive,
@@ -75,6 +83,12 @@ pub enum StoreError {
     /// The entity already exists (create).
     #[error("entity '{0}' already exists")]
     EntityExists(String),
+    /// The namespace is not registered or not active.
+    #[error("namespace '{0}' not found")]
+    NamespaceNotFound(String),
+    /// The operation does not fit the current state.
+    #[error("{0}")]
+    Conflict(String),
     /// The store returned data the client cannot interpret, or another unexpected error.
     #[error("{0}")]
     Other(String),
@@ -85,6 +99,8 @@ impl From<StoreError> for Error {
         match e {
             StoreError::Unavailable(m) => Error::Unavailable { message: m },
             StoreError::EntityExists(id) => Error::EntityExists(id),
+            StoreError::NamespaceNotFound(n) => Error::NamespaceNotFound(n),
+            StoreError::Conflict(m) => Error::Conflict(m),
             StoreError::Other(m) => Error::Store(m),
         }
     }

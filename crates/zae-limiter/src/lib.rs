@@ -41,6 +41,7 @@ mod exceeded;
 mod lease;
 mod limit;
 mod limiter;
+pub mod namespace;
 pub mod store;
 
 pub use admin::MAX_AUDIT_PAGE;
@@ -56,6 +57,7 @@ pub use limit::{
     validate_entity_id, validate_limit_name, validate_resource, Limit, MAX_AMOUNT, MAX_PERIOD,
 };
 pub use limiter::{Acquire, OnUnavailable, RateLimiter, RateLimiterBuilder};
+pub use namespace::{NamespaceInfo, NamespaceStatus, DEFAULT_NAMESPACE};
 pub use store::{MemoryStore, Store};
 
 /// The README's examples, compiled and run as doctests.

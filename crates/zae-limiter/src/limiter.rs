@@ -96,6 +96,7 @@ impl RateLimiterBuilder {
                 on_unavailable: self.on_unavailable,
                 timeout: self.timeout,
                 cache: ConfigCache::new(self.entity_cache_ttl, self.entity_cache_size),
+                cache_size: self.entity_cache_size,
                 principal: self.principal,
                 audit_retention: self.audit_retention,
             }),
@@ -110,6 +111,7 @@ struct Inner {
     on_unavailable: OnUnavailable,
     timeout: Duration,
     cache: ConfigCache,
+    cache_size: usize,
     principal: Option<String>,
     audit_retention: Duration,
 }
@@ -157,6 +159,24 @@ impl RateLimiter {
             entity_cache_size: 10_000,
             principal: None,
             audit_retention: Duration::from_secs(90 * 86_400),
+        }
+    }
+
+    /// The same limiter (clock, policy, timeout, cache TTL, principal) over another store
+    /// handle, with caches of its own.
+    pub(crate) fn with_store(&self, store: Arc<dyn Store>) -> RateLimiter {
+        let i = &self.inner;
+        RateLimiter {
+            inner: Arc::new(Inner {
+                store,
+                clock: i.clock.clone(),
+                on_unavailable: i.on_unavailable,
+                timeout: i.timeout,
+                cache: ConfigCache::new(i.cache.stats().ttl, i.cache_size),
+                cache_size: i.cache_size,
+                principal: i.principal.clone(),
+                audit_retention: i.audit_retention,
+            }),
         }
     }
 

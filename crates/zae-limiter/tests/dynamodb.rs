@@ -43,6 +43,9 @@ async fn round_trips_per_operation() {
             .limits(lim.clone())
             .consume([("rpm", 1), ("tpm", tpm)])
     };
+    // a new table: the first call of this client looks up the namespace id and registers
+    // `default` (GetItem, GetItem, TransactWriteItems), once
+    l.available("warm-up", "gpt-4", &lim).await.unwrap();
     store.reset_call_counts();
 
     // first acquire of an unknown entity: one BatchGetItem (entity + the four config levels,
@@ -338,4 +341,60 @@ async fn consumed_capacity_per_operation() {
             write: 0.0
         }
     );
+}
+
+/// Purge on DynamoDB leaves no item of the namespace in the table (checked with a scan),
+/// and touches no other namespace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_leaves_no_item_behind() {
+    let store = common::dynamo().await;
+    let l = RateLimiter::builder(store.clone()).build();
+    let lim = [Limit::per_minute("rpm", 10)];
+    let info = l.register_namespace("gone").await.unwrap();
+    let gone = l.namespace("gone").await.unwrap();
+    gone.create_entity(NewEntity::new("p")).await.unwrap();
+    gone.create_entity(NewEntity::new("c").parent("p").cascade(true))
+        .await
+        .unwrap();
+    for i in 0..40 {
+        common::take(&gone, "c", &format!("r{i}"), &lim, &[("rpm", 1)]).await;
+    }
+    gone.set_config(&ConfigScope::System, StoredConfig::limits(lim.clone()))
+        .await
+        .unwrap();
+    common::take(&l, "c", "r0", &lim, &[("rpm", 1)]).await; // same ids in default
+    l.delete_namespace("gone").await.unwrap();
+
+    let count = |prefix: String| {
+        let store = store.clone();
+        async move {
+            let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .region(aws_config::Region::new("us-east-1"))
+                .endpoint_url(common::dynamodb_endpoint())
+                // DynamoDB Local keeps one database per access key: use the store's
+                .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                    "test", "test", None, None, "t",
+                ))
+                .load()
+                .await;
+            let client = aws_sdk_dynamodb::Client::new(&sdk);
+            let out = client
+                .scan()
+                .table_name(store.table_name())
+                .send()
+                .await
+                .unwrap();
+            out.items()
+                .iter()
+                .filter(|i| i["PK"].as_s().unwrap().starts_with(&prefix))
+                .count()
+        }
+    };
+    let before = count(format!("{}/", info.id)).await;
+    assert!(before >= 40 + 2 + 2, "{before}");
+    let n = l.purge_namespace(&info.id, |_| {}).await.unwrap();
+    assert_eq!(n, before);
+    assert_eq!(count(format!("{}/", info.id)).await, 0);
+    // the default namespace still has its bucket
+    assert_eq!(l.available("c", "r0", &lim).await.unwrap()["rpm"], 9);
 }

@@ -13,9 +13,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use zae_limiter::store::{BucketKey, BucketState};
 use zae_limiter::{
     ConfigScope, ConsumedCapacity, DynamoStore, Error, Limit, MemoryStore, NewEntity, RateLimiter,
-    Store, StoreConfig, StoredConfig,
+    Store, StoredConfig,
 };
 
+use super::store::connect;
 use super::Cli;
 use crate::output::table;
 
@@ -332,42 +333,6 @@ fn select(asked: &[String]) -> Result<Vec<&'static str>, String> {
         }
     }
     Ok(out)
-}
-
-async fn connect(cli: &Cli, track_capacity: bool) -> Result<DynamoStore, String> {
-    let mut config = StoreConfig::new(&cli.name).track_consumed_capacity(track_capacity);
-    if let Some(r) = &cli.region {
-        config = config.region(r);
-    }
-    match &cli.endpoint_url {
-        Some(url) => {
-            config = config.endpoint_url(url);
-            if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
-                config = config.static_credentials("local", "local");
-            }
-        }
-        None => {
-            let aws_env = [
-                "AWS_REGION",
-                "AWS_DEFAULT_REGION",
-                "AWS_PROFILE",
-                "AWS_ACCESS_KEY_ID",
-            ]
-            .iter()
-            .any(|v| std::env::var_os(v).is_some());
-            if cli.region.is_none() && !aws_env {
-                return Err("--store dynamodb needs --endpoint-url or an AWS environment (AWS_REGION, AWS_PROFILE, ...); use --store memory for the embedded store".into());
-            }
-        }
-    }
-    let store = DynamoStore::connect(config)
-        .await
-        .map_err(|e| e.to_string())?;
-    store
-        .create_table()
-        .await
-        .map_err(|e| format!("table {}: {e}", cli.name))?;
-    Ok(store)
 }
 
 /// One bucket as stored (`None` if it does not exist).

@@ -1,7 +1,12 @@
 //! One file per command.
 
+mod audit;
 mod bench;
 mod demo;
+mod entity;
+mod resource;
+mod store;
+mod system;
 mod version;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +32,9 @@ pub struct Cli {
     /// DynamoDB endpoint, e.g. http://127.0.0.1:8000 for DynamoDB Local.
     #[arg(long, global = true, env = "ZAEL_ENDPOINT_URL")]
     pub endpoint_url: Option<String>,
+    /// Who makes the changes, recorded in audit events.
+    #[arg(long, global = true, env = "ZAEL_PRINCIPAL")]
+    pub principal: Option<String>,
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -43,6 +51,18 @@ pub enum Command {
     /// Measure the hot path (latency, throughput, client CPU, DynamoDB calls per operation)
     /// against DynamoDB / DynamoDB Local or the embedded store; one JSON line per scenario.
     Bench(bench::Args),
+    /// Entities and their stored limits.
+    #[command(subcommand)]
+    Entity(entity::Cmd),
+    /// Resource default limits.
+    #[command(subcommand)]
+    Resource(resource::Cmd),
+    /// System default limits and the on_unavailable policy.
+    #[command(subcommand)]
+    System(system::Cmd),
+    /// The audit log of changes.
+    #[command(subcommand)]
+    Audit(audit::Cmd),
     /// Print the client version.
     Version,
 }
@@ -52,6 +72,10 @@ pub async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Demo(ref args) => demo::run(&cli, args).await,
         Command::Bench(ref args) => bench::run(&cli, args).await,
+        Command::Entity(ref cmd) => entity::run(&cli, cmd).await,
+        Command::Resource(ref cmd) => resource::run(&cli, cmd).await,
+        Command::System(ref cmd) => system::run(&cli, cmd).await,
+        Command::Audit(ref cmd) => audit::run(&cli, cmd).await,
         Command::Version => version::run(&cli),
     }
 }

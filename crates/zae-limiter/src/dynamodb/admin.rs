@@ -16,6 +16,7 @@ use crate::entity::Entity;
 use crate::error::StoreError;
 use crate::limit::Limit;
 use crate::limiter::OnUnavailable;
+use crate::namespace::{NAMESPACE_AUDIT_ENTITY, SYSTEM_NAMESPACE};
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -36,8 +37,8 @@ fn other(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl DynamoStore {
-    fn entity_item(&self, entity: &Entity) -> Item {
-        let pk = keys::entity_pk(&self.ns, &entity.id);
+    fn entity_item(&self, ns: &str, entity: &Entity) -> Item {
+        let pk = keys::entity_pk(ns, &entity.id);
         let mut item = key(pk.clone(), ENTITY_SK.to_string());
         item.extend([
             ("entity_id".to_string(), s(&entity.id)),
@@ -53,7 +54,7 @@ impl DynamoStore {
                         .collect(),
                 ),
             ),
-            ("GSI4PK".to_string(), s(&*self.ns)),
+            ("GSI4PK".to_string(), s(ns)),
             ("GSI4SK".to_string(), s(pk)),
         ]);
         if let Some(name) = &entity.name {
@@ -61,15 +62,21 @@ impl DynamoStore {
         }
         if let Some(p) = &entity.parent_id {
             item.insert("parent_id".to_string(), s(p));
-            let (g1pk, g1sk) = keys::parent_gsi(&self.ns, p, &entity.id);
+            let (g1pk, g1sk) = keys::parent_gsi(ns, p, &entity.id);
             item.insert("GSI1PK".to_string(), s(g1pk));
             item.insert("GSI1SK".to_string(), s(g1sk));
         }
         item
     }
 
-    fn audit_item(&self, e: &AuditEvent) -> Item {
-        let (pk, sk) = keys::audit_key(&self.ns, &e.entity_id, &e.event_id);
+    pub(super) fn audit_item(&self, ns: &str, e: &AuditEvent) -> Item {
+        // namespace changes are filed in the table-level namespace
+        let ns = if e.entity_id == NAMESPACE_AUDIT_ENTITY {
+            SYSTEM_NAMESPACE
+        } else {
+            ns
+        };
+        let (pk, sk) = keys::audit_key(ns, &e.entity_id, &e.event_id);
         let mut item = key(pk.clone(), sk);
         item.extend([
             ("event_id".to_string(), s(&e.event_id)),
@@ -77,7 +84,7 @@ impl DynamoStore {
             ("action".to_string(), s(e.action.as_str())),
             ("entity_id".to_string(), s(&e.entity_id)),
             ("details".to_string(), s(e.details.to_string())),
-            ("GSI4PK".to_string(), s(&*self.ns)),
+            ("GSI4PK".to_string(), s(ns)),
             ("GSI4SK".to_string(), s(pk)),
         ]);
         if let Some(r) = &e.resource {
@@ -92,8 +99,8 @@ impl DynamoStore {
         item
     }
 
-    fn config_item(&self, scope: &ConfigScope, c: &StoredConfig) -> Item {
-        let (pk, sk) = keys::config_key(&self.ns, scope);
+    fn config_item(&self, ns: &str, scope: &ConfigScope, c: &StoredConfig) -> Item {
+        let (pk, sk) = keys::config_key(ns, scope);
         let mut item = key(pk.clone(), sk);
         let limits = c
             .limits
@@ -110,7 +117,7 @@ impl DynamoStore {
         item.extend([
             ("level".to_string(), s(scope.level())),
             ("limits".to_string(), AttributeValue::L(limits)),
-            ("GSI4PK".to_string(), s(&*self.ns)),
+            ("GSI4PK".to_string(), s(ns)),
             ("GSI4SK".to_string(), s(pk)),
         ]);
         if let Some(p) = c.on_unavailable {
@@ -131,7 +138,7 @@ impl DynamoStore {
             item.insert("entity_id".to_string(), s(entity_id));
             item.insert(
                 "GSI3PK".to_string(),
-                s(format!("{}/ENTITY_CONFIG#{resource}", self.ns)),
+                s(format!("{}/ENTITY_CONFIG#{resource}", ns)),
             );
             item.insert("GSI3SK".to_string(), s(entity_id));
         }
@@ -144,12 +151,13 @@ impl DynamoStore {
     /// One transaction: the main write plus the audit record.
     async fn write_with_audit(
         &self,
+        ns: &str,
         main: TransactWriteItem,
         audit: &AuditEvent,
     ) -> Result<(), SdkError<TransactWriteItemsError, aws_smithy_runtime_api::http::Response>> {
         let audit_put = Put::builder()
             .table_name(&*self.table)
-            .set_item(Some(self.audit_item(audit)))
+            .set_item(Some(self.audit_item(ns, audit)))
             .build()
             .expect("table and item are set");
         let out = self
@@ -164,19 +172,33 @@ impl DynamoStore {
         Ok(())
     }
 
+    pub(super) async fn record_audit_item(&self, audit: &AuditEvent) -> Result<(), StoreError> {
+        let ns = self.ns().await?;
+        self.client
+            .put_item()
+            .table_name(&*self.table)
+            .set_item(Some(self.audit_item(&ns, audit)))
+            .send()
+            .await
+            .map_err(sdk_err)?;
+        Ok(())
+    }
+
     pub(super) async fn create_entity_item(
         &self,
         entity: &Entity,
         audit: &AuditEvent,
     ) -> Result<(), StoreError> {
+        let ns = self.ns().await?;
+        let ns = &*ns;
         let put = Put::builder()
             .table_name(&*self.table)
-            .set_item(Some(self.entity_item(entity)))
+            .set_item(Some(self.entity_item(ns, entity)))
             .condition_expression("attribute_not_exists(PK)")
             .build()
             .map_err(other)?;
         match self
-            .write_with_audit(TransactWriteItem::builder().put(put).build(), audit)
+            .write_with_audit(ns, TransactWriteItem::builder().put(put).build(), audit)
             .await
         {
             Ok(()) => Ok(()),
@@ -199,18 +221,20 @@ impl DynamoStore {
         config: Option<&StoredConfig>,
         audit: &AuditEvent,
     ) -> Result<(), StoreError> {
+        let ns = self.ns().await?;
+        let ns = &*ns;
         let main = match config {
             Some(c) => TransactWriteItem::builder()
                 .put(
                     Put::builder()
                         .table_name(&*self.table)
-                        .set_item(Some(self.config_item(scope, c)))
+                        .set_item(Some(self.config_item(ns, scope, c)))
                         .build()
                         .map_err(other)?,
                 )
                 .build(),
             None => {
-                let (pk, sk) = keys::config_key(&self.ns, scope);
+                let (pk, sk) = keys::config_key(ns, scope);
                 TransactWriteItem::builder()
                     .delete(
                         Delete::builder()
@@ -222,14 +246,18 @@ impl DynamoStore {
                     .build()
             }
         };
-        self.write_with_audit(main, audit).await.map_err(sdk_err)
+        self.write_with_audit(ns, main, audit)
+            .await
+            .map_err(sdk_err)
     }
 
     pub(super) async fn get_config_item(
         &self,
         scope: &ConfigScope,
     ) -> Result<Option<StoredConfig>, StoreError> {
-        let (pk, sk) = keys::config_key(&self.ns, scope);
+        let ns = self.ns().await?;
+        let ns = &*ns;
+        let (pk, sk) = keys::config_key(ns, scope);
         let out = self
             .client
             .get_item()
@@ -249,12 +277,12 @@ impl DynamoStore {
         entity_id: &str,
         resource: &str,
     ) -> Result<ResolutionData, StoreError> {
+        let ns = self.ns().await?;
+        let ns = &*ns;
         let chain = ConfigScope::chain(entity_id, resource);
-        let entity_key = (keys::entity_pk(&self.ns, entity_id), ENTITY_SK.to_string());
-        let config_keys: Vec<(String, String)> = chain
-            .iter()
-            .map(|c| keys::config_key(&self.ns, c))
-            .collect();
+        let entity_key = (keys::entity_pk(ns, entity_id), ENTITY_SK.to_string());
+        let config_keys: Vec<(String, String)> =
+            chain.iter().map(|c| keys::config_key(ns, c)).collect();
         let mut wanted = KeysAndAttributes::builder().consistent_read(true);
         for (pk, sk) in std::iter::once(&entity_key).chain(&config_keys) {
             wanted = wanted.keys(key(pk.clone(), sk.clone()));
@@ -309,7 +337,14 @@ impl DynamoStore {
         limit: usize,
         before: Option<&str>,
     ) -> Result<AuditPage, StoreError> {
-        let (pk, _) = keys::audit_key(&self.ns, entity_id, "");
+        let ns = self.ns().await?;
+        let ns = &*ns;
+        let ns = if entity_id == NAMESPACE_AUDIT_ENTITY {
+            SYSTEM_NAMESPACE
+        } else {
+            ns
+        };
+        let (pk, _) = keys::audit_key(ns, entity_id, "");
         let mut q = self
             .client
             .query()
@@ -320,7 +355,7 @@ impl DynamoStore {
             .scan_index_forward(false)
             .limit((limit + 1).min(i32::MAX as usize) as i32);
         if let Some(b) = before {
-            let (_, sk) = keys::audit_key(&self.ns, entity_id, b);
+            let (_, sk) = keys::audit_key(ns, entity_id, b);
             q = q
                 .exclusive_start_key("PK", s(&pk))
                 .exclusive_start_key("SK", s(sk));
@@ -373,7 +408,7 @@ impl DynamoStore {
     }
 
     /// Delete (and put) items in batches of 25, retrying what DynamoDB leaves unprocessed.
-    async fn batch_write(
+    pub(super) async fn batch_write(
         &self,
         requests: Vec<aws_sdk_dynamodb::types::WriteRequest>,
     ) -> Result<(), StoreError> {
@@ -414,8 +449,10 @@ impl DynamoStore {
         entity_id: &str,
         audit: &AuditEvent,
     ) -> Result<bool, StoreError> {
+        let ns = self.ns().await?;
+        let ns = &*ns;
         use aws_sdk_dynamodb::types::{DeleteRequest, PutRequest, WriteRequest};
-        let pk = keys::entity_pk(&self.ns, entity_id);
+        let pk = keys::entity_pk(ns, entity_id);
         // the entity's own items: metadata and configs
         let mut items = self.query_all(None, "PK = :pk", &[(":pk", pk)]).await?;
         if !items
@@ -430,8 +467,8 @@ impl DynamoStore {
                 Some("GSI4"),
                 "GSI4PK = :ns AND begins_with(GSI4SK, :prefix)",
                 &[
-                    (":ns", self.ns.to_string()),
-                    (":prefix", format!("{}/BUCKET#{entity_id}#", self.ns)),
+                    (":ns", ns.to_string()),
+                    (":prefix", format!("{}/BUCKET#{entity_id}#", ns)),
                 ],
             )
             .await?,
@@ -439,7 +476,7 @@ impl DynamoStore {
         let mut requests = vec![WriteRequest::builder()
             .put_request(
                 PutRequest::builder()
-                    .set_item(Some(self.audit_item(audit)))
+                    .set_item(Some(self.audit_item(ns, audit)))
                     .build()
                     .map_err(other)?,
             )
@@ -465,7 +502,9 @@ impl DynamoStore {
     }
 
     pub(super) async fn children_items(&self, parent_id: &str) -> Result<Vec<Entity>, StoreError> {
-        let (g1pk, _) = keys::parent_gsi(&self.ns, parent_id, "");
+        let ns = self.ns().await?;
+        let ns = &*ns;
+        let (g1pk, _) = keys::parent_gsi(ns, parent_id, "");
         let keys_found = self
             .query_all(Some("GSI1"), "GSI1PK = :p", &[(":p", g1pk)])
             .await?;
@@ -508,12 +547,14 @@ impl DynamoStore {
     }
 
     pub(super) async fn resources_with_defaults_items(&self) -> Result<Vec<String>, StoreError> {
-        let prefix = format!("{}/RESOURCE#", self.ns);
+        let ns = self.ns().await?;
+        let ns = &*ns;
+        let prefix = format!("{}/RESOURCE#", ns);
         let items = self
             .query_all(
                 Some("GSI4"),
                 "GSI4PK = :ns AND begins_with(GSI4SK, :prefix)",
-                &[(":ns", self.ns.to_string()), (":prefix", prefix.clone())],
+                &[(":ns", ns.to_string()), (":prefix", prefix.clone())],
             )
             .await?;
         let mut out: Vec<String> = items
@@ -533,11 +574,13 @@ impl DynamoStore {
         &self,
         resource: &str,
     ) -> Result<Vec<String>, StoreError> {
+        let ns = self.ns().await?;
+        let ns = &*ns;
         let items = self
             .query_all(
                 Some("GSI3"),
                 "GSI3PK = :r",
-                &[(":r", format!("{}/ENTITY_CONFIG#{resource}", self.ns))],
+                &[(":r", format!("{}/ENTITY_CONFIG#{resource}", ns))],
             )
             .await?;
         let mut out: Vec<String> = items

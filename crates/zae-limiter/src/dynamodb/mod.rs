@@ -10,6 +10,7 @@
 mod admin;
 mod counter;
 pub mod keys;
+mod namespace;
 mod table;
 mod update;
 
@@ -34,6 +35,7 @@ use crate::bucket::BucketParams;
 use crate::config::{AuditEvent, AuditPage, ConfigScope, ResolutionData, StoredConfig};
 use crate::entity::Entity;
 use crate::error::{Result, StoreError};
+use crate::namespace::NamespaceInfo;
 use crate::store::{ApplyOutcome, BucketChange, BucketKey, BucketState, LimitState, Store};
 use counter::CallCounter;
 use keys::{LimitAttrs, BUCKET_SK, ENTITY_SK, LIMIT_PREFIXES};
@@ -49,7 +51,8 @@ pub struct StoreConfig {
     table_name: String,
     region: Option<String>,
     endpoint_url: Option<String>,
-    namespace_id: String,
+    namespace: String,
+    namespace_id: Option<String>,
     static_credentials: Option<(String, String)>,
     state_cache_size: usize,
     track_capacity: bool,
@@ -62,7 +65,8 @@ impl StoreConfig {
             table_name: table_name.into(),
             region: None,
             endpoint_url: None,
-            namespace_id: "default".to_string(),
+            namespace: crate::namespace::DEFAULT_NAMESPACE.to_string(),
+            namespace_id: None,
             static_credentials: None,
             state_cache_size: 10_000,
             track_capacity: false,
@@ -83,9 +87,16 @@ impl StoreConfig {
         self.static_credentials = Some((key.into(), secret.into()));
         self
     }
-    /// The namespace id every key is prefixed with (default `default`).
+    /// Work in the namespace of this name (default `default`, registered on first use; any
+    /// other must be registered). Its id is looked up on the first call that needs it.
+    pub fn namespace(mut self, name: impl Into<String>) -> Self {
+        self.namespace = name.into();
+        self
+    }
+    /// Use a known namespace id directly, skipping the registry lookup (e.g. a tenant whose
+    /// IAM policy only reaches its own `{id}/*` keys).
     pub fn namespace_id(mut self, id: impl Into<String>) -> Self {
-        self.namespace_id = id.into();
+        self.namespace_id = Some(id.into());
         self
     }
     /// How many buckets' last-seen states the client remembers to guess the write form.
@@ -122,7 +133,9 @@ pub struct ConsumedCapacity {
 pub struct DynamoStore {
     client: Client,
     table: Arc<str>,
-    ns: Arc<str>,
+    /// The namespace's name, and its id once looked up.
+    ns_name: Arc<str>,
+    ns_id: Arc<tokio::sync::OnceCell<Arc<str>>>,
     states: Arc<Mutex<LruCache<String, BucketState>>>,
     calls: CallCounter,
     capacity: Option<Arc<Mutex<ConsumedCapacity>>>,
@@ -163,7 +176,11 @@ impl DynamoStore {
         Ok(DynamoStore {
             client: Client::from_conf(conf),
             table: config.table_name.into(),
-            ns: config.namespace_id.into(),
+            ns_name: config.namespace.into(),
+            ns_id: Arc::new(match config.namespace_id {
+                Some(id) => tokio::sync::OnceCell::new_with(Some(id.into())),
+                None => tokio::sync::OnceCell::new(),
+            }),
             states: Arc::new(Mutex::new(LruCache::new(
                 NonZeroUsize::new(config.state_cache_size.max(1)).expect("non-zero"),
             ))),
@@ -234,30 +251,30 @@ impl DynamoStore {
         &self.table
     }
 
-    fn bucket_key(&self, key: &BucketKey) -> HashMap<String, AttributeValue> {
+    fn bucket_key(ns: &str, key: &BucketKey) -> HashMap<String, AttributeValue> {
         HashMap::from([
             (
                 "PK".to_string(),
-                AttributeValue::S(keys::bucket_pk(&self.ns, &key.entity_id, &key.resource)),
+                AttributeValue::S(keys::bucket_pk(ns, &key.entity_id, &key.resource)),
             ),
             ("SK".to_string(), AttributeValue::S(BUCKET_SK.to_string())),
         ])
     }
 
-    fn cache_key(&self, key: &BucketKey) -> String {
-        keys::bucket_pk(&self.ns, &key.entity_id, &key.resource)
-    }
-
-    fn remember(&self, key: &BucketKey, state: &BucketState) {
-        self.states.lock().put(self.cache_key(key), state.clone());
+    fn remember(&self, ns: &str, key: &BucketKey, state: &BucketState) {
+        self.states.lock().put(
+            keys::bucket_pk(ns, &key.entity_id, &key.resource),
+            state.clone(),
+        );
     }
 
     async fn read_bucket(&self, key: &BucketKey) -> Result<Option<BucketState>, StoreError> {
+        let ns = self.ns().await?;
         let out = self
             .client
             .get_item()
             .table_name(&*self.table)
-            .set_key(Some(self.bucket_key(key)))
+            .set_key(Some(Self::bucket_key(&ns, key)))
             .consistent_read(true)
             .set_return_consumed_capacity(self.rcc())
             .send()
@@ -266,7 +283,7 @@ impl DynamoStore {
         self.track(Io::Read, out.consumed_capacity());
         let state = out.item().map(parse_bucket).transpose()?;
         if let Some(s) = &state {
-            self.remember(key, s);
+            self.remember(&ns, key, s);
         }
         Ok(state)
     }
@@ -275,17 +292,18 @@ impl DynamoStore {
     /// items DynamoDB returned (index, ALL_OLD), `Err` anything else.
     async fn attempt(
         &self,
+        ns: &str,
         changes: &[BucketChange],
         plans: &[Vec<Plan>],
         now: i64,
     ) -> Result<Attempt, StoreError> {
         if let [change] = changes {
-            let e = update::build(&self.ns, change, &plans[0], now);
+            let e = update::build(ns, change, &plans[0], now);
             let res = self
                 .client
                 .update_item()
                 .table_name(&*self.table)
-                .set_key(Some(self.bucket_key(&change.key)))
+                .set_key(Some(Self::bucket_key(ns, &change.key)))
                 .update_expression(e.update)
                 .condition_expression(e.condition)
                 .set_expression_attribute_names(Some(e.names))
@@ -319,10 +337,10 @@ impl DynamoStore {
         }
         let mut items = Vec::with_capacity(changes.len());
         for (change, plan) in changes.iter().zip(plans) {
-            let e = update::build(&self.ns, change, plan, now);
+            let e = update::build(ns, change, plan, now);
             let upd = Update::builder()
                 .table_name(&*self.table)
-                .set_key(Some(self.bucket_key(&change.key)))
+                .set_key(Some(Self::bucket_key(ns, &change.key)))
                 .update_expression(e.update)
                 .condition_expression(e.condition)
                 .set_expression_attribute_names(Some(e.names))
@@ -414,11 +432,15 @@ impl Store for DynamoStore {
         if changes.is_empty() {
             return Ok(ApplyOutcome::Applied(Vec::new()));
         }
+        let ns = self.ns().await?;
         let mut know: Vec<Knowledge> = {
             let mut cache = self.states.lock();
             changes
                 .iter()
-                .map(|c| Knowledge::Guess(cache.get(&self.cache_key(&c.key)).cloned()))
+                .map(|c| {
+                    let pk = keys::bucket_pk(&ns, &c.key.entity_id, &c.key.resource);
+                    Knowledge::Guess(cache.get(&pk).cloned())
+                })
                 .collect()
         };
         // A checked amount above capacity can never pass: read the bucket for exact statuses.
@@ -445,7 +467,7 @@ impl Store for DynamoStore {
                     know.iter().map(|k| k.state().cloned()).collect(),
                 ));
             }
-            match self.attempt(changes, &plans, now).await? {
+            match self.attempt(&ns, changes, &plans, now).await? {
                 Attempt::Applied(states) => {
                     let states: Vec<BucketState> = states
                         .into_iter()
@@ -453,16 +475,21 @@ impl Store for DynamoStore {
                         .map(|(s, (c, k))| s.unwrap_or_else(|| estimate(k.state(), c, now)))
                         .collect();
                     for (c, s) in changes.iter().zip(&states) {
-                        self.remember(&c.key, s);
+                        self.remember(&ns, &c.key, s);
                     }
                     return Ok(ApplyOutcome::Applied(states));
                 }
                 Attempt::Failed(failed) => {
                     for (i, old) in failed {
                         match &old {
-                            Some(s) => self.remember(&changes[i].key, s),
+                            Some(s) => self.remember(&ns, &changes[i].key, s),
                             None => {
-                                self.states.lock().pop(&self.cache_key(&changes[i].key));
+                                let k = &changes[i].key;
+                                self.states.lock().pop(&keys::bucket_pk(
+                                    &ns,
+                                    &k.entity_id,
+                                    &k.resource,
+                                ));
                             }
                         }
                         know[i] = Knowledge::Exact(old);
@@ -494,7 +521,7 @@ impl Store for DynamoStore {
             .table_name(&*self.table)
             .key(
                 "PK",
-                AttributeValue::S(keys::entity_pk(&self.ns, entity_id)),
+                AttributeValue::S(keys::entity_pk(&self.ns().await?, entity_id)),
             )
             .key("SK", AttributeValue::S(ENTITY_SK.to_string()))
             .consistent_read(true)
@@ -520,6 +547,42 @@ impl Store for DynamoStore {
 
     async fn entities_with_limits(&self, resource: &str) -> Result<Vec<String>, StoreError> {
         self.entities_with_limits_items(resource).await
+    }
+
+    async fn scoped(&self, name: &str) -> Result<Option<Arc<dyn Store>>, StoreError> {
+        self.scoped_handle(name).await
+    }
+
+    async fn register_namespace(
+        &self,
+        name: &str,
+        now_ms: i64,
+    ) -> Result<NamespaceInfo, StoreError> {
+        self.register_namespace_records(name, now_ms).await
+    }
+
+    async fn namespaces(&self) -> Result<Vec<NamespaceInfo>, StoreError> {
+        self.namespace_records().await
+    }
+
+    async fn delete_namespace(&self, name: &str, now_ms: i64) -> Result<bool, StoreError> {
+        self.delete_namespace_records(name, now_ms).await
+    }
+
+    async fn recover_namespace(&self, id: &str) -> Result<NamespaceInfo, StoreError> {
+        self.recover_namespace_records(id).await
+    }
+
+    async fn purge_namespace(
+        &self,
+        id: &str,
+        progress: &(dyn Fn(usize) + Send + Sync),
+    ) -> Result<usize, StoreError> {
+        self.purge_namespace_items(id, progress).await
+    }
+
+    async fn record_audit(&self, audit: &AuditEvent) -> Result<(), StoreError> {
+        self.record_audit_item(audit).await
     }
 
     async fn load_resolution(

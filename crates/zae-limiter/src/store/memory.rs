@@ -10,7 +10,12 @@ use super::{apply_exact, ApplyOutcome, BucketChange, BucketKey, BucketState, Sto
 use crate::config::{AuditEvent, AuditPage, ConfigScope, ResolutionData, StoredConfig};
 use crate::entity::Entity;
 use crate::error::StoreError;
+use crate::namespace::{
+    new_namespace_id, NamespaceInfo, NamespaceStatus, DEFAULT_NAMESPACE, NAMESPACE_AUDIT_ENTITY,
+    SYSTEM_NAMESPACE,
+};
 
+/// The data of one namespace.
 #[derive(Debug, Default)]
 struct Inner {
     buckets: HashMap<BucketKey, BucketState>,
@@ -29,19 +34,116 @@ impl Inner {
     }
 }
 
+/// Every namespace's data (by id) and the registry (by id).
+#[derive(Debug, Default)]
+struct Shared {
+    spaces: HashMap<String, Inner>,
+    registry: BTreeMap<String, NamespaceInfo>,
+}
+
+/// Namespace changes are filed in the table-level namespace.
+fn audit_space<'a>(ns: &'a str, entity_id: &str) -> &'a str {
+    if entity_id == NAMESPACE_AUDIT_ENTITY {
+        SYSTEM_NAMESPACE
+    } else {
+        ns
+    }
+}
+
+/// Recovery needs a soft-deleted namespace whose name nobody took meanwhile.
+pub(crate) fn check_recoverable(
+    info: &NamespaceInfo,
+    active_same_name: Option<&NamespaceInfo>,
+) -> Result<(), StoreError> {
+    match info.status {
+        NamespaceStatus::Active => Err(StoreError::Conflict(format!(
+            "namespace '{}' ({}) is already active",
+            info.name, info.id
+        ))),
+        NamespaceStatus::Purging => Err(StoreError::Conflict(format!(
+            "namespace '{}' ({}) is being purged; that cannot be undone",
+            info.name, info.id
+        ))),
+        NamespaceStatus::Deleted => match active_same_name {
+            Some(other) => Err(StoreError::Conflict(format!(
+                "the name '{}' was registered again (id {}); delete that one first",
+                info.name, other.id
+            ))),
+            None => Ok(()),
+        },
+    }
+}
+
+/// Purging needs a soft-deleted (or interrupted purging) namespace.
+pub(crate) fn check_purgeable(info: &NamespaceInfo) -> Result<(), StoreError> {
+    if info.status == NamespaceStatus::Active {
+        return Err(StoreError::Conflict(format!(
+            "namespace '{}' ({}) is active: delete it first",
+            info.name, info.id
+        )));
+    }
+    Ok(())
+}
+
+impl Shared {
+    fn space(&mut self, id: &str) -> &mut Inner {
+        self.spaces.entry(id.to_string()).or_default()
+    }
+
+    fn active(&self, name: &str) -> Option<&NamespaceInfo> {
+        self.registry
+            .values()
+            .find(|n| n.name == name && n.status == NamespaceStatus::Active)
+    }
+
+    fn register(&mut self, name: &str, now_ms: i64) -> NamespaceInfo {
+        if let Some(n) = self.active(name) {
+            return n.clone();
+        }
+        let info = NamespaceInfo {
+            name: name.to_string(),
+            id: new_namespace_id(),
+            status: NamespaceStatus::Active,
+            created_at_ms: now_ms,
+            deleted_at_ms: None,
+        };
+        self.registry.insert(info.id.clone(), info.clone());
+        info
+    }
+}
+
 /// A thread-safe in-process store. Cloning shares the data.
 ///
 /// Every [`Store::apply`] runs under one lock, so it is atomic and linearizable like a
-/// DynamoDB conditional write; state lives as long as the process.
-#[derive(Debug, Clone, Default)]
+/// DynamoDB conditional write; state lives as long as the process. A store handle works in
+/// one namespace (`default` from [`MemoryStore::new`]); [`Store::scoped`] gives others.
+#[derive(Debug, Clone)]
 pub struct MemoryStore {
-    inner: Arc<Mutex<Inner>>,
+    shared: Arc<Mutex<Shared>>,
+    ns: Arc<str>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl MemoryStore {
-    /// An empty store.
+    /// An empty store, working in the `default` namespace.
     pub fn new() -> Self {
-        Self::default()
+        let mut shared = Shared::default();
+        let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
+        let ns = shared.register(DEFAULT_NAMESPACE, now).id;
+        MemoryStore {
+            shared: Arc::new(Mutex::new(shared)),
+            ns: ns.into(),
+        }
+    }
+
+    /// Run `f` on this handle's namespace data, under the lock.
+    fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
+        f(self.shared.lock().space(&self.ns))
     }
 }
 
@@ -52,7 +154,8 @@ impl Store for MemoryStore {
         changes: &[BucketChange],
         now_ms: i64,
     ) -> Result<ApplyOutcome, StoreError> {
-        let mut inner = self.inner.lock();
+        let mut guard = self.shared.lock();
+        let inner = guard.space(&self.ns);
         let mut states: Vec<BucketState> = changes
             .iter()
             .map(|c| inner.buckets.get(&c.key).cloned().unwrap_or_default())
@@ -71,11 +174,12 @@ impl Store for MemoryStore {
     }
 
     async fn get_bucket(&self, key: &BucketKey) -> Result<Option<BucketState>, StoreError> {
-        Ok(self.inner.lock().buckets.get(key).cloned())
+        Ok(self.with(|i| i.buckets.get(key).cloned()))
     }
 
     async fn create_entity(&self, entity: &Entity, audit: &AuditEvent) -> Result<(), StoreError> {
-        let mut inner = self.inner.lock();
+        let mut guard = self.shared.lock();
+        let inner = guard.space(&self.ns);
         if inner.entities.contains_key(&entity.id) {
             return Err(StoreError::EntityExists(entity.id.clone()));
         }
@@ -85,11 +189,12 @@ impl Store for MemoryStore {
     }
 
     async fn get_entity(&self, entity_id: &str) -> Result<Option<Entity>, StoreError> {
-        Ok(self.inner.lock().entities.get(entity_id).cloned())
+        Ok(self.with(|i| i.entities.get(entity_id).cloned()))
     }
 
     async fn delete_entity(&self, entity_id: &str, audit: &AuditEvent) -> Result<bool, StoreError> {
-        let mut inner = self.inner.lock();
+        let mut guard = self.shared.lock();
+        let inner = guard.space(&self.ns);
         if inner.entities.remove(entity_id).is_none() {
             return Ok(false);
         }
@@ -104,7 +209,8 @@ impl Store for MemoryStore {
     }
 
     async fn children(&self, parent_id: &str) -> Result<Vec<Entity>, StoreError> {
-        let inner = self.inner.lock();
+        let mut guard = self.shared.lock();
+        let inner = guard.space(&self.ns);
         let mut out: Vec<Entity> = inner
             .entities
             .values()
@@ -116,7 +222,8 @@ impl Store for MemoryStore {
     }
 
     async fn resources_with_defaults(&self) -> Result<Vec<String>, StoreError> {
-        let inner = self.inner.lock();
+        let mut guard = self.shared.lock();
+        let inner = guard.space(&self.ns);
         let mut out: Vec<String> = inner
             .configs
             .keys()
@@ -130,7 +237,8 @@ impl Store for MemoryStore {
     }
 
     async fn entities_with_limits(&self, resource: &str) -> Result<Vec<String>, StoreError> {
-        let inner = self.inner.lock();
+        let mut guard = self.shared.lock();
+        let inner = guard.space(&self.ns);
         let mut out: Vec<String> = inner
             .configs
             .keys()
@@ -146,12 +254,97 @@ impl Store for MemoryStore {
         Ok(out)
     }
 
+    async fn scoped(&self, name: &str) -> Result<Option<Arc<dyn Store>>, StoreError> {
+        let mut shared = self.shared.lock();
+        let id = match shared.active(name) {
+            Some(n) => n.id.clone(),
+            None if name == DEFAULT_NAMESPACE => {
+                let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
+                shared.register(name, now).id
+            }
+            None => return Ok(None),
+        };
+        Ok(Some(Arc::new(MemoryStore {
+            shared: self.shared.clone(),
+            ns: id.into(),
+        })))
+    }
+
+    async fn register_namespace(
+        &self,
+        name: &str,
+        now_ms: i64,
+    ) -> Result<NamespaceInfo, StoreError> {
+        Ok(self.shared.lock().register(name, now_ms))
+    }
+
+    async fn namespaces(&self) -> Result<Vec<NamespaceInfo>, StoreError> {
+        let mut all: Vec<NamespaceInfo> = self.shared.lock().registry.values().cloned().collect();
+        all.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
+        Ok(all)
+    }
+
+    async fn delete_namespace(&self, name: &str, now_ms: i64) -> Result<bool, StoreError> {
+        let mut shared = self.shared.lock();
+        let Some(id) = shared.active(name).map(|n| n.id.clone()) else {
+            return Ok(false);
+        };
+        let n = shared.registry.get_mut(&id).expect("found above");
+        n.status = NamespaceStatus::Deleted;
+        n.deleted_at_ms = Some(now_ms);
+        Ok(true)
+    }
+
+    async fn recover_namespace(&self, id: &str) -> Result<NamespaceInfo, StoreError> {
+        let mut shared = self.shared.lock();
+        let info = shared
+            .registry
+            .get(id)
+            .cloned()
+            .ok_or_else(|| StoreError::NamespaceNotFound(id.to_string()))?;
+        check_recoverable(&info, shared.active(&info.name))?;
+        let n = shared.registry.get_mut(id).expect("found above");
+        n.status = NamespaceStatus::Active;
+        n.deleted_at_ms = None;
+        Ok(n.clone())
+    }
+
+    async fn purge_namespace(
+        &self,
+        id: &str,
+        progress: &(dyn Fn(usize) + Send + Sync),
+    ) -> Result<usize, StoreError> {
+        let mut shared = self.shared.lock();
+        let Some(info) = shared.registry.get(id).cloned() else {
+            return Ok(0);
+        };
+        check_purgeable(&info)?;
+        let removed = shared.spaces.remove(id).map_or(0, |s| {
+            s.buckets.len()
+                + s.entities.len()
+                + s.configs.len()
+                + s.audit.values().map(BTreeMap::len).sum::<usize>()
+        });
+        progress(removed);
+        shared.registry.remove(id);
+        Ok(removed)
+    }
+
+    async fn record_audit(&self, audit: &AuditEvent) -> Result<(), StoreError> {
+        let mut shared = self.shared.lock();
+        shared
+            .space(audit_space(&self.ns, &audit.entity_id))
+            .record(audit);
+        Ok(())
+    }
+
     async fn load_resolution(
         &self,
         entity_id: &str,
         resource: &str,
     ) -> Result<ResolutionData, StoreError> {
-        let inner = self.inner.lock();
+        let mut guard = self.shared.lock();
+        let inner = guard.space(&self.ns);
         Ok(ResolutionData {
             entity: inner.entities.get(entity_id).cloned(),
             levels: ConfigScope::chain(entity_id, resource).map(|s| inner.configs.get(&s).cloned()),
@@ -159,7 +352,7 @@ impl Store for MemoryStore {
     }
 
     async fn get_config(&self, scope: &ConfigScope) -> Result<Option<StoredConfig>, StoreError> {
-        Ok(self.inner.lock().configs.get(scope).cloned())
+        Ok(self.with(|i| i.configs.get(scope).cloned()))
     }
 
     async fn put_config(
@@ -168,7 +361,8 @@ impl Store for MemoryStore {
         config: Option<&StoredConfig>,
         audit: &AuditEvent,
     ) -> Result<(), StoreError> {
-        let mut inner = self.inner.lock();
+        let mut guard = self.shared.lock();
+        let inner = guard.space(&self.ns);
         match config {
             Some(c) => inner.configs.insert(scope.clone(), c.clone()),
             None => inner.configs.remove(scope),
@@ -183,7 +377,8 @@ impl Store for MemoryStore {
         limit: usize,
         before: Option<&str>,
     ) -> Result<AuditPage, StoreError> {
-        let inner = self.inner.lock();
+        let mut guard = self.shared.lock();
+        let inner = guard.space(audit_space(&self.ns, entity_id));
         let Some(events) = inner.audit.get(entity_id) else {
             return Ok(AuditPage {
                 events: Vec::new(),

@@ -4,7 +4,7 @@
 //! Two implementations pass the same conformance suite: [`MemoryStore`] (in-process) and
 //! [`DynamoStore`](crate::dynamodb::DynamoStore).
 
-mod memory;
+pub(crate) mod memory;
 
 use std::collections::BTreeMap;
 
@@ -14,6 +14,7 @@ use crate::bucket::BucketParams;
 use crate::config::{AuditEvent, AuditPage, ConfigScope, ResolutionData, StoredConfig};
 use crate::entity::Entity;
 use crate::error::StoreError;
+use crate::namespace::NamespaceInfo;
 
 pub use memory::MemoryStore;
 
@@ -141,6 +142,38 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Entities that have an entity+resource config for `resource`, sorted.
     async fn entities_with_limits(&self, resource: &str) -> Result<Vec<String>, StoreError>;
+
+    /// A handle on the same data scoped to the active namespace `name` (`None` if there is
+    /// no such namespace; `default` is registered on first use).
+    async fn scoped(&self, name: &str) -> Result<Option<std::sync::Arc<dyn Store>>, StoreError>;
+
+    /// Register `name` (idempotent: an active namespace of that name is returned as is).
+    async fn register_namespace(
+        &self,
+        name: &str,
+        now_ms: i64,
+    ) -> Result<NamespaceInfo, StoreError>;
+
+    /// Every namespace record, whatever its status, sorted by name.
+    async fn namespaces(&self) -> Result<Vec<NamespaceInfo>, StoreError>;
+
+    /// Soft-delete: the name is freed, the data stays under the id. `false` if no active
+    /// namespace has that name.
+    async fn delete_namespace(&self, name: &str, now_ms: i64) -> Result<bool, StoreError>;
+
+    /// Bring a soft-deleted namespace back under its old name.
+    async fn recover_namespace(&self, id: &str) -> Result<NamespaceInfo, StoreError>;
+
+    /// Delete every item of a soft-deleted namespace, then its record; `progress` gets the
+    /// running count of deleted items. Returns the count.
+    async fn purge_namespace(
+        &self,
+        id: &str,
+        progress: &(dyn Fn(usize) + Send + Sync),
+    ) -> Result<usize, StoreError>;
+
+    /// Record an audit event on its own (namespace changes).
+    async fn record_audit(&self, audit: &AuditEvent) -> Result<(), StoreError>;
 
     /// The entity and the four config levels for `entity_id` on `resource`, in one read.
     async fn load_resolution(

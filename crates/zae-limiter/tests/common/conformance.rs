@@ -1046,3 +1046,171 @@ pub async fn delete_entity_children_and_listings(store: Arc<dyn Store>) {
         Err(Error::Validation { .. })
     ));
 }
+
+pub async fn namespaces_isolate_and_have_a_lifecycle(store: Arc<dyn Store>) {
+    use zae_limiter::{AuditAction, NamespaceStatus};
+    let (l, _) = limiter(store);
+    let lim = [Limit::per_minute("rpm", 10)];
+    let a_info = l.register_namespace("tenant-a").await.unwrap();
+    assert_eq!(a_info.id.len(), 11);
+    assert_eq!(
+        l.register_namespace("tenant-a").await.unwrap(),
+        a_info,
+        "idempotent"
+    );
+    let a = l.namespace("tenant-a").await.unwrap();
+    assert!(matches!(
+        l.namespace("nope").await,
+        Err(Error::NamespaceNotFound(_))
+    ));
+    assert!(matches!(
+        l.register_namespace("_").await,
+        Err(Error::Validation { .. })
+    ));
+
+    // the same entity id in two namespaces is fully independent
+    for ns in [&l, &a] {
+        ns.create_entity(NewEntity::new("proj")).await.unwrap();
+    }
+    super::take(&a, "key-1", "gpt-4", &lim, &[("rpm", 7)]).await;
+    a.set_config(
+        &zae_limiter::ConfigScope::System,
+        stored(&[Limit::per_minute("rpm", 99)]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(avail(&l, "key-1", &lim).await["rpm"], 10);
+    assert_eq!(resolved_capacity(&a, "fresh").await.unwrap(), 99);
+    assert!(
+        resolved_capacity(&l, "fresh").await.is_err(),
+        "no system default in default"
+    );
+    assert_eq!(
+        l.audit_events("$SYSTEM", 10, None)
+            .await
+            .unwrap()
+            .events
+            .len(),
+        0
+    );
+    assert_eq!(
+        a.audit_events("$SYSTEM", 10, None)
+            .await
+            .unwrap()
+            .events
+            .len(),
+        1
+    );
+
+    // listing shows default and tenant-a, both active
+    let names: Vec<(String, NamespaceStatus)> = l
+        .namespaces()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| (n.name, n.status))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("default".to_string(), NamespaceStatus::Active),
+            ("tenant-a".to_string(), NamespaceStatus::Active)
+        ]
+    );
+
+    // soft delete frees the name, keeps the data; recover brings it back
+    assert!(l.delete_namespace("tenant-a").await.unwrap());
+    assert!(!l.delete_namespace("tenant-a").await.unwrap());
+    assert!(l.get_namespace("tenant-a").await.unwrap().is_none());
+    assert!(matches!(
+        l.namespace("tenant-a").await,
+        Err(Error::NamespaceNotFound(_))
+    ));
+    let deleted = l
+        .namespaces()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|n| n.id == a_info.id)
+        .unwrap();
+    assert_eq!(deleted.status, NamespaceStatus::Deleted);
+    assert!(deleted.deleted_at_ms.is_some());
+    let back = l.recover_namespace(&a_info.id).await.unwrap();
+    assert_eq!(
+        (back.name.as_str(), back.status),
+        ("tenant-a", NamespaceStatus::Active)
+    );
+    let a = l.namespace("tenant-a").await.unwrap();
+    assert_eq!(
+        avail(&a, "key-1", &lim).await["rpm"],
+        3,
+        "data survived the soft delete"
+    );
+    assert!(
+        matches!(
+            l.recover_namespace(&a_info.id).await,
+            Err(Error::Conflict(_))
+        ),
+        "already active"
+    );
+    assert!(
+        matches!(
+            l.purge_namespace(&a_info.id, |_| {}).await,
+            Err(Error::Conflict(_))
+        ),
+        "active"
+    );
+
+    // a name re-registered while deleted blocks the recovery
+    assert!(l.delete_namespace("tenant-a").await.unwrap());
+    let b_info = l.register_namespace("tenant-a").await.unwrap();
+    assert_ne!(b_info.id, a_info.id);
+    let e = l.recover_namespace(&a_info.id).await.unwrap_err();
+    assert!(e.to_string().contains("registered again"), "{e}");
+
+    // purge removes everything of the old id, with progress, and is final
+    let seen = std::sync::Mutex::new(Vec::new());
+    let n = l
+        .purge_namespace(&a_info.id, |k| seen.lock().unwrap().push(k))
+        .await
+        .unwrap();
+    assert!(n >= 5, "entity, bucket, config, audit events: {n}");
+    assert_eq!(seen.lock().unwrap().last(), Some(&n));
+    assert!(l
+        .namespaces()
+        .await
+        .unwrap()
+        .iter()
+        .all(|x| x.id != a_info.id));
+    assert!(matches!(
+        l.recover_namespace(&a_info.id).await,
+        Err(Error::NamespaceNotFound(_))
+    ));
+    // the new tenant-a starts empty; default is untouched
+    let b = l.namespace("tenant-a").await.unwrap();
+    assert_eq!(avail(&b, "key-1", &lim).await["rpm"], 10);
+    assert!(b.get_entity("proj").await.unwrap().is_none());
+    assert!(l.get_entity("proj").await.unwrap().is_some());
+
+    // every namespace change is audited, newest first
+    let actions: Vec<AuditAction> = l
+        .audit_events("$NAMESPACE", 50, None)
+        .await
+        .unwrap()
+        .events
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    use AuditAction::*;
+    assert_eq!(
+        actions,
+        [
+            NamespacePurged,
+            NamespaceRegistered,
+            NamespaceDeleted,
+            NamespaceRecovered,
+            NamespaceDeleted,
+            NamespaceRegistered
+        ]
+    );
+}

@@ -71,6 +71,7 @@ macro_rules! conformance_suite {
             config_cache_hits_misses_ttl_and_invalidation,
             audit_records_every_change_newest_first,
             delete_entity_children_and_listings,
+            namespaces_isolate_and_have_a_lifecycle,
         );
     };
 }

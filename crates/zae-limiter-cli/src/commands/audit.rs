@@ -1,0 +1,84 @@
+//! `zae-limiter audit list`: the recorded changes of an entity (or of the system / resource
+//! defaults), newest first, one page at a time.
+
+use serde_json::json;
+use zae_limiter::{AuditEvent, MAX_AUDIT_PAGE};
+
+use super::store::{self, print_json, rfc3339};
+use super::Cli;
+use crate::output::{table, Output};
+
+/// The `audit` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum Cmd {
+    /// List audit events, newest first.
+    List {
+        /// Entity id, or '$SYSTEM' / '$RESOURCE:<resource>' for changes of the system /
+        /// resource defaults (quote the '$' in a shell).
+        entity: String,
+        /// Events per page (1 to 1000).
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Continue after this event id (printed as "More events: --before ..." at the end of
+        /// the previous page).
+        #[arg(long, value_name = "EVENT_ID")]
+        before: Option<String>,
+    },
+}
+
+pub async fn run(cli: &Cli, cmd: &Cmd) -> Result<(), String> {
+    let Cmd::List {
+        entity,
+        limit,
+        before,
+    } = cmd;
+    if *limit == 0 || *limit > MAX_AUDIT_PAGE {
+        return Err(format!(
+            "--limit must be between 1 and {MAX_AUDIT_PAGE}, got {limit}"
+        ));
+    }
+    let limiter = store::limiter(cli).await?;
+    let page = limiter
+        .audit_events(entity, *limit, before.as_deref())
+        .await
+        .map_err(|e| e.to_string())?;
+    match cli.output {
+        Output::Json => print_json(&json!({
+            "entity_id": entity,
+            "events": page.events.iter().map(event_json).collect::<Vec<_>>(),
+            "next": page.next,
+        })),
+        Output::Table => {
+            if page.events.is_empty() {
+                println!("No audit events for '{entity}'");
+            } else {
+                let rows: Vec<Vec<String>> = page.events.iter().map(row).collect();
+                println!(
+                    "{}",
+                    table(&["Time", "Action", "Principal", "Resource", "Event"], &rows)
+                );
+            }
+            if let Some(next) = &page.next {
+                println!("More events: --before {next}");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The event as JSON, with `time` in RFC 3339 beside `timestamp_ms`.
+fn event_json(e: &AuditEvent) -> serde_json::Value {
+    let mut v = json!(e);
+    v["time"] = json!(rfc3339(e.timestamp_ms));
+    v
+}
+
+fn row(e: &AuditEvent) -> Vec<String> {
+    vec![
+        rfc3339(e.timestamp_ms),
+        e.action.as_str().to_string(),
+        e.principal.clone().unwrap_or_else(|| "-".into()),
+        e.resource.clone().unwrap_or_else(|| "-".into()),
+        e.event_id.clone(),
+    ]
+}

@@ -1,0 +1,100 @@
+//! `zae-limiter resource ...`: a resource's default limits (for every entity without its
+//! own), the resources that have them, and the entities with their own limits on one.
+
+use serde_json::json;
+use zae_limiter::{ConfigScope, StoredConfig};
+
+use super::store::{self, print_json};
+use super::Cli;
+use crate::output::Output;
+
+/// The `resource` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum Cmd {
+    /// Store a resource's default limits, replacing what was stored.
+    SetDefaults {
+        /// Resource (a model, an API, ...).
+        resource: String,
+        /// Limit as name:rate[/period][:burst], e.g. rpm:100 or tpm:10000/min:15000
+        /// (repeatable, at least one).
+        #[arg(short = 'l', long = "limit", value_name = "SPEC")]
+        limits: Vec<String>,
+    },
+    /// Show a resource's default limits.
+    GetDefaults {
+        /// Resource.
+        resource: String,
+    },
+    /// Delete a resource's default limits.
+    DeleteDefaults {
+        /// Resource.
+        resource: String,
+    },
+    /// List the resources that have default limits.
+    List,
+    /// List the entities with their own limits on a resource.
+    Entities {
+        /// Resource.
+        resource: String,
+    },
+}
+
+fn scope(resource: &str) -> ConfigScope {
+    ConfigScope::Resource {
+        resource: resource.to_string(),
+    }
+}
+
+pub async fn run(cli: &Cli, cmd: &Cmd) -> Result<(), String> {
+    let err = |e: zae_limiter::Error| e.to_string();
+    match cmd {
+        Cmd::SetDefaults { resource, limits } => {
+            if limits.is_empty() {
+                return Err(
+                    "give at least one limit with -l/--limit name:rate[/period][:burst]".into(),
+                );
+            }
+            let limits = store::parse_limits(limits)?;
+            let limiter = store::limiter(cli).await?;
+            store::set(cli, &limiter, scope(resource), StoredConfig::limits(limits)).await
+        }
+        Cmd::GetDefaults { resource } => {
+            store::get(cli, &store::limiter(cli).await?, scope(resource)).await
+        }
+        Cmd::DeleteDefaults { resource } => {
+            store::delete(cli, &store::limiter(cli).await?, scope(resource)).await
+        }
+        Cmd::List => {
+            let limiter = store::limiter(cli).await?;
+            let resources = limiter.resources_with_defaults().await.map_err(err)?;
+            match cli.output {
+                Output::Json => print_json(&json!({ "resources": resources })),
+                Output::Table => {
+                    if resources.is_empty() {
+                        println!("No resources with default limits");
+                    }
+                    for r in &resources {
+                        println!("{r}");
+                    }
+                    Ok(())
+                }
+            }
+        }
+        Cmd::Entities { resource } => {
+            let limiter = store::limiter(cli).await?;
+            let entities = limiter.entities_with_limits(resource).await.map_err(err)?;
+            match cli.output {
+                Output::Json => print_json(&json!({ "resource": resource, "entities": entities })),
+                Output::Table => {
+                    if entities.is_empty() {
+                        println!("No entities with their own limits on '{resource}'");
+                    }
+                    for e in &entities {
+                        println!("{e}");
+                    }
+                    Ok(())
+                }
+            }
+        }
+    }
+}

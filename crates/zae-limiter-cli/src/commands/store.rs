@@ -1,0 +1,285 @@
+//! Connecting to DynamoDB from the global flags, and the pieces the management commands
+//! (`entity`, `resource`, `system`, `audit`) share: parsing `-l` specs, printing stored
+//! limits, writing one JSON document, formatting timestamps.
+
+use serde_json::{json, Value};
+use zae_limiter::{
+    ConfigScope, DynamoStore, Limit, OnUnavailable, RateLimiter, StoreConfig, StoredConfig,
+};
+
+use super::{Cli, Command};
+use crate::output::Output;
+
+/// Connect to the table named by `--name` (through `--endpoint-url` / `--region` or the AWS
+/// environment), creating it if it is missing.
+pub async fn connect(cli: &Cli, track_capacity: bool) -> Result<DynamoStore, String> {
+    let mut config = StoreConfig::new(&cli.name).track_consumed_capacity(track_capacity);
+    if let Some(r) = &cli.region {
+        config = config.region(r);
+    }
+    match &cli.endpoint_url {
+        Some(url) => {
+            config = config.endpoint_url(url);
+            if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+                config = config.static_credentials("local", "local");
+            }
+        }
+        None => {
+            let aws_env = [
+                "AWS_REGION",
+                "AWS_DEFAULT_REGION",
+                "AWS_PROFILE",
+                "AWS_ACCESS_KEY_ID",
+            ]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some());
+            if cli.region.is_none() && !aws_env {
+                const NEEDS: &str =
+                    "needs --endpoint-url or an AWS environment (AWS_REGION, AWS_PROFILE, ...)";
+                return Err(if matches!(cli.command, Command::Bench(_)) {
+                    format!("--store dynamodb {NEEDS}; use --store memory for the embedded store")
+                } else {
+                    format!("DynamoDB {NEEDS}")
+                });
+            }
+        }
+    }
+    let store = DynamoStore::connect(config)
+        .await
+        .map_err(|e| e.to_string())?;
+    store
+        .create_table()
+        .await
+        .map_err(|e| format!("table {}: {e}", cli.name))?;
+    Ok(store)
+}
+
+/// A limiter on the DynamoDB table of the global flags, recording `--principal` in audit events.
+pub(super) async fn limiter(cli: &Cli) -> Result<RateLimiter, String> {
+    let store = connect(cli, false).await?;
+    let mut builder = RateLimiter::builder(store);
+    if let Some(p) = &cli.principal {
+        builder = builder.principal(p.clone());
+    }
+    Ok(builder.build())
+}
+
+/// Parse `-l` values with the library's syntax (`name:rate[/period][:burst]`).
+pub(super) fn parse_limits(specs: &[String]) -> Result<Vec<Limit>, String> {
+    specs
+        .iter()
+        .map(|s| s.parse::<Limit>().map_err(|e| e.to_string()))
+        .collect()
+}
+
+/// Parse `--on-unavailable`.
+pub(super) fn parse_policy(policy: Option<&str>) -> Result<Option<OnUnavailable>, String> {
+    policy
+        .map(|p| p.parse::<OnUnavailable>().map_err(|e| e.to_string()))
+        .transpose()
+}
+
+/// Print `value` as one JSON document on stdout.
+pub(super) fn print_json(value: &Value) -> Result<(), String> {
+    let s = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
+    println!("{s}");
+    Ok(())
+}
+
+/// How a scope is named in messages: `entity 'k' on resource 'r'`, `resource 'r'`, `the system`.
+pub(super) fn label(scope: &ConfigScope) -> String {
+    match scope {
+        ConfigScope::System => "the system".to_string(),
+        ConfigScope::Resource { resource } => format!("resource '{resource}'"),
+        ConfigScope::Entity { entity_id, .. } | ConfigScope::EntityDefault { entity_id } => {
+            format!(
+                "entity '{entity_id}' on resource '{}'",
+                scope.resource().unwrap_or_default()
+            )
+        }
+    }
+}
+
+/// One limit as JSON: its spec (the `-l` syntax) and its numbers.
+fn limit_json(l: &Limit) -> Value {
+    json!({
+        "name": l.name(),
+        "spec": l.to_string(),
+        "capacity": l.capacity(),
+        "refill_amount": l.refill_amount(),
+        "refill_period_ms": l.refill_period_ms(),
+    })
+}
+
+/// The scope and what is stored there, as JSON.
+fn config_json(scope: &ConfigScope, config: Option<&StoredConfig>) -> Value {
+    let mut v = json!({ "level": scope.level() });
+    if let ConfigScope::Entity { entity_id, .. } | ConfigScope::EntityDefault { entity_id } = scope
+    {
+        v["entity_id"] = json!(entity_id);
+    }
+    if let Some(r) = scope.resource() {
+        v["resource"] = json!(r);
+    }
+    v["stored"] = json!(config.is_some());
+    v["limits"] = config.map_or(json!([]), |c| {
+        Value::Array(c.limits.iter().map(limit_json).collect())
+    });
+    if *scope == ConfigScope::System {
+        v["on_unavailable"] = json!(config.and_then(|c| c.on_unavailable));
+    }
+    v
+}
+
+/// The stored limits, one per line, indented; then the policy when there is one.
+fn config_lines(config: &StoredConfig) -> String {
+    let mut out = String::new();
+    for l in &config.limits {
+        out.push_str(&format!("\n  {l}"));
+    }
+    if let Some(p) = config.on_unavailable {
+        out.push_str(&format!("\n  on_unavailable: {}", policy_str(p)));
+    }
+    out
+}
+
+fn policy_str(p: OnUnavailable) -> &'static str {
+    match p {
+        OnUnavailable::Block => "block",
+        OnUnavailable::Allow => "allow",
+    }
+}
+
+/// Store `config` at `scope` and report what was stored.
+pub(super) async fn set(
+    cli: &Cli,
+    limiter: &RateLimiter,
+    scope: ConfigScope,
+    config: StoredConfig,
+) -> Result<(), String> {
+    limiter
+        .set_config(&scope, config.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    match cli.output {
+        Output::Json => print_json(&config_json(&scope, Some(&config))),
+        Output::Table => {
+            let head = match scope {
+                ConfigScope::System => "Set system defaults:".to_string(),
+                _ => format!(
+                    "Set {} limit(s) for {}:",
+                    config.limits.len(),
+                    label(&scope)
+                ),
+            };
+            println!("{head}{}", config_lines(&config));
+            Ok(())
+        }
+    }
+}
+
+/// Show what is stored at `scope` (not an error when nothing is).
+pub(super) async fn get(
+    cli: &Cli,
+    limiter: &RateLimiter,
+    scope: ConfigScope,
+) -> Result<(), String> {
+    let config = limiter
+        .get_config(&scope)
+        .await
+        .map_err(|e| e.to_string())?;
+    match cli.output {
+        Output::Json => print_json(&config_json(&scope, config.as_ref())),
+        Output::Table => {
+            match config {
+                Some(c) => println!("Limits for {}:{}", label(&scope), config_lines(&c)),
+                None => println!("No limits stored for {}", label(&scope)),
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Delete what is stored at `scope`; an error when nothing is.
+pub(super) async fn delete(
+    cli: &Cli,
+    limiter: &RateLimiter,
+    scope: ConfigScope,
+) -> Result<(), String> {
+    if !limiter
+        .delete_config(&scope)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        return Err(format!("no limits stored for {}", label(&scope)));
+    }
+    match cli.output {
+        Output::Json => {
+            let mut v = config_json(&scope, None);
+            if let Value::Object(m) = &mut v {
+                m.remove("stored");
+                m.remove("limits");
+                m.remove("on_unavailable");
+                m.insert("deleted".into(), json!(true));
+            }
+            print_json(&v)
+        }
+        Output::Table => {
+            println!("Deleted limits for {}", label(&scope));
+            Ok(())
+        }
+    }
+}
+
+/// `ms` since the Unix epoch as RFC 3339 in UTC with milliseconds, e.g.
+/// `2026-01-01T00:00:00.000Z`.
+pub(super) fn rfc3339(ms: i64) -> String {
+    let days = ms.div_euclid(86_400_000);
+    let rem = ms.rem_euclid(86_400_000);
+    // civil_from_days (Howard Hinnant): days since 1970-01-01 to a proleptic Gregorian date
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (h, m, s, milli) = (
+        rem / 3_600_000,
+        rem / 60_000 % 60,
+        rem / 1_000 % 60,
+        rem % 1_000,
+    );
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{milli:03}Z")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(1_767_225_600_000), "2026-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(rfc3339(1_709_251_199_999), "2024-02-29T23:59:59.999Z");
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn labels() {
+        let e = ConfigScope::EntityDefault {
+            entity_id: "k".into(),
+        };
+        assert_eq!(label(&e), "entity 'k' on resource '_default_'");
+        assert_eq!(label(&ConfigScope::System), "the system");
+    }
+
+    #[test]
+    fn bad_spec_uses_the_library_message() {
+        let e = parse_limits(&["tpm=100".into()]).unwrap_err();
+        assert!(e.contains("expected name:rate"), "{e}");
+    }
+}

@@ -1,0 +1,67 @@
+//! `zae-limiter system ...`: the system defaults (limits for every entity and resource without
+//! more specific ones) and the `on_unavailable` policy.
+
+use zae_limiter::{ConfigScope, StoredConfig};
+
+use super::store;
+use super::Cli;
+
+/// The `system` subcommands.
+#[derive(Debug, clap::Subcommand)]
+#[allow(clippy::enum_variant_names)] // the variants name the subcommands: set-defaults, ...
+pub enum Cmd {
+    /// Store the system default limits and/or the on_unavailable policy. What is given
+    /// replaces what was stored; a part not given (limits or policy) is kept.
+    SetDefaults {
+        /// Limit as name:rate[/period][:burst], e.g. rpm:100 or tpm:10000/min:15000
+        /// (repeatable).
+        #[arg(short = 'l', long = "limit", value_name = "SPEC")]
+        limits: Vec<String>,
+        /// What clients do when DynamoDB cannot be reached: block (fail closed) or allow
+        /// (fail open).
+        #[arg(long, value_name = "block|allow")]
+        on_unavailable: Option<String>,
+    },
+    /// Show the system defaults.
+    GetDefaults,
+    /// Delete the system defaults (limits and policy).
+    DeleteDefaults,
+}
+
+pub async fn run(cli: &Cli, cmd: &Cmd) -> Result<(), String> {
+    match cmd {
+        Cmd::SetDefaults {
+            limits,
+            on_unavailable,
+        } => {
+            if limits.is_empty() && on_unavailable.is_none() {
+                return Err(
+                    "nothing to set: give -l/--limit name:rate[/period][:burst] and/or --on-unavailable block|allow"
+                        .into(),
+                );
+            }
+            let limits = store::parse_limits(limits)?;
+            let policy = store::parse_policy(on_unavailable.as_deref())?;
+            // keep the part that was not given
+            let limiter = store::limiter(cli).await?;
+            let old = limiter
+                .get_config(&ConfigScope::System)
+                .await
+                .map_err(|e| e.to_string())?
+                .unwrap_or_default();
+            let config = StoredConfig {
+                limits: if limits.is_empty() {
+                    old.limits
+                } else {
+                    limits
+                },
+                on_unavailable: policy.or(old.on_unavailable),
+            };
+            store::set(cli, &limiter, ConfigScope::System, config).await
+        }
+        Cmd::GetDefaults => store::get(cli, &store::limiter(cli).await?, ConfigScope::System).await,
+        Cmd::DeleteDefaults => {
+            store::delete(cli, &store::limiter(cli).await?, ConfigScope::System).await
+        }
+    }
+}

@@ -1,0 +1,568 @@
+//! The management commands (`entity`, `resource`, `system`, `audit`) end to end: the real
+//! binary against DynamoDB Local (endpoint in `ZAEL_TEST_DYNAMODB_ENDPOINT`, set by
+//! `scripts/dynamodb-local.sh`). Each test works in its own table.
+#![cfg(feature = "dynamodb-local-tests")]
+
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+/// What one run of the binary gave.
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    out: String,
+    err: String,
+}
+
+impl Run {
+    /// Assert success and return stdout.
+    fn ok(self) -> String {
+        assert_eq!(self.code, 0, "expected success: {self:?}");
+        self.out
+    }
+    /// Assert success and parse stdout as one JSON document.
+    fn json(self) -> Value {
+        let out = self.ok();
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not one JSON document ({e}): {out}"))
+    }
+    /// Assert the failure contract: exit 1, nothing on stdout, one `error: ...` line on
+    /// stderr. Returns that line.
+    fn fails(self) -> String {
+        assert_eq!(self.code, 1, "expected exit 1: {self:?}");
+        assert!(self.out.is_empty(), "stdout should be empty: {self:?}");
+        let lines: Vec<&str> = self.err.lines().collect();
+        assert_eq!(lines.len(), 1, "expected one stderr line: {self:?}");
+        assert!(lines[0].starts_with("error: "), "{self:?}");
+        lines[0].to_string()
+    }
+}
+
+/// A fresh table on DynamoDB Local.
+struct Table {
+    name: String,
+    endpoint: String,
+}
+
+impl Table {
+    fn new(tag: &str) -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let endpoint = std::env::var("ZAEL_TEST_DYNAMODB_ENDPOINT").expect(
+            "ZAEL_TEST_DYNAMODB_ENDPOINT is not set: run through scripts/dynamodb-local.sh",
+        );
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let name = format!(
+            "t-{tag}-{}-{}-{nanos}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        Table { name, endpoint }
+    }
+
+    /// Run `zae-limiter --name TABLE --endpoint-url ENDPOINT ARGS...`.
+    fn run(&self, args: &[&str]) -> Run {
+        let out = Command::new(env!("CARGO_BIN_EXE_zae-limiter"))
+            .args(["--name", &self.name, "--endpoint-url", &self.endpoint])
+            .args(args)
+            .env_remove("ZAEL_PRINCIPAL")
+            .env_remove("ZAEL_NAME")
+            .env_remove("ZAEL_ENDPOINT_URL")
+            .output()
+            .expect("run zae-limiter");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            out: String::from_utf8(out.stdout).expect("utf-8 stdout"),
+            err: String::from_utf8(out.stderr).expect("utf-8 stderr"),
+        }
+    }
+}
+
+/// The `spec` of every limit in a config JSON document.
+fn specs(v: &Value) -> Vec<&str> {
+    v["limits"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no limits in {v}"))
+        .iter()
+        .map(|l| l["spec"].as_str().unwrap())
+        .collect()
+}
+
+#[test]
+fn limits_at_every_level() {
+    let t = Table::new("levels");
+
+    // system
+    let out = t
+        .run(&[
+            "system",
+            "set-defaults",
+            "-l",
+            "rpm:1000",
+            "-l",
+            "tpm:100000/min",
+            "--on-unavailable",
+            "allow",
+        ])
+        .ok();
+    assert_eq!(
+        out,
+        "Set system defaults:\n  rpm:1000/min\n  tpm:100000/min\n  on_unavailable: allow\n"
+    );
+    // setting only the policy keeps the stored limits
+    t.run(&["system", "set-defaults", "--on-unavailable", "block"])
+        .ok();
+    let v = t
+        .run(&["system", "get-defaults", "--output", "json"])
+        .json();
+    assert_eq!(v["level"], "system");
+    assert_eq!(v["stored"], true);
+    assert_eq!(v["on_unavailable"], "block");
+    assert_eq!(specs(&v), ["rpm:1000/min", "tpm:100000/min"]);
+    assert_eq!(v["limits"][1]["refill_amount"], 100_000);
+    assert_eq!(v["limits"][1]["refill_period_ms"], 60_000);
+    // ... and setting only limits keeps the policy
+    t.run(&["system", "set-defaults", "-l", "rpm:900"]).ok();
+    assert_eq!(
+        t.run(&["system", "get-defaults"]).ok(),
+        "Limits for the system:\n  rpm:900/min\n  on_unavailable: block\n"
+    );
+
+    // resource
+    let out = t
+        .run(&[
+            "resource",
+            "set-defaults",
+            "gpt-4o",
+            "-l",
+            "rpm:500",
+            "--limit",
+            "tpm:50000/min:75000",
+        ])
+        .ok();
+    assert_eq!(
+        out,
+        "Set 2 limit(s) for resource 'gpt-4o':\n  rpm:500/min\n  tpm:50000/min:75000\n"
+    );
+    t.run(&["resource", "set-defaults", "claude", "-l", "rph:100/hour"])
+        .ok();
+    let v = t
+        .run(&["resource", "get-defaults", "gpt-4o", "--output", "json"])
+        .json();
+    assert_eq!(v["level"], "resource");
+    assert_eq!(v["resource"], "gpt-4o");
+    assert_eq!(specs(&v), ["rpm:500/min", "tpm:50000/min:75000"]);
+    assert_eq!(v["limits"][1]["capacity"], 75_000);
+    assert_eq!(t.run(&["resource", "list"]).ok(), "claude\ngpt-4o\n");
+    assert_eq!(
+        t.run(&["resource", "list", "--output", "json"]).json()["resources"],
+        serde_json::json!(["claude", "gpt-4o"])
+    );
+
+    // entity default (no --resource) and entity + resource
+    let out = t
+        .run(&["entity", "set-limits", "acme", "-l", "rpm:200"])
+        .ok();
+    assert_eq!(
+        out,
+        "Set 1 limit(s) for entity 'acme' on resource '_default_':\n  rpm:200/min\n"
+    );
+    let out = t
+        .run(&[
+            "entity",
+            "set-limits",
+            "key-1",
+            "--resource",
+            "gpt-4o",
+            "-l",
+            "rpm:60",
+            "-l",
+            "tpm:6000/min:9000",
+        ])
+        .ok();
+    assert_eq!(
+        out,
+        "Set 2 limit(s) for entity 'key-1' on resource 'gpt-4o':\n  rpm:60/min\n  tpm:6000/min:9000\n"
+    );
+    t.run(&[
+        "entity",
+        "set-limits",
+        "acme",
+        "--resource",
+        "gpt-4o",
+        "-l",
+        "x:10/5min",
+    ])
+    .ok();
+    assert_eq!(
+        t.run(&["entity", "get-limits", "acme"]).ok(),
+        "Limits for entity 'acme' on resource '_default_':\n  rpm:200/min\n"
+    );
+    let v = t
+        .run(&["entity", "get-limits", "acme", "--resource", "_default_"])
+        .ok();
+    assert!(v.contains("rpm:200/min"), "{v}");
+    let v = t
+        .run(&[
+            "--output",
+            "json",
+            "entity",
+            "get-limits",
+            "key-1",
+            "--resource",
+            "gpt-4o",
+        ])
+        .json();
+    assert_eq!(v["level"], "entity");
+    assert_eq!(v["entity_id"], "key-1");
+    assert_eq!(v["resource"], "gpt-4o");
+    assert_eq!(specs(&v), ["rpm:60/min", "tpm:6000/min:9000"]);
+    let v = t
+        .run(&["entity", "get-limits", "key-1", "--output", "json"])
+        .json();
+    assert_eq!(v["level"], "entity_default");
+    assert_eq!(v["stored"], false);
+    assert_eq!(v["limits"], serde_json::json!([]));
+    assert_eq!(
+        t.run(&["entity", "get-limits", "key-1"]).ok(),
+        "No limits stored for entity 'key-1' on resource '_default_'\n"
+    );
+    assert_eq!(
+        t.run(&["resource", "entities", "gpt-4o"]).ok(),
+        "acme\nkey-1\n"
+    );
+    assert_eq!(
+        t.run(&["resource", "entities", "claude"]).ok(),
+        "No entities with their own limits on 'claude'\n"
+    );
+
+    // deletes, at every level
+    assert_eq!(
+        t.run(&["entity", "delete-limits", "key-1", "--resource", "gpt-4o"])
+            .ok(),
+        "Deleted limits for entity 'key-1' on resource 'gpt-4o'\n"
+    );
+    let e = t
+        .run(&["entity", "delete-limits", "key-1", "--resource", "gpt-4o"])
+        .fails();
+    assert_eq!(
+        e,
+        "error: no limits stored for entity 'key-1' on resource 'gpt-4o'"
+    );
+    assert_eq!(t.run(&["resource", "entities", "gpt-4o"]).ok(), "acme\n");
+    let v = t
+        .run(&["entity", "delete-limits", "acme", "--output", "json"])
+        .json();
+    assert_eq!(v["deleted"], true);
+    assert_eq!(v["level"], "entity_default");
+    assert_eq!(
+        t.run(&["resource", "delete-defaults", "claude"]).ok(),
+        "Deleted limits for resource 'claude'\n"
+    );
+    assert_eq!(t.run(&["resource", "list"]).ok(), "gpt-4o\n");
+    assert_eq!(
+        t.run(&["resource", "get-defaults", "claude"]).ok(),
+        "No limits stored for resource 'claude'\n"
+    );
+    assert_eq!(
+        t.run(&["system", "delete-defaults"]).ok(),
+        "Deleted limits for the system\n"
+    );
+    let v = t
+        .run(&["system", "get-defaults", "--output", "json"])
+        .json();
+    assert_eq!(v["stored"], false);
+    assert_eq!(v["on_unavailable"], Value::Null);
+}
+
+#[test]
+fn audit_lists_changes_newest_first() {
+    let t = Table::new("audit");
+    let p = ["--principal", "alice"];
+    t.run(&[&p[..], &["entity", "create", "proj"]].concat())
+        .ok();
+    t.run(&[&p[..], &["entity", "set-limits", "proj", "-l", "rpm:10"]].concat())
+        .ok();
+    t.run(
+        &[
+            &p[..],
+            &[
+                "entity",
+                "set-limits",
+                "proj",
+                "--resource",
+                "gpt-4o",
+                "-l",
+                "tpm:100",
+            ],
+        ]
+        .concat(),
+    )
+    .ok();
+    // the principal also comes from the environment
+    let out = Command::new(env!("CARGO_BIN_EXE_zae-limiter"))
+        .args(["--name", &t.name, "--endpoint-url", &t.endpoint])
+        .args(["entity", "delete-limits", "proj"])
+        .env("ZAEL_PRINCIPAL", "bob")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+
+    let v = t.run(&["audit", "list", "proj", "--output", "json"]).json();
+    assert_eq!(v["entity_id"], "proj");
+    assert_eq!(v["next"], Value::Null);
+    let events = v["events"].as_array().unwrap();
+    let field = |f: &str| -> Vec<Value> { events.iter().map(|e| e[f].clone()).collect() };
+    assert_eq!(
+        field("action"),
+        [
+            "limits_deleted",
+            "limits_set",
+            "limits_set",
+            "entity_created"
+        ]
+    );
+    assert_eq!(field("principal"), ["bob", "alice", "alice", "alice"]);
+    assert_eq!(
+        field("resource"),
+        [
+            Value::from("_default_"),
+            Value::from("gpt-4o"),
+            Value::from("_default_"),
+            Value::Null
+        ]
+    );
+    let ids: Vec<&str> = events
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap())
+        .collect();
+    let mut sorted = ids.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(ids, sorted, "newest first");
+    assert_eq!(events[0]["details"]["old"]["limits"][0]["name"], "rpm");
+    assert_eq!(events[0]["details"]["new"], Value::Null);
+    assert!(events[0]["time"].as_str().unwrap().ends_with('Z'));
+
+    // the table, one page at a time
+    let out = t.run(&["audit", "list", "proj", "--limit", "2"]).ok();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 5, "{out}");
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(header, ["Time", "Action", "Principal", "Resource", "Event"]);
+    let row: Vec<&str> = lines[2].split_whitespace().collect();
+    assert_eq!(row[1..], ["limits_deleted", "bob", "_default_", ids[0]]);
+    let row: Vec<&str> = lines[3].split_whitespace().collect();
+    assert_eq!(row[1..], ["limits_set", "alice", "gpt-4o", ids[1]]);
+    let next = lines[4]
+        .strip_prefix("More events: --before ")
+        .unwrap_or_else(|| panic!("{out}"));
+    let out = t
+        .run(&["audit", "list", "proj", "--limit", "2", "--before", next])
+        .ok();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    assert!(
+        lines[2].contains("limits_set") && lines[2].contains(ids[2]),
+        "{out}"
+    );
+    assert!(
+        lines[3].contains("entity_created") && lines[3].contains(ids[3]),
+        "{out}"
+    );
+    assert!(lines[3].contains(" - "), "no resource: {out}");
+
+    // default changes are filed under $SYSTEM / $RESOURCE:<resource>
+    t.run(&["system", "set-defaults", "--on-unavailable", "allow"])
+        .ok();
+    t.run(&["resource", "set-defaults", "gpt-4o", "-l", "rpm:5"])
+        .ok();
+    let v = t
+        .run(&["audit", "list", "$SYSTEM", "--output", "json"])
+        .json();
+    assert_eq!(v["events"][0]["details"]["level"], "system");
+    assert_eq!(v["events"][0]["details"]["new"]["on_unavailable"], "allow");
+    let v = t
+        .run(&["audit", "list", "$RESOURCE:gpt-4o", "--output", "json"])
+        .json();
+    assert_eq!(v["events"].as_array().unwrap().len(), 1);
+    assert_eq!(v["events"][0]["resource"], "gpt-4o");
+    assert_eq!(
+        t.run(&["audit", "list", "nobody"]).ok(),
+        "No audit events for 'nobody'\n"
+    );
+}
+
+#[test]
+fn entity_create_show_children_delete() {
+    let t = Table::new("entity");
+    assert_eq!(
+        t.run(&[
+            "entity",
+            "create",
+            "acme",
+            "--display-name",
+            "Acme Corp",
+            "--metadata",
+            "tier=gold",
+            "--metadata",
+            "region=eu"
+        ])
+        .ok(),
+        "Created entity 'acme'\n"
+    );
+    let v = t
+        .run(&[
+            "entity",
+            "create",
+            "key-web",
+            "--parent",
+            "acme",
+            "--cascade",
+            "--output",
+            "json",
+        ])
+        .json();
+    assert_eq!(v["id"], "key-web");
+    assert_eq!(v["parent_id"], "acme");
+    assert_eq!(v["cascade"], true);
+    t.run(&["entity", "create", "key-batch", "--parent", "acme"])
+        .ok();
+
+    let out = t.run(&["entity", "show", "acme"]).ok();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 6, "{out}");
+    assert_eq!(lines[0], "Entity: acme");
+    assert_eq!(lines[1], "  Name: Acme Corp");
+    assert_eq!(lines[2], "  Parent: (none)");
+    assert_eq!(lines[3], "  Cascade: false");
+    let created = lines[4].strip_prefix("  Created: ").unwrap();
+    assert_eq!(created.len(), "2026-01-01T00:00:00.000Z".len(), "{out}");
+    assert_eq!(&created[10..11], "T");
+    assert!(created.ends_with('Z'), "{out}");
+    assert_eq!(lines[5], "  Metadata: region=eu, tier=gold");
+    let out = t.run(&["entity", "show", "key-web"]).ok();
+    assert!(out.contains("  Parent: acme\n  Cascade: true\n"), "{out}");
+    assert!(out.contains("  Name: (none)\n"), "{out}");
+    let v = t
+        .run(&["entity", "show", "acme", "--output", "json"])
+        .json();
+    assert_eq!(v["name"], "Acme Corp");
+    assert_eq!(v["metadata"]["tier"], "gold");
+    assert_eq!(v["created_at"], created);
+    assert!(v["created_at_ms"].as_i64().unwrap() > 0);
+
+    assert_eq!(
+        t.run(&["entity", "children", "acme"]).ok(),
+        "key-batch\nkey-web\n"
+    );
+    let v = t
+        .run(&["entity", "children", "acme", "--output", "json"])
+        .json();
+    assert_eq!(v["children"][1]["id"], "key-web");
+    assert_eq!(
+        t.run(&["entity", "children", "key-web"]).ok(),
+        "No children of 'key-web'\n"
+    );
+
+    let e = t.run(&["entity", "create", "acme"]).fails();
+    assert_eq!(e, "error: entity 'acme' already exists");
+
+    t.run(&["entity", "set-limits", "key-web", "-l", "rpm:5"])
+        .ok();
+    assert_eq!(
+        t.run(&["entity", "delete", "key-web"]).ok(),
+        "Deleted entity 'key-web'\n"
+    );
+    assert_eq!(
+        t.run(&["entity", "show", "key-web"]).fails(),
+        "error: entity 'key-web' not found"
+    );
+    // its limits went with it
+    assert_eq!(
+        t.run(&["entity", "get-limits", "key-web"]).ok(),
+        "No limits stored for entity 'key-web' on resource '_default_'\n"
+    );
+    assert_eq!(t.run(&["entity", "children", "acme"]).ok(), "key-batch\n");
+    assert_eq!(
+        t.run(&["entity", "delete", "key-web"]).fails(),
+        "error: entity 'key-web' not found"
+    );
+    let v = t
+        .run(&["entity", "delete", "key-batch", "--output", "json"])
+        .json();
+    assert_eq!(v["deleted"], "key-batch");
+    let out = t.run(&["audit", "list", "key-web"]).ok();
+    assert!(
+        out.lines().nth(2).unwrap().contains("entity_deleted"),
+        "{out}"
+    );
+}
+
+#[test]
+fn bad_input_fails_with_one_line() {
+    let t = Table::new("bad");
+    let e = t
+        .run(&["entity", "set-limits", "k", "-l", "rpm:10", "-l", "tpm=100"])
+        .fails();
+    assert!(e.contains("expected name:rate"), "{e}");
+    assert!(e.contains("tpm=100"), "{e}");
+    let e = t
+        .run(&[
+            "resource",
+            "set-defaults",
+            "gpt-4o",
+            "-l",
+            "rpm:10/fortnight",
+        ])
+        .fails();
+    assert!(e.contains("expected name:rate"), "{e}");
+    let e = t.run(&["system", "set-defaults", "-l", "rpm"]).fails();
+    assert!(e.contains("expected name:rate"), "{e}");
+    // nothing was stored by the failed commands
+    assert_eq!(
+        t.run(&["entity", "get-limits", "k"]).ok(),
+        "No limits stored for entity 'k' on resource '_default_'\n"
+    );
+
+    assert_eq!(
+        t.run(&["entity", "show", "nobody"]).fails(),
+        "error: entity 'nobody' not found"
+    );
+    let e = t.run(&["system", "set-defaults"]).fails();
+    assert!(e.contains("nothing to set"), "{e}");
+    let e = t
+        .run(&["system", "set-defaults", "--on-unavailable", "maybe"])
+        .fails();
+    assert!(e.contains("block, allow"), "{e}");
+    let e = t.run(&["entity", "set-limits", "k"]).fails();
+    assert!(e.contains("at least one limit"), "{e}");
+    let e = t.run(&["audit", "list", "k", "--limit", "0"]).fails();
+    assert!(e.contains("between 1 and 1000"), "{e}");
+    let e = t.run(&["audit", "list", "k", "--limit", "1001"]).fails();
+    assert!(e.contains("between 1 and 1000"), "{e}");
+    let e = t
+        .run(&["entity", "create", "k", "--metadata", "novalue"])
+        .fails();
+    assert!(e.contains("KEY=VALUE"), "{e}");
+    let e = t
+        .run(&["entity", "create", "k", "--parent", "nobody"])
+        .fails();
+    assert_eq!(e, "error: entity 'nobody' not found");
+    let e = t.run(&["entity", "create", "k", "--cascade"]).fails();
+    assert!(e.contains("cascade"), "{e}");
+    let e = t.run(&["entity", "show", "bad id!"]).fails();
+    assert!(e.contains("not allowed"), "{e}");
+    assert_eq!(
+        t.run(&["system", "delete-defaults"]).fails(),
+        "error: no limits stored for the system"
+    );
+    // the same in JSON mode: the error still goes to stderr, stdout stays empty
+    let e = t
+        .run(&["--output", "json", "entity", "show", "nobody"])
+        .fails();
+    assert_eq!(e, "error: entity 'nobody' not found");
+}

@@ -1,0 +1,356 @@
+//! The namespace registry on DynamoDB: records under `_/SYSTEM#`, forward by name
+//! (`#NAMESPACE#{name}`, active namespaces only) and reverse by id (`#NSID#{id}`, every
+//! state). Registration writes both in one transaction guarded by `attribute_not_exists`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+
+use super::{n_attr, sdk_err, DynamoStore};
+use crate::error::StoreError;
+use crate::namespace::{
+    new_namespace_id, NamespaceInfo, NamespaceStatus, DEFAULT_NAMESPACE, SYSTEM_NAMESPACE,
+};
+use crate::store::memory::{check_purgeable, check_recoverable};
+use crate::store::Store;
+
+type Item = HashMap<String, AttributeValue>;
+
+fn registry_pk() -> String {
+    format!("{SYSTEM_NAMESPACE}/SYSTEM#")
+}
+
+fn forward_sk(name: &str) -> String {
+    format!("#NAMESPACE#{name}")
+}
+
+fn reverse_sk(id: &str) -> String {
+    format!("#NSID#{id}")
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn key(sk: String) -> Item {
+    HashMap::from([
+        ("PK".to_string(), s(registry_pk())),
+        ("SK".to_string(), s(sk)),
+    ])
+}
+
+fn other(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Other(e.to_string())
+}
+
+fn record(sk: String, n: &NamespaceInfo) -> Item {
+    let mut item = key(sk);
+    item.extend([
+        ("namespace_id".to_string(), s(&n.id)),
+        ("namespace_name".to_string(), s(&n.name)),
+        ("status".to_string(), s(n.status.as_str())),
+        (
+            "created_at_ms".to_string(),
+            AttributeValue::N(n.created_at_ms.to_string()),
+        ),
+        ("GSI4PK".to_string(), s(SYSTEM_NAMESPACE)),
+        ("GSI4SK".to_string(), s(registry_pk())),
+    ]);
+    if let Some(d) = n.deleted_at_ms {
+        item.insert(
+            "deleted_at_ms".to_string(),
+            AttributeValue::N(d.to_string()),
+        );
+    }
+    item
+}
+
+fn parse(item: &Item) -> Result<NamespaceInfo, StoreError> {
+    let get = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+    let status = get("status").unwrap_or_default();
+    Ok(NamespaceInfo {
+        name: get("namespace_name").ok_or_else(|| other("namespace record lacks its name"))?,
+        id: get("namespace_id").ok_or_else(|| other("namespace record lacks its id"))?,
+        status: NamespaceStatus::parse(&status)
+            .ok_or_else(|| other(format!("unknown namespace status '{status}'")))?,
+        created_at_ms: n_attr(item, "created_at_ms")?.unwrap_or(0) as i64,
+        deleted_at_ms: n_attr(item, "deleted_at_ms")?.map(|v| v as i64),
+    })
+}
+
+impl DynamoStore {
+    /// This handle's namespace id, looked up (and for `default`, registered) on first use.
+    pub(super) async fn ns(&self) -> Result<Arc<str>, StoreError> {
+        self.ns_id
+            .get_or_try_init(|| async {
+                match self.forward(&self.ns_name).await? {
+                    Some(n) => Ok(n.id.into()),
+                    None if &*self.ns_name == DEFAULT_NAMESPACE => {
+                        let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
+                        Ok(self.register(&self.ns_name, now).await?.id.into())
+                    }
+                    None => Err(StoreError::NamespaceNotFound(self.ns_name.to_string())),
+                }
+            })
+            .await
+            .cloned()
+    }
+
+    async fn get_record(&self, sk: String) -> Result<Option<NamespaceInfo>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&*self.table)
+            .set_key(Some(key(sk)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(sdk_err)?;
+        out.item().map(parse).transpose()
+    }
+
+    async fn forward(&self, name: &str) -> Result<Option<NamespaceInfo>, StoreError> {
+        self.get_record(forward_sk(name)).await
+    }
+
+    async fn register(&self, name: &str, now_ms: i64) -> Result<NamespaceInfo, StoreError> {
+        if let Some(n) = self.forward(name).await? {
+            return Ok(n);
+        }
+        let info = NamespaceInfo {
+            name: name.to_string(),
+            id: new_namespace_id(),
+            status: NamespaceStatus::Active,
+            created_at_ms: now_ms,
+            deleted_at_ms: None,
+        };
+        let put = |sk: String| -> Result<TransactWriteItem, StoreError> {
+            Ok(TransactWriteItem::builder()
+                .put(
+                    Put::builder()
+                        .table_name(&*self.table)
+                        .set_item(Some(record(sk, &info)))
+                        .condition_expression("attribute_not_exists(PK)")
+                        .build()
+                        .map_err(other)?,
+                )
+                .build())
+        };
+        let res = self
+            .client
+            .transact_write_items()
+            .transact_items(put(forward_sk(name))?)
+            .transact_items(put(reverse_sk(&info.id))?)
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(info),
+            // someone registered the name first: theirs stands
+            Err(SdkError::ServiceError(se)) if se.err().is_transaction_canceled_exception() => {
+                self.forward(name).await?.ok_or_else(|| {
+                    StoreError::Conflict(format!("registering namespace '{name}' raced; try again"))
+                })
+            }
+            Err(e) => Err(sdk_err(e)),
+        }
+    }
+
+    pub(super) async fn scoped_handle(
+        &self,
+        name: &str,
+    ) -> Result<Option<Arc<dyn Store>>, StoreError> {
+        let id = match self.forward(name).await? {
+            Some(n) => n.id,
+            None if name == DEFAULT_NAMESPACE => {
+                let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
+                self.register(name, now).await?.id
+            }
+            None => return Ok(None),
+        };
+        let mut handle = self.clone();
+        handle.ns_name = name.into();
+        handle.ns_id = Arc::new(tokio::sync::OnceCell::new_with(Some(id.into())));
+        Ok(Some(Arc::new(handle)))
+    }
+
+    pub(super) async fn register_namespace_records(
+        &self,
+        name: &str,
+        now_ms: i64,
+    ) -> Result<NamespaceInfo, StoreError> {
+        self.register(name, now_ms).await
+    }
+
+    pub(super) async fn namespace_records(&self) -> Result<Vec<NamespaceInfo>, StoreError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&*self.table)
+                .key_condition_expression("PK = :pk AND begins_with(SK, :p)")
+                .expression_attribute_values(":pk", s(registry_pk()))
+                .expression_attribute_values(":p", s("#NSID#"))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(sdk_err)?;
+            for item in page.items() {
+                out.push(parse(item)?);
+            }
+            match page.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        out.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
+        Ok(out)
+    }
+
+    async fn set_status(
+        &self,
+        id: &str,
+        status: NamespaceStatus,
+        deleted_at_ms: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&*self.table)
+            .set_key(Some(key(reverse_sk(id))))
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":s", s(status.as_str()))
+            .condition_expression("attribute_exists(PK)");
+        req = match deleted_at_ms {
+            Some(t) => req
+                .update_expression("SET #s = :s, deleted_at_ms = :d")
+                .expression_attribute_values(":d", AttributeValue::N(t.to_string())),
+            None => req.update_expression("SET #s = :s REMOVE deleted_at_ms"),
+        };
+        req.send().await.map_err(sdk_err)?;
+        Ok(())
+    }
+
+    pub(super) async fn delete_namespace_records(
+        &self,
+        name: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let Some(info) = self.forward(name).await? else {
+            return Ok(false);
+        };
+        self.client
+            .delete_item()
+            .table_name(&*self.table)
+            .set_key(Some(key(forward_sk(name))))
+            .send()
+            .await
+            .map_err(sdk_err)?;
+        self.set_status(&info.id, NamespaceStatus::Deleted, Some(now_ms))
+            .await?;
+        Ok(true)
+    }
+
+    pub(super) async fn recover_namespace_records(
+        &self,
+        id: &str,
+    ) -> Result<NamespaceInfo, StoreError> {
+        let info = self
+            .get_record(reverse_sk(id))
+            .await?
+            .ok_or_else(|| StoreError::NamespaceNotFound(id.to_string()))?;
+        let taken = self.forward(&info.name).await?;
+        check_recoverable(&info, taken.as_ref())?;
+        let mut back = info.clone();
+        back.status = NamespaceStatus::Active;
+        back.deleted_at_ms = None;
+        let res = self
+            .client
+            .put_item()
+            .table_name(&*self.table)
+            .set_item(Some(record(forward_sk(&info.name), &back)))
+            .condition_expression("attribute_not_exists(PK)")
+            .send()
+            .await;
+        match res {
+            Ok(_) => {}
+            Err(SdkError::ServiceError(se)) if se.err().is_conditional_check_failed_exception() => {
+                return Err(StoreError::Conflict(format!(
+                    "the name '{}' was registered again meanwhile",
+                    info.name
+                )))
+            }
+            Err(e) => return Err(sdk_err(e)),
+        }
+        self.set_status(id, NamespaceStatus::Active, None).await?;
+        Ok(back)
+    }
+
+    pub(super) async fn purge_namespace_items(
+        &self,
+        id: &str,
+        progress: &(dyn Fn(usize) + Send + Sync),
+    ) -> Result<usize, StoreError> {
+        use aws_sdk_dynamodb::types::{DeleteRequest, WriteRequest};
+        let Some(info) = self.get_record(reverse_sk(id)).await? else {
+            return Ok(0);
+        };
+        check_purgeable(&info)?;
+        // terminal: from here on the namespace cannot be recovered
+        self.set_status(id, NamespaceStatus::Purging, info.deleted_at_ms)
+            .await?;
+        let mut deleted = 0;
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&*self.table)
+                .index_name("GSI4")
+                .key_condition_expression("GSI4PK = :ns")
+                .expression_attribute_values(":ns", s(id))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(sdk_err)?;
+            let mut requests = Vec::new();
+            for item in page.items() {
+                let k: Item = ["PK", "SK"]
+                    .iter()
+                    .filter_map(|a| item.get(*a).map(|v| (a.to_string(), v.clone())))
+                    .collect();
+                requests.push(
+                    WriteRequest::builder()
+                        .delete_request(
+                            DeleteRequest::builder()
+                                .set_key(Some(k))
+                                .build()
+                                .map_err(other)?,
+                        )
+                        .build(),
+                );
+            }
+            for chunk in requests.chunks(25) {
+                self.batch_write(chunk.to_vec()).await?;
+                deleted += chunk.len();
+                progress(deleted);
+            }
+            match page.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        self.client
+            .delete_item()
+            .table_name(&*self.table)
+            .set_key(Some(key(reverse_sk(id))))
+            .send()
+            .await
+            .map_err(sdk_err)?;
+        Ok(deleted)
+    }
+}
