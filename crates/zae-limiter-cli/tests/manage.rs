@@ -72,6 +72,7 @@ impl Table {
             .env_remove("ZAEL_PRINCIPAL")
             .env_remove("ZAEL_NAME")
             .env_remove("ZAEL_ENDPOINT_URL")
+            .env_remove("ZAEL_NAMESPACE")
             .output()
             .expect("run zae-limiter");
         Run {
@@ -565,4 +566,148 @@ fn bad_input_fails_with_one_line() {
         .run(&["--output", "json", "entity", "show", "nobody"])
         .fails();
     assert_eq!(e, "error: entity 'nobody' not found");
+}
+
+#[test]
+fn namespaces_register_isolate_delete_recover_purge() {
+    let t = Table::new("ns");
+    let out = t.run(&["namespace", "register", "tenant-a"]).ok();
+    assert!(
+        out.starts_with("Registered namespace 'tenant-a'\n  Namespace ID: "),
+        "{out}"
+    );
+    let show = t
+        .run(&["--output", "json", "namespace", "show", "tenant-a"])
+        .json();
+    let id = show["namespace_id"].as_str().unwrap().to_string();
+    assert_eq!(id.len(), 11);
+    assert_eq!(show["status"], "active");
+    let human = t.run(&["namespace", "show", "tenant-a"]).ok();
+    assert!(human.contains(&format!("Namespace ID: {id}")), "{human}");
+
+    // -N scopes every command; the same entity id elsewhere is independent
+    t.run(&["-N", "tenant-a", "entity", "create", "acme"]).ok();
+    t.run(&["-N", "tenant-a", "entity", "show", "acme"]).ok();
+    let line = t.run(&["entity", "show", "acme"]).fails();
+    assert!(line.contains("not found"), "{line}");
+    let line = t.run(&["-N", "nope", "entity", "show", "acme"]).fails();
+    assert!(line.contains("namespace 'nope' not found"), "{line}");
+
+    let list = t.run(&["--output", "json", "namespace", "list"]).json();
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["default", "tenant-a"]);
+
+    // delete keeps the data; recover brings it back; purge needs --yes and a deleted namespace
+    let line = t.run(&["namespace", "purge", &id]).fails();
+    assert!(line.contains("--yes"), "{line}");
+    let line = t.run(&["namespace", "purge", &id, "--yes"]).fails();
+    assert!(line.contains("delete it first"), "{line}");
+    let out = t.run(&["namespace", "delete", "tenant-a"]).ok();
+    assert!(out.contains(&format!("namespace recover {id}")), "{out}");
+    t.run(&["namespace", "show", "tenant-a"]).fails();
+    t.run(&["namespace", "recover", &id]).ok();
+    t.run(&["-N", "tenant-a", "entity", "show", "acme"]).ok();
+    let line = t.run(&["namespace", "recover", &id]).fails();
+    assert!(line.contains("already active"), "{line}");
+    t.run(&["namespace", "delete", "tenant-a"]).ok();
+    let out = t.run(&["namespace", "purge", &id, "--yes"]).ok();
+    assert!(out.contains("items deleted"), "{out}");
+    t.run(&["namespace", "recover", &id]).fails();
+    let line = t.run(&["namespace", "register", "_"]).fails();
+    assert!(line.contains("reserved"), "{line}");
+
+    // namespace changes are audited
+    let audit = t
+        .run(&["--output", "json", "audit", "list", "$NAMESPACE"])
+        .json();
+    let actions: Vec<&str> = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "namespace_purged",
+            "namespace_deleted",
+            "namespace_recovered",
+            "namespace_deleted",
+            "namespace_registered"
+        ]
+    );
+}
+
+#[test]
+fn usage_errors_are_one_line() {
+    let t = Table::new("usage");
+    let r = t.run(&["entity", "show"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert_eq!(r.err.lines().count(), 1, "{r:?}");
+    assert!(r.err.starts_with("error: "), "{r:?}");
+}
+
+#[test]
+fn acquire_and_available_resolve_stored_levels() {
+    let t = Table::new("acq");
+    // nothing stored and no -l: a clear error naming entity and resource
+    let line = t.run(&["available", "k", "gpt-4o"]).fails();
+    assert!(line.contains("'k'") && line.contains("'gpt-4o'"), "{line}");
+    // -l is the fallback
+    let v = t
+        .run(&[
+            "--output",
+            "json",
+            "available",
+            "k",
+            "gpt-4o",
+            "-l",
+            "rpm:5",
+        ])
+        .json();
+    assert_eq!(v["available"]["rpm"], 5);
+    t.run(&["system", "set-defaults", "-l", "rpm:1000"]).ok();
+    t.run(&["resource", "set-defaults", "gpt-4o", "-l", "rpm:500"])
+        .ok();
+    t.run(&["entity", "create", "proj"]).ok();
+    t.run(&["entity", "create", "k", "--parent", "proj", "--cascade"])
+        .ok();
+    t.run(&["entity", "set-limits", "proj", "-l", "rpm:200/day"])
+        .ok();
+    t.run(&[
+        "entity",
+        "set-limits",
+        "k",
+        "--resource",
+        "gpt-4o",
+        "-l",
+        "rpm:2/hour",
+    ])
+    .ok();
+    for _ in 0..2 {
+        let v = t
+            .run(&["--output", "json", "acquire", "k", "gpt-4o", "-c", "rpm=1"])
+            .json();
+        assert_eq!(v["acquired"], true);
+    }
+    let line = t.run(&["acquire", "k", "gpt-4o", "-c", "rpm=1"]).fails();
+    assert!(
+        line.contains("rate limit exceeded for k/gpt-4o: [rpm]")
+            && line.contains("Retry-After: 1800"),
+        "{line}"
+    );
+    let avail = |e: &str, r: &str| {
+        t.run(&["--output", "json", "available", e, r]).json()["available"]["rpm"].clone()
+    };
+    assert_eq!(avail("k", "gpt-4o"), 0); // entity + resource
+    assert_eq!(avail("proj", "gpt-4o"), 198); // entity default, took the cascade
+    assert_eq!(avail("other", "gpt-4o"), 500); // resource default
+    assert_eq!(avail("other", "embeddings"), 1000); // system default
+    let line = t.run(&["acquire", "k", "gpt-4o", "-c", "rpm"]).fails();
+    assert!(line.contains("NAME=AMOUNT"), "{line}");
 }

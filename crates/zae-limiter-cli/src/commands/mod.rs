@@ -1,9 +1,11 @@
 //! One file per command.
 
+mod acquire;
 mod audit;
 mod bench;
 mod demo;
 mod entity;
+mod namespace;
 mod resource;
 mod store;
 mod system;
@@ -32,6 +34,15 @@ pub struct Cli {
     /// DynamoDB endpoint, e.g. http://127.0.0.1:8000 for DynamoDB Local.
     #[arg(long, global = true, env = "ZAEL_ENDPOINT_URL")]
     pub endpoint_url: Option<String>,
+    /// Namespace (tenant) to work in; it must be registered (`default` is created on first use).
+    #[arg(
+        long,
+        short = 'N',
+        global = true,
+        default_value = zae_limiter::DEFAULT_NAMESPACE,
+        env = "ZAEL_NAMESPACE"
+    )]
+    pub namespace: String,
     /// Who makes the changes, recorded in audit events.
     #[arg(long, global = true, env = "ZAEL_PRINCIPAL")]
     pub principal: Option<String>,
@@ -63,6 +74,14 @@ pub enum Command {
     /// The audit log of changes.
     #[command(subcommand)]
     Audit(audit::Cmd),
+    /// Namespaces (tenants): register, list, show, delete, recover, purge.
+    #[command(subcommand)]
+    Namespace(namespace::Cmd),
+    /// Take capacity once (acquire + commit) with the limits resolved from the table; exits
+    /// 1 with the retry-after when refused.
+    Acquire(acquire::AcquireArgs),
+    /// Tokens available now per limit, consuming nothing.
+    Available(acquire::AvailableArgs),
     /// Print the client version.
     Version,
 }
@@ -76,6 +95,9 @@ pub async fn run(cli: Cli) -> Result<(), String> {
         Command::Resource(ref cmd) => resource::run(&cli, cmd).await,
         Command::System(ref cmd) => system::run(&cli, cmd).await,
         Command::Audit(ref cmd) => audit::run(&cli, cmd).await,
+        Command::Namespace(ref cmd) => namespace::run(&cli, cmd).await,
+        Command::Acquire(ref args) => acquire::acquire(&cli, args).await,
+        Command::Available(ref args) => acquire::available(&cli, args).await,
         Command::Version => version::run(&cli),
     }
 }

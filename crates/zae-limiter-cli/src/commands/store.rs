@@ -13,7 +13,18 @@ use crate::output::Output;
 /// Connect to the table named by `--name` (through `--endpoint-url` / `--region` or the AWS
 /// environment), creating it if it is missing.
 pub async fn connect(cli: &Cli, track_capacity: bool) -> Result<DynamoStore, String> {
-    let mut config = StoreConfig::new(&cli.name).track_consumed_capacity(track_capacity);
+    connect_in(cli, &cli.namespace, track_capacity).await
+}
+
+/// [`connect`] in a given namespace (whatever `--namespace` says).
+pub async fn connect_in(
+    cli: &Cli,
+    namespace: &str,
+    track_capacity: bool,
+) -> Result<DynamoStore, String> {
+    let mut config = StoreConfig::new(&cli.name)
+        .namespace(namespace)
+        .track_consumed_capacity(track_capacity);
     if let Some(r) = &cli.region {
         config = config.region(r);
     }
@@ -56,7 +67,12 @@ pub async fn connect(cli: &Cli, track_capacity: bool) -> Result<DynamoStore, Str
 
 /// A limiter on the DynamoDB table of the global flags, recording `--principal` in audit events.
 pub(super) async fn limiter(cli: &Cli) -> Result<RateLimiter, String> {
-    let store = connect(cli, false).await?;
+    limiter_in(cli, &cli.namespace).await
+}
+
+/// [`limiter`] in a given namespace.
+pub(super) async fn limiter_in(cli: &Cli, namespace: &str) -> Result<RateLimiter, String> {
+    let store = connect_in(cli, namespace, false).await?;
     let mut builder = RateLimiter::builder(store);
     if let Some(p) = &cli.principal {
         builder = builder.principal(p.clone());
