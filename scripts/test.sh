@@ -12,7 +12,8 @@ echo "== cargo clippy" >&2
 cargo clippy --workspace --all-targets "${features[@]}" -- -D warnings
 echo "== build tests" >&2
 cargo nextest run --workspace "${features[@]}" --no-run
-echo "== tests (embedded store + DynamoDB Local)" >&2
-scripts/dynamodb-local.sh cargo nextest run --workspace "${features[@]}" --no-fail-fast
+echo "== tests (embedded store + DynamoDB Local + moto for STS)" >&2
+scripts/moto.sh --install
+scripts/dynamodb-local.sh scripts/moto.sh cargo nextest run --workspace "${features[@]}" --no-fail-fast
 echo "== doctests" >&2
 cargo test --workspace --doc "${features[@]}"

@@ -28,7 +28,7 @@ fn event_id(now_ms: i64) -> String {
 }
 
 impl RateLimiter {
-    pub(crate) fn audit_event(
+    pub(crate) async fn audit_event(
         &self,
         action: AuditAction,
         entity_id: String,
@@ -42,7 +42,7 @@ impl RateLimiter {
             action,
             entity_id,
             resource,
-            principal: self.principal().map(str::to_string),
+            principal: self.principal().await,
             details,
             expires_at_ms: Some(now.saturating_add(self.audit_retention().as_millis() as i64)),
         }
@@ -85,12 +85,14 @@ impl RateLimiter {
         } else {
             AuditAction::LimitsDeleted
         };
-        let audit = self.audit_event(
-            action,
-            scope.audit_entity(),
-            scope.resource().map(str::to_string),
-            serde_json::json!({ "level": scope.level(), "old": old, "new": new }),
-        );
+        let audit = self
+            .audit_event(
+                action,
+                scope.audit_entity(),
+                scope.resource().map(str::to_string),
+                serde_json::json!({ "level": scope.level(), "old": old, "new": new }),
+            )
+            .await;
         self.call(self.store().put_config(scope, new.as_ref(), &audit))
             .await?;
         self.forget_config(scope);
@@ -104,12 +106,14 @@ impl RateLimiter {
         let Some(old) = self.get_entity(entity_id).await? else {
             return Ok(false);
         };
-        let audit = self.audit_event(
-            AuditAction::EntityDeleted,
-            entity_id.to_string(),
-            None,
-            serde_json::json!({ "old": old }),
-        );
+        let audit = self
+            .audit_event(
+                AuditAction::EntityDeleted,
+                entity_id.to_string(),
+                None,
+                serde_json::json!({ "old": old }),
+            )
+            .await;
         let deleted = self
             .call(self.store().delete_entity(entity_id, &audit))
             .await?;
@@ -162,17 +166,15 @@ impl RateLimiter {
         }
     }
 
-    fn namespace_event(&self, action: AuditAction, info: &NamespaceInfo) -> AuditEvent {
-        self.audit_event(
-            action,
-            NAMESPACE_AUDIT_ENTITY.to_string(),
-            None,
-            serde_json::json!({ "namespace": info }),
-        )
-    }
-
     async fn audit_namespace(&self, action: AuditAction, info: &NamespaceInfo) -> Result<()> {
-        let event = self.namespace_event(action, info);
+        let event = self
+            .audit_event(
+                action,
+                NAMESPACE_AUDIT_ENTITY.to_string(),
+                None,
+                serde_json::json!({ "namespace": info }),
+            )
+            .await;
         Ok(self.call(self.store().record_audit(&event)).await?)
     }
 

@@ -98,6 +98,7 @@ impl RateLimiterBuilder {
                 cache: ConfigCache::new(self.entity_cache_ttl, self.entity_cache_size),
                 cache_size: self.entity_cache_size,
                 principal: self.principal,
+                caller: tokio::sync::OnceCell::new(),
                 audit_retention: self.audit_retention,
             }),
         }
@@ -113,6 +114,8 @@ struct Inner {
     cache: ConfigCache,
     cache_size: usize,
     principal: Option<String>,
+    /// The store's caller identity, asked once when no principal is given.
+    caller: tokio::sync::OnceCell<Option<String>>,
     audit_retention: Duration,
 }
 
@@ -175,6 +178,7 @@ impl RateLimiter {
                 cache: ConfigCache::new(i.cache.stats().ttl, i.cache_size),
                 cache_size: i.cache_size,
                 principal: i.principal.clone(),
+                caller: tokio::sync::OnceCell::new(),
                 audit_retention: i.audit_retention,
             }),
         }
@@ -200,8 +204,22 @@ impl RateLimiter {
         }
     }
 
-    pub(crate) fn principal(&self) -> Option<&str> {
-        self.inner.principal.as_deref()
+    /// The audit principal: the one given to the builder, else the store's caller identity
+    /// (asked once, bounded by the timeout), else none.
+    pub(crate) async fn principal(&self) -> Option<String> {
+        if let Some(p) = &self.inner.principal {
+            return Some(p.clone());
+        }
+        self.inner
+            .caller
+            .get_or_init(|| async {
+                tokio::time::timeout(self.inner.timeout, self.inner.store.caller_identity())
+                    .await
+                    .ok()
+                    .flatten()
+            })
+            .await
+            .clone()
     }
 
     pub(crate) fn audit_retention(&self) -> Duration {
@@ -279,12 +297,14 @@ impl RateLimiter {
             metadata: spec.metadata,
             created_at_ms: self.now_ms(),
         };
-        let audit = self.audit_event(
-            AuditAction::EntityCreated,
-            entity.id.clone(),
-            None,
-            serde_json::json!({ "new": &entity }),
-        );
+        let audit = self
+            .audit_event(
+                AuditAction::EntityCreated,
+                entity.id.clone(),
+                None,
+                serde_json::json!({ "new": &entity }),
+            )
+            .await;
         self.call(self.inner.store.create_entity(&entity, &audit))
             .await?;
         // cached "no such entity" results for this id are now wrong

@@ -398,3 +398,41 @@ async fn purge_leaves_no_item_behind() {
     // the default namespace still has its bucket
     assert_eq!(l.available("c", "r0", &lim).await.unwrap()["rpm"], 9);
 }
+
+/// With no principal given, audit events carry the caller identity from STS (moto here);
+/// when STS cannot be reached they carry none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_principal_falls_back_to_the_sts_caller_identity() {
+    let moto = std::env::var("ZAEL_TEST_MOTO_ENDPOINT")
+        .expect("ZAEL_TEST_MOTO_ENDPOINT is not set: run the suite with scripts/test.sh");
+    let table = common::dynamo().await.table_name().to_string();
+    let connect = |sts: Option<String>| {
+        let table = table.clone();
+        async move {
+            let mut c = StoreConfig::new(table)
+                .endpoint_url(common::dynamodb_endpoint())
+                .static_credentials("test", "test");
+            if let Some(s) = sts {
+                c = c.sts_endpoint_url(s);
+            }
+            DynamoStore::connect(c).await.unwrap()
+        }
+    };
+    let with_sts = RateLimiter::builder(connect(Some(moto)).await).build();
+    with_sts.create_entity(NewEntity::new("a")).await.unwrap();
+    let ev = with_sts.audit_events("a", 1, None).await.unwrap().events;
+    let who = ev[0].principal.as_deref().unwrap_or_default();
+    assert!(who.starts_with("arn:aws:"), "{who}");
+    // STS at the DynamoDB Local endpoint does not answer GetCallerIdentity: no principal
+    let without = RateLimiter::builder(connect(None).await).build();
+    without.create_entity(NewEntity::new("b")).await.unwrap();
+    let ev = without.audit_events("b", 1, None).await.unwrap().events;
+    assert_eq!(ev[0].principal, None);
+    // an explicit principal wins
+    let explicit = RateLimiter::builder(connect(None).await)
+        .principal("ops")
+        .build();
+    explicit.create_entity(NewEntity::new("c")).await.unwrap();
+    let ev = explicit.audit_events("c", 1, None).await.unwrap().events;
+    assert_eq!(ev[0].principal.as_deref(), Some("ops"));
+}

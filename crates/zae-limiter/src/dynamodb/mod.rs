@@ -56,6 +56,7 @@ pub struct StoreConfig {
     static_credentials: Option<(String, String)>,
     state_cache_size: usize,
     track_capacity: bool,
+    sts_endpoint_url: Option<String>,
 }
 
 impl StoreConfig {
@@ -70,6 +71,7 @@ impl StoreConfig {
             static_credentials: None,
             state_cache_size: 10_000,
             track_capacity: false,
+            sts_endpoint_url: None,
         }
     }
     /// AWS region (otherwise from the environment / profile).
@@ -110,6 +112,12 @@ impl StoreConfig {
         self.track_capacity = on;
         self
     }
+    /// Ask this STS endpoint for the caller identity (the audit principal when none is
+    /// given); by default the standard one, or `endpoint_url` when that is set.
+    pub fn sts_endpoint_url(mut self, url: impl Into<String>) -> Self {
+        self.sts_endpoint_url = Some(url.into());
+        self
+    }
     /// The table name.
     pub fn table_name(&self) -> &str {
         &self.table_name
@@ -132,6 +140,7 @@ pub struct ConsumedCapacity {
 #[derive(Debug, Clone)]
 pub struct DynamoStore {
     client: Client,
+    sts: aws_sdk_sts::Client,
     table: Arc<str>,
     /// The namespace's name, and its id once looked up.
     ns_name: Arc<str>,
@@ -173,8 +182,15 @@ impl DynamoStore {
         let conf = aws_sdk_dynamodb::config::Builder::from(&sdk)
             .interceptor(calls.clone())
             .build();
+        // the caller identity is best effort: one attempt, no retries
+        let mut sts = aws_sdk_sts::config::Builder::from(&sdk)
+            .retry_config(aws_sdk_sts::config::retry::RetryConfig::standard().with_max_attempts(1));
+        if let Some(url) = &config.sts_endpoint_url {
+            sts = sts.endpoint_url(url);
+        }
         Ok(DynamoStore {
             client: Client::from_conf(conf),
+            sts: aws_sdk_sts::Client::from_conf(sts.build()),
             table: config.table_name.into(),
             ns_name: config.namespace.into(),
             ns_id: Arc::new(match config.namespace_id {
@@ -583,6 +599,17 @@ impl Store for DynamoStore {
 
     async fn record_audit(&self, audit: &AuditEvent) -> Result<(), StoreError> {
         self.record_audit_item(audit).await
+    }
+
+    async fn caller_identity(&self) -> Option<String> {
+        match self.sts.get_caller_identity().send().await {
+            Ok(out) => out.arn().map(str::to_string),
+            Err(e) => {
+                tracing::debug!(error = %aws_sdk_sts::error::DisplayErrorContext(&e),
+                    "caller identity unavailable; audit events will carry no principal");
+                None
+            }
+        }
     }
 
     async fn load_resolution(

@@ -172,6 +172,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         progress: &(dyn Fn(usize) + Send + Sync),
     ) -> Result<usize, StoreError>;
 
+    /// Who the store's credentials belong to (e.g. an IAM ARN from STS), when it can tell.
+    /// Used as the audit principal when none is given.
+    async fn caller_identity(&self) -> Option<String> {
+        None
+    }
+
     /// Record an audit event on its own (namespace changes).
     async fn record_audit(&self, audit: &AuditEvent) -> Result<(), StoreError>;
 
