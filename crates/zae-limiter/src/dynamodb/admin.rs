@@ -379,7 +379,8 @@ impl DynamoStore {
 
 impl DynamoStore {
     /// Every item a query returns (all pages).
-    async fn query_all(
+    /// `consistent` applies to table queries only (indexes are eventually consistent).
+    pub(super) async fn query_all(
         &self,
         index: Option<&str>,
         condition: &str,
@@ -393,6 +394,7 @@ impl DynamoStore {
                 .query()
                 .table_name(&*self.table)
                 .set_index_name(index.map(str::to_string))
+                .consistent_read(index.is_none())
                 .key_condition_expression(condition)
                 .set_exclusive_start_key(start.take());
             for (k, v) in values {
@@ -451,7 +453,7 @@ impl DynamoStore {
     ) -> Result<bool, StoreError> {
         let ns = self.ns().await?;
         let ns = &*ns;
-        use aws_sdk_dynamodb::types::{DeleteRequest, PutRequest, WriteRequest};
+        use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
         let pk = keys::entity_pk(ns, entity_id);
         // the entity's own items: metadata and configs
         let mut items = self.query_all(None, "PK = :pk", &[(":pk", pk)]).await?;
@@ -482,20 +484,7 @@ impl DynamoStore {
             )
             .build()];
         for item in &items {
-            let k: Item = ["PK", "SK"]
-                .iter()
-                .filter_map(|a| item.get(*a).map(|v| (a.to_string(), v.clone())))
-                .collect();
-            requests.push(
-                WriteRequest::builder()
-                    .delete_request(
-                        DeleteRequest::builder()
-                            .set_key(Some(k))
-                            .build()
-                            .map_err(other)?,
-                    )
-                    .build(),
-            );
+            requests.push(delete_request(item)?);
         }
         self.batch_write(requests).await?;
         Ok(true)
@@ -512,11 +501,7 @@ impl DynamoStore {
         for chunk in keys_found.chunks(100) {
             let mut wanted = KeysAndAttributes::builder().consistent_read(true);
             for i in chunk {
-                let k: Item = ["PK", "SK"]
-                    .iter()
-                    .filter_map(|a| i.get(*a).map(|v| (a.to_string(), v.clone())))
-                    .collect();
-                wanted = wanted.keys(k);
+                wanted = wanted.keys(key_of(i));
             }
             let mut pending = Some(wanted.build().map_err(other)?);
             while let Some(req) = pending.take() {
@@ -590,6 +575,29 @@ impl DynamoStore {
         out.sort();
         Ok(out)
     }
+}
+
+/// The table key (PK, SK) of an item, e.g. one returned by a KEYS_ONLY index.
+fn key_of(item: &Item) -> Item {
+    ["PK", "SK"]
+        .iter()
+        .filter_map(|a| item.get(*a).map(|v| (a.to_string(), v.clone())))
+        .collect()
+}
+
+/// A batch request deleting `item` (by its table key).
+pub(super) fn delete_request(
+    item: &Item,
+) -> Result<aws_sdk_dynamodb::types::WriteRequest, StoreError> {
+    use aws_sdk_dynamodb::types::{DeleteRequest, WriteRequest};
+    Ok(WriteRequest::builder()
+        .delete_request(
+            DeleteRequest::builder()
+                .set_key(Some(key_of(item)))
+                .build()
+                .map_err(other)?,
+        )
+        .build())
 }
 
 fn parse_config(item: &Item) -> Result<StoredConfig, StoreError> {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 
+use super::admin::delete_request;
 use super::{n_attr, sdk_err, DynamoStore};
 use crate::error::StoreError;
 use crate::namespace::{
@@ -184,29 +185,14 @@ impl DynamoStore {
     }
 
     pub(super) async fn namespace_records(&self) -> Result<Vec<NamespaceInfo>, StoreError> {
-        let mut out = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&*self.table)
-                .key_condition_expression("PK = :pk AND begins_with(SK, :p)")
-                .expression_attribute_values(":pk", s(registry_pk()))
-                .expression_attribute_values(":p", s("#NSID#"))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(sdk_err)?;
-            for item in page.items() {
-                out.push(parse(item)?);
-            }
-            match page.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => break,
-            }
-        }
+        let items = self
+            .query_all(
+                None,
+                "PK = :pk AND begins_with(SK, :p)",
+                &[(":pk", registry_pk()), (":p", "#NSID#".to_string())],
+            )
+            .await?;
+        let mut out = items.iter().map(parse).collect::<Result<Vec<_>, _>>()?;
         out.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
         Ok(out)
     }
@@ -295,7 +281,6 @@ impl DynamoStore {
         id: &str,
         progress: &(dyn Fn(usize) + Send + Sync),
     ) -> Result<usize, StoreError> {
-        use aws_sdk_dynamodb::types::{DeleteRequest, WriteRequest};
         let Some(info) = self.get_record(reverse_sk(id)).await? else {
             return Ok(0);
         };
@@ -317,23 +302,11 @@ impl DynamoStore {
                 .send()
                 .await
                 .map_err(sdk_err)?;
-            let mut requests = Vec::new();
-            for item in page.items() {
-                let k: Item = ["PK", "SK"]
-                    .iter()
-                    .filter_map(|a| item.get(*a).map(|v| (a.to_string(), v.clone())))
-                    .collect();
-                requests.push(
-                    WriteRequest::builder()
-                        .delete_request(
-                            DeleteRequest::builder()
-                                .set_key(Some(k))
-                                .build()
-                                .map_err(other)?,
-                        )
-                        .build(),
-                );
-            }
+            let requests = page
+                .items()
+                .iter()
+                .map(delete_request)
+                .collect::<Result<Vec<_>, _>>()?;
             for chunk in requests.chunks(25) {
                 self.batch_write(chunk.to_vec()).await?;
                 deleted += chunk.len();
