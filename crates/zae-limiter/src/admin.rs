@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use crate::config::{AuditAction, AuditEvent, AuditPage, ConfigScope, StoredConfig};
+use crate::config::{AuditAction, AuditEvent, AuditPage, ConfigScope, IdPage, StoredConfig};
 use crate::error::{Error, Result};
 use crate::limit::validate_entity_id;
 use crate::namespace::{
@@ -10,7 +10,7 @@ use crate::namespace::{
 };
 use crate::RateLimiter;
 
-/// Largest page of audit events one call returns.
+/// Largest page (audit events, entity ids) one call returns.
 pub const MAX_AUDIT_PAGE: usize = 1_000;
 
 /// A time-ordered, unique event id: the timestamp, a per-process sequence and a random part.
@@ -25,6 +25,16 @@ fn event_id(now_ms: i64) -> String {
         h.finish() as u32
     };
     format!("{now_ms:013}-{seq:06}-{random:08x}")
+}
+
+fn check_page(limit: usize) -> Result<()> {
+    if limit == 0 || limit > MAX_AUDIT_PAGE {
+        return Err(Error::invalid(
+            "limit",
+            format!("page size must be between 1 and {MAX_AUDIT_PAGE}, got {limit}"),
+        ));
+    }
+    Ok(())
 }
 
 impl RateLimiter {
@@ -134,11 +144,18 @@ impl RateLimiter {
         Ok(self.call(self.store().resources_with_defaults()).await?)
     }
 
-    /// Entities with limits stored for `resource` specifically, sorted.
-    pub async fn entities_with_limits(&self, resource: &str) -> Result<Vec<String>> {
+    /// Entities with limits stored for `resource` specifically, by id, `limit` per page
+    /// (1..=1000); pass the returned [`IdPage::next`] as `after` for the next page.
+    pub async fn entities_with_limits(
+        &self,
+        resource: &str,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<IdPage> {
         crate::limit::validate_resource(resource)?;
+        check_page(limit)?;
         Ok(self
-            .call(self.store().entities_with_limits(resource))
+            .call(self.store().entities_with_limits(resource, limit, after))
             .await?)
     }
 
@@ -268,12 +285,7 @@ impl RateLimiter {
         if !reserved {
             validate_entity_id(entity_id)?;
         }
-        if limit == 0 || limit > MAX_AUDIT_PAGE {
-            return Err(Error::invalid(
-                "limit",
-                format!("page size must be between 1 and {MAX_AUDIT_PAGE}, got {limit}"),
-            ));
-        }
+        check_page(limit)?;
         Ok(self
             .call(self.store().list_audit(entity_id, limit, before))
             .await?)

@@ -248,3 +248,22 @@ pub struct AuditPage {
     /// Pass as `before` to get the next (older) page; `None` when there are no more.
     pub next: Option<String>,
 }
+
+/// A page of ids, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct IdPage {
+    /// The ids.
+    pub ids: Vec<String>,
+    /// Pass as `after` to get the next page; `None` when there are no more.
+    pub next: Option<String>,
+}
+
+impl IdPage {
+    /// Cut `sorted` (already past `after`) to `limit`, noting whether more follow.
+    pub(crate) fn from_sorted(mut sorted: Vec<String>, limit: usize) -> Self {
+        let more = sorted.len() > limit;
+        sorted.truncate(limit);
+        let next = if more { sorted.last().cloned() } else { None };
+        IdPage { ids: sorted, next }
+    }
+}

@@ -47,7 +47,7 @@ pub mod store;
 pub use admin::MAX_AUDIT_PAGE;
 pub use cache::CacheStats;
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{AuditAction, AuditEvent, AuditPage, ConfigScope, StoredConfig};
+pub use config::{AuditAction, AuditEvent, AuditPage, ConfigScope, IdPage, StoredConfig};
 pub use dynamodb::{ConsumedCapacity, DynamoStore, StoreConfig};
 pub use entity::{Entity, NewEntity};
 pub use error::{Error, Result, StoreError};

@@ -36,6 +36,12 @@ pub enum Cmd {
     Entities {
         /// Resource.
         resource: String,
+        /// Page size (1..=1000).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Start after this entity id (the `next` of the previous page).
+        #[arg(long)]
+        after: Option<String>,
     },
 }
 
@@ -80,17 +86,29 @@ pub async fn run(cli: &Cli, cmd: &Cmd) -> Result<(), String> {
                 }
             }
         }
-        Cmd::Entities { resource } => {
+        Cmd::Entities {
+            resource,
+            limit,
+            after,
+        } => {
             let limiter = store::limiter(cli).await?;
-            let entities = limiter.entities_with_limits(resource).await.map_err(err)?;
+            let page = limiter
+                .entities_with_limits(resource, *limit, after.as_deref())
+                .await
+                .map_err(err)?;
             match cli.output {
-                Output::Json => print_json(&json!({ "resource": resource, "entities": entities })),
+                Output::Json => print_json(
+                    &json!({ "resource": resource, "entities": page.ids, "next": page.next }),
+                ),
                 Output::Table => {
-                    if entities.is_empty() {
+                    if page.ids.is_empty() {
                         println!("No entities with their own limits on '{resource}'");
                     }
-                    for e in &entities {
+                    for e in &page.ids {
                         println!("{e}");
+                    }
+                    if let Some(n) = &page.next {
+                        println!("More entities: --after {n}");
                     }
                     Ok(())
                 }

@@ -10,7 +10,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, Delete, KeysAndAttributes, Put, Tr
 use super::keys::{self, ENTITY_SK};
 use super::{n_attr, parse_entity, sdk_err, DynamoStore, Io};
 use crate::config::{
-    AuditAction, AuditEvent, AuditPage, ConfigScope, ResolutionData, StoredConfig,
+    AuditAction, AuditEvent, AuditPage, ConfigScope, IdPage, ResolutionData, StoredConfig,
 };
 use crate::entity::Entity;
 use crate::error::StoreError;
@@ -558,22 +558,31 @@ impl DynamoStore {
     pub(super) async fn entities_with_limits_items(
         &self,
         resource: &str,
-    ) -> Result<Vec<String>, StoreError> {
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<IdPage, StoreError> {
         let ns = self.ns().await?;
-        let ns = &*ns;
-        let items = self
-            .query_all(
-                Some("GSI3"),
-                "GSI3PK = :r",
-                &[(":r", format!("{}/ENTITY_CONFIG#{resource}", ns))],
-            )
-            .await?;
-        let mut out: Vec<String> = items
+        let mut q = self
+            .client
+            .query()
+            .table_name(&*self.table)
+            .index_name("GSI3")
+            .expression_attribute_values(":r", s(format!("{ns}/ENTITY_CONFIG#{resource}")))
+            .limit((limit + 1).min(i32::MAX as usize) as i32);
+        // the index sorts by entity id, so a page starts with a key condition on it
+        q = match after {
+            Some(a) => q
+                .key_condition_expression("GSI3PK = :r AND GSI3SK > :after")
+                .expression_attribute_values(":after", s(a)),
+            None => q.key_condition_expression("GSI3PK = :r"),
+        };
+        let out = q.send().await.map_err(sdk_err)?;
+        let ids = out
+            .items()
             .iter()
             .filter_map(|i| i.get("GSI3SK").and_then(|v| v.as_s().ok()).cloned())
             .collect();
-        out.sort();
-        Ok(out)
+        Ok(IdPage::from_sorted(ids, limit))
     }
 }
 

@@ -32,7 +32,7 @@ use lru::LruCache;
 use parking_lot::Mutex;
 
 use crate::bucket::BucketParams;
-use crate::config::{AuditEvent, AuditPage, ConfigScope, ResolutionData, StoredConfig};
+use crate::config::{AuditEvent, AuditPage, ConfigScope, IdPage, ResolutionData, StoredConfig};
 use crate::entity::Entity;
 use crate::error::{Result, StoreError};
 use crate::namespace::NamespaceInfo;
@@ -561,8 +561,14 @@ impl Store for DynamoStore {
         self.resources_with_defaults_items().await
     }
 
-    async fn entities_with_limits(&self, resource: &str) -> Result<Vec<String>, StoreError> {
-        self.entities_with_limits_items(resource).await
+    async fn entities_with_limits(
+        &self,
+        resource: &str,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<IdPage, StoreError> {
+        self.entities_with_limits_items(resource, limit, after)
+            .await
     }
 
     async fn scoped(&self, name: &str) -> Result<Option<Arc<dyn Store>>, StoreError> {

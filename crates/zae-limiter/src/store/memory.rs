@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 
 use super::{apply_exact, ApplyOutcome, BucketChange, BucketKey, BucketState, Store};
-use crate::config::{AuditEvent, AuditPage, ConfigScope, ResolutionData, StoredConfig};
+use crate::config::{AuditEvent, AuditPage, ConfigScope, IdPage, ResolutionData, StoredConfig};
 use crate::entity::Entity;
 use crate::error::StoreError;
 use crate::namespace::{
@@ -236,7 +236,12 @@ impl Store for MemoryStore {
         Ok(out)
     }
 
-    async fn entities_with_limits(&self, resource: &str) -> Result<Vec<String>, StoreError> {
+    async fn entities_with_limits(
+        &self,
+        resource: &str,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<IdPage, StoreError> {
         let mut guard = self.shared.lock();
         let inner = guard.space(&self.ns);
         let mut out: Vec<String> = inner
@@ -246,12 +251,14 @@ impl Store for MemoryStore {
                 ConfigScope::Entity {
                     entity_id,
                     resource: r,
-                } if r == resource => Some(entity_id.clone()),
+                } if r == resource && after.is_none_or(|a| entity_id.as_str() > a) => {
+                    Some(entity_id.clone())
+                }
                 _ => None,
             })
             .collect();
         out.sort();
-        Ok(out)
+        Ok(IdPage::from_sorted(out, limit))
     }
 
     async fn scoped(&self, name: &str) -> Result<Option<Arc<dyn Store>>, StoreError> {

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 
 use crate::bucket::BucketParams;
-use crate::config::{AuditEvent, AuditPage, ConfigScope, ResolutionData, StoredConfig};
+use crate::config::{AuditEvent, AuditPage, ConfigScope, IdPage, ResolutionData, StoredConfig};
 use crate::entity::Entity;
 use crate::error::StoreError;
 use crate::namespace::NamespaceInfo;
@@ -140,8 +140,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Resources that have a resource-level config, sorted.
     async fn resources_with_defaults(&self) -> Result<Vec<String>, StoreError>;
 
-    /// Entities that have an entity+resource config for `resource`, sorted.
-    async fn entities_with_limits(&self, resource: &str) -> Result<Vec<String>, StoreError>;
+    /// Entities that have an entity+resource config for `resource`, sorted by id: at most
+    /// `limit`, those after `after` when given.
+    async fn entities_with_limits(
+        &self,
+        resource: &str,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<IdPage, StoreError>;
 
     /// A handle on the same data scoped to the active namespace `name` (`None` if there is
     /// no such namespace; `default` is registered on first use).

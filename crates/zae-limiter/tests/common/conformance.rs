@@ -984,11 +984,17 @@ pub async fn delete_entity_children_and_listings(store: Arc<dyn Store>) {
         ["dall-e", "gpt-4"]
     );
     assert_eq!(
-        l.entities_with_limits("gpt-4").await.unwrap(),
+        l.entities_with_limits("gpt-4", 100, None)
+            .await
+            .unwrap()
+            .ids,
         ["key-a", "other"]
     );
     assert_eq!(
-        l.entities_with_limits("embeddings").await.unwrap(),
+        l.entities_with_limits("embeddings", 100, None)
+            .await
+            .unwrap()
+            .ids,
         ["key-a"]
     );
 
@@ -1023,7 +1029,13 @@ pub async fn delete_entity_children_and_listings(store: Arc<dyn Store>) {
         .await
         .unwrap()
         .is_none());
-    assert_eq!(l.entities_with_limits("gpt-4").await.unwrap(), ["other"]);
+    assert_eq!(
+        l.entities_with_limits("gpt-4", 100, None)
+            .await
+            .unwrap()
+            .ids,
+        ["other"]
+    );
     // the parent's bucket and the other entities are untouched
     assert_eq!(avail(&l, "proj", &lim).await["rpm"], 7);
     assert!(l.get_entity("other").await.unwrap().is_some());
