@@ -25,10 +25,10 @@ use std::time::Duration;
 
 use tokio::runtime::Runtime;
 
+use crate::config::OnUnavailable;
 use crate::entity::{Entity, NewEntity};
 use crate::error::{Error, Result};
 use crate::limit::Limit;
-use crate::limiter::OnUnavailable;
 
 /// Blocking wrapper of [`crate::RateLimiter`]. Owns a small runtime (one worker thread).
 #[derive(Debug, Clone)]

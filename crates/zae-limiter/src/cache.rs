@@ -10,8 +10,8 @@ use lru::LruCache;
 use parking_lot::Mutex;
 use serde::Serialize;
 
+use crate::config::OnUnavailable;
 use crate::config::ResolutionData;
-use crate::limiter::OnUnavailable;
 
 /// Counters of the config cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

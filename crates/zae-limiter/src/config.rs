@@ -5,10 +5,36 @@ use serde::{Deserialize, Serialize};
 use crate::entity::Entity;
 use crate::error::{Error, Result};
 use crate::limit::{validate_entity_id, validate_limits, validate_resource, Limit};
-use crate::limiter::OnUnavailable;
 
 /// The resource name under which an entity's defaults for every resource are stored.
 pub const DEFAULT_RESOURCE: &str = "_default_";
+
+/// What to do when the store cannot be reached or does not answer in time (transport
+/// errors, timeouts, throttling after retries, 5xx). Contention, validation errors and
+/// malformed items never go through this policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnUnavailable {
+    /// Refuse with [`Error::Unavailable`] (fail closed). The default.
+    #[default]
+    Block,
+    /// Admit with a no-op lease that writes nothing (fail open).
+    Allow,
+}
+
+impl std::str::FromStr for OnUnavailable {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "block" => Ok(OnUnavailable::Block),
+            "allow" => Ok(OnUnavailable::Allow),
+            _ => Err(Error::invalid(
+                "on_unavailable",
+                format!("'{s}' is not one of: block, allow"),
+            )),
+        }
+    }
+}
 
 /// Where a set of limits is stored. Resolution tries them in this order; the first level
 /// holding limits wins.
@@ -111,6 +137,12 @@ pub struct StoredConfig {
     /// The `on_unavailable` policy (system level only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_unavailable: Option<OnUnavailable>,
+    /// Version of these limits, strictly increasing with every change at this scope (set by
+    /// [`RateLimiter::set_config`](crate::RateLimiter::set_config); 0 when never stored).
+    /// Buckets carry it so that a client holding an older version adopts the stored
+    /// parameters instead of rebasing the bucket back.
+    #[serde(default)]
+    pub version: i64,
 }
 
 impl StoredConfig {
@@ -119,6 +151,7 @@ impl StoredConfig {
         StoredConfig {
             limits: limits.into_iter().collect(),
             on_unavailable: None,
+            version: 0,
         }
     }
 
@@ -148,6 +181,8 @@ pub struct ResolutionData {
     pub entity: Option<Entity>,
     /// The stored configs, in [`ConfigScope::chain`] order.
     pub levels: [Option<StoredConfig>; 4],
+    /// The store found the handle's namespace deleted or purged: nothing may be written.
+    pub namespace_gone: bool,
 }
 
 impl ResolutionData {

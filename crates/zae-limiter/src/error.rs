@@ -30,6 +30,15 @@ pub enum Error {
         message: String,
     },
 
+    /// The store stayed contended (concurrent writers on the same bucket) until the
+    /// operation's deadline. Never subject to `on_unavailable`: the store is up, and
+    /// admitting would over-admit exactly where demand is highest. Retry later.
+    #[error("rate limiter contended: {message}")]
+    Contended {
+        /// What kept conflicting.
+        message: String,
+    },
+
     /// The entity does not exist.
     #[error("entity '{0}' not found")]
     EntityNotFound(String),
@@ -80,6 +89,13 @@ pub enum StoreError {
     /// Transport failure, timeout, throttling, missing table: the store is not usable right now.
     #[error("{0}")]
     Unavailable(String),
+    /// Concurrent writers kept conflicting (transaction conflicts, retries exhausted).
+    #[error("{0}")]
+    Contended(String),
+    /// The request is refused as DynamoDB refuses it (too many limits, an empty change, an
+    /// item over 400 KB).
+    #[error("{0}")]
+    Refused(String),
     /// The entity already exists (create).
     #[error("entity '{0}' already exists")]
     EntityExists(String),
@@ -98,6 +114,8 @@ impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Unavailable(m) => Error::Unavailable { message: m },
+            StoreError::Contended(m) => Error::Contended { message: m },
+            StoreError::Refused(m) => Error::invalid("request", m),
             StoreError::EntityExists(id) => Error::EntityExists(id),
             StoreError::NamespaceNotFound(n) => Error::NamespaceNotFound(n),
             StoreError::Conflict(m) => Error::Conflict(m),

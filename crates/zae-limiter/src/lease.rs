@@ -52,6 +52,7 @@ impl LeaseEntry {
                 .map(|(l, amount)| LimitChange {
                     name: l.name().to_string(),
                     params: l.params(),
+                    version: 0,
                     amount,
                     checked: false,
                 })
@@ -239,7 +240,14 @@ impl Lease {
 
     async fn write(&self, changes: Vec<BucketChange>) -> Result<()> {
         let lim = &self.limiter;
-        match lim.call(lim.store().apply(&changes, lim.now_ms())).await? {
+        match lim
+            .call(lim.store().apply(
+                &changes,
+                lim.now_ms(),
+                &crate::store::WriteOp::unique("settle", true),
+            ))
+            .await?
+        {
             ApplyOutcome::Applied(_) => Ok(()),
             ApplyOutcome::Rejected(_) => Err(Error::Store(
                 "the store refused an unchecked write".to_string(),
@@ -275,7 +283,11 @@ impl Drop for Lease {
                 let limiter = self.limiter.clone();
                 rt.spawn(async move {
                     let r = limiter
-                        .call(limiter.store().apply(&changes, limiter.now_ms()))
+                        .call(limiter.store().apply(
+                            &changes,
+                            limiter.now_ms(),
+                            &crate::store::WriteOp::unique("rollback", true),
+                        ))
                         .await;
                     if let Err(e) = r {
                         tracing::warn!(error = %e, "rollback of a dropped lease failed");

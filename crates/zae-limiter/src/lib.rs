@@ -47,16 +47,19 @@ pub mod store;
 pub use admin::MAX_AUDIT_PAGE;
 pub use cache::CacheStats;
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{AuditAction, AuditEvent, AuditPage, ConfigScope, IdPage, StoredConfig};
+pub use config::{
+    AuditAction, AuditEvent, AuditPage, ConfigScope, IdPage, OnUnavailable, StoredConfig,
+};
 pub use dynamodb::{ConsumedCapacity, DynamoStore, StoreConfig};
 pub use entity::{Entity, NewEntity};
 pub use error::{Error, Result, StoreError};
 pub use exceeded::{LimitStatus, RateLimitExceeded};
 pub use lease::Lease;
 pub use limit::{
-    validate_entity_id, validate_limit_name, validate_resource, Limit, MAX_AMOUNT, MAX_PERIOD,
+    validate_entity_id, validate_limit_name, validate_resource, Limit, MAX_AMOUNT, MAX_LIMITS,
+    MAX_PERIOD,
 };
-pub use limiter::{Acquire, OnUnavailable, RateLimiter, RateLimiterBuilder};
+pub use limiter::{Acquire, RateLimiter, RateLimiterBuilder};
 pub use namespace::{NamespaceInfo, NamespaceStatus, DEFAULT_NAMESPACE};
 pub use store::{MemoryStore, Store};
 

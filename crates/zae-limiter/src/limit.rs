@@ -9,6 +9,10 @@ use crate::error::{Error, Result};
 
 /// Largest capacity or refill amount a limit may have, in tokens (10^12).
 pub const MAX_AMOUNT: u64 = 1_000_000_000_000;
+/// Most limits one bucket (one entity on one resource) may hold: what one conditional
+/// `UpdateItem` can carry within DynamoDB's 300-operator expression limit, with room to
+/// spare. Every entry point (`acquire`, `set_config`, the CLI) refuses more.
+pub const MAX_LIMITS: usize = 32;
 /// Longest refill period a limit may have (366 days).
 pub const MAX_PERIOD: Duration = Duration::from_secs(366 * 86_400);
 
@@ -289,6 +293,15 @@ pub fn validate_resource(resource: &str) -> Result<()> {
 
 /// Validate a set of limits: each one, and no duplicate names.
 pub(crate) fn validate_limits(limits: &[Limit]) -> Result<()> {
+    if limits.len() > MAX_LIMITS {
+        return Err(Error::invalid(
+            "limits",
+            format!(
+                "{} limits given; one bucket holds at most {MAX_LIMITS}",
+                limits.len()
+            ),
+        ));
+    }
     for (i, l) in limits.iter().enumerate() {
         l.validate()?;
         if limits[..i].iter().any(|o| o.name == l.name) {

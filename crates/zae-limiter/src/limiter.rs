@@ -10,38 +10,13 @@ use std::time::Duration;
 use crate::bucket::MILLI;
 use crate::cache::{CacheStats, ConfigCache};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{AuditAction, ResolutionData};
+use crate::config::{AuditAction, OnUnavailable, ResolutionData};
 use crate::entity::{Entity, NewEntity};
 use crate::error::{Error, Result, StoreError};
 use crate::exceeded::{LimitStatus, RateLimitExceeded};
 use crate::lease::{Lease, LeaseEntry};
 use crate::limit::{validate_entity_id, validate_limits, validate_resource, Limit, MAX_AMOUNT};
 use crate::store::{ApplyOutcome, BucketChange, BucketKey, BucketState, LimitChange, Store};
-
-/// What to do when the store cannot be reached or does not answer in time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OnUnavailable {
-    /// Refuse with [`Error::Unavailable`] (fail closed). The default.
-    #[default]
-    Block,
-    /// Admit with a no-op lease that writes nothing (fail open).
-    Allow,
-}
-
-impl std::str::FromStr for OnUnavailable {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "block" => Ok(OnUnavailable::Block),
-            "allow" => Ok(OnUnavailable::Allow),
-            _ => Err(Error::invalid(
-                "on_unavailable",
-                format!("'{s}' is not one of: block, allow"),
-            )),
-        }
-    }
-}
 
 /// Builder for [`RateLimiter`].
 #[derive(Debug)]
@@ -510,6 +485,7 @@ impl RateLimiter {
                     .map(|(l, n)| LimitChange {
                         name: l.name().to_string(),
                         params: l.params(),
+                        version: 0,
                         amount: *n as i128 * MILLI,
                         checked: true,
                     })
@@ -518,7 +494,11 @@ impl RateLimiter {
             .collect();
         let now = self.now_ms();
         let outcome = self
-            .call(self.inner.store.apply(&changes, now))
+            .call(self.inner.store.apply(
+                &changes,
+                now,
+                &crate::store::WriteOp::unique("acquire", false),
+            ))
             .await
             .map_err(fail)?;
         Ok(match outcome {

@@ -56,6 +56,7 @@ pub async fn run(cli: &Cli, cmd: &Cmd) -> Result<(), String> {
                     limits
                 },
                 on_unavailable: policy.or(old.on_unavailable),
+                ..Default::default()
             };
             store::set(cli, &limiter, ConfigScope::System, config).await
         }

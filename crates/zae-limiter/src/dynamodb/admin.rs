@@ -9,13 +9,13 @@ use aws_sdk_dynamodb::types::{AttributeValue, Delete, KeysAndAttributes, Put, Tr
 
 use super::keys::{self, ENTITY_SK};
 use super::{n_attr, parse_entity, sdk_err, DynamoStore, Io};
+use crate::config::OnUnavailable;
 use crate::config::{
     AuditAction, AuditEvent, AuditPage, ConfigScope, IdPage, ResolutionData, StoredConfig,
 };
 use crate::entity::Entity;
 use crate::error::StoreError;
 use crate::limit::Limit;
-use crate::limiter::OnUnavailable;
 use crate::namespace::{NAMESPACE_AUDIT_ENTITY, SYSTEM_NAMESPACE};
 
 type Item = HashMap<String, AttributeValue>;
@@ -215,6 +215,37 @@ impl DynamoStore {
         }
     }
 
+    pub(super) async fn update_entity_item(
+        &self,
+        entity: &Entity,
+        audit: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        let ns = self.ns().await?;
+        let ns = &*ns;
+        let put = Put::builder()
+            .table_name(&*self.table)
+            .set_item(Some(self.entity_item(ns, entity)))
+            .condition_expression("attribute_exists(PK)")
+            .build()
+            .map_err(other)?;
+        match self
+            .write_with_audit(ns, TransactWriteItem::builder().put(put).build(), audit)
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(SdkError::ServiceError(se)) => match se.err() {
+                TransactWriteItemsError::TransactionCanceledException(tc)
+                    if tc.cancellation_reasons().first().and_then(|r| r.code())
+                        == Some("ConditionalCheckFailed") =>
+                {
+                    Ok(false)
+                }
+                _ => Err(sdk_err(SdkError::ServiceError(se))),
+            },
+            Err(e) => Err(sdk_err(e)),
+        }
+    }
+
     pub(super) async fn put_config_item(
         &self,
         scope: &ConfigScope,
@@ -328,7 +359,11 @@ impl DynamoStore {
         for (slot, k) in levels.iter_mut().zip(&config_keys) {
             *slot = found.get(k).map(parse_config).transpose()?;
         }
-        Ok(ResolutionData { entity, levels })
+        Ok(ResolutionData {
+            entity,
+            levels,
+            namespace_gone: false,
+        })
     }
 
     pub(super) async fn list_audit_items(
@@ -641,6 +676,7 @@ fn parse_config(item: &Item) -> Result<StoredConfig, StoreError> {
     Ok(StoredConfig {
         limits,
         on_unavailable,
+        version: n_attr(item, "version")?.unwrap_or(0) as i64,
     })
 }
 

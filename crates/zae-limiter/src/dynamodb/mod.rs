@@ -444,7 +444,12 @@ fn estimate(state: Option<&BucketState>, change: &BucketChange, now: i64) -> Buc
 
 #[async_trait]
 impl Store for DynamoStore {
-    async fn apply(&self, changes: &[BucketChange], now: i64) -> Result<ApplyOutcome, StoreError> {
+    async fn apply(
+        &self,
+        changes: &[BucketChange],
+        now: i64,
+        _op: &crate::store::WriteOp,
+    ) -> Result<ApplyOutcome, StoreError> {
         if changes.is_empty() {
             return Ok(ApplyOutcome::Applied(Vec::new()));
         }
@@ -528,6 +533,10 @@ impl Store for DynamoStore {
 
     async fn create_entity(&self, entity: &Entity, audit: &AuditEvent) -> Result<(), StoreError> {
         self.create_entity_item(entity, audit).await
+    }
+
+    async fn update_entity(&self, entity: &Entity, audit: &AuditEvent) -> Result<bool, StoreError> {
+        self.update_entity_item(entity, audit).await
     }
 
     async fn get_entity(&self, entity_id: &str) -> Result<Option<Entity>, StoreError> {
@@ -711,6 +720,7 @@ fn parse_bucket(item: &HashMap<String, AttributeValue>) -> Result<BucketState, S
                     refill: get(&a.refill)?,
                     period: get(&a.period)?,
                 },
+                version: 0,
                 level: get(&a.level)?,
                 consumed: n_attr(item, &a.consumed)?.unwrap_or(0),
             },

@@ -208,12 +208,14 @@ mod tests {
                 LimitChange {
                     name: "rpm".into(),
                     params,
+                    version: 0,
                     amount: 1000,
                     checked: true,
                 },
                 LimitChange {
                     name: "tpm".into(),
                     params,
+                    version: 0,
                     amount: 0,
                     checked: true,
                 },

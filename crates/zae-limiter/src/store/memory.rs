@@ -6,7 +6,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
-use super::{apply_exact, ApplyOutcome, BucketChange, BucketKey, BucketState, Store};
+use super::{
+    apply_exact, check_changes, ApplyOutcome, BucketChange, BucketKey, BucketState, Store, WriteOp,
+};
 use crate::config::{AuditEvent, AuditPage, ConfigScope, IdPage, ResolutionData, StoredConfig};
 use crate::entity::Entity;
 use crate::error::StoreError;
@@ -153,24 +155,27 @@ impl Store for MemoryStore {
         &self,
         changes: &[BucketChange],
         now_ms: i64,
+        _op: &WriteOp,
     ) -> Result<ApplyOutcome, StoreError> {
+        // one lock: atomic, and never retried, so every write is applied exactly once
+        check_changes(changes)?;
         let mut guard = self.shared.lock();
         let inner = guard.space(&self.ns);
         let mut states: Vec<BucketState> = changes
             .iter()
             .map(|c| inner.buckets.get(&c.key).cloned().unwrap_or_default())
             .collect();
-        if !apply_exact(&mut states, changes, now_ms) {
-            let seen = changes
-                .iter()
-                .map(|c| inner.buckets.get(&c.key).cloned())
-                .collect();
-            return Ok(ApplyOutcome::Rejected(seen));
-        }
+        let admitted = apply_exact(&mut states, changes, now_ms);
         for (change, state) in changes.iter().zip(&states) {
-            inner.buckets.insert(change.key.clone(), state.clone());
+            if !state.limits.is_empty() {
+                inner.buckets.insert(change.key.clone(), state.clone());
+            }
         }
-        Ok(ApplyOutcome::Applied(states))
+        Ok(if admitted {
+            ApplyOutcome::Applied(states)
+        } else {
+            ApplyOutcome::Rejected(states.into_iter().map(Some).collect())
+        })
     }
 
     async fn get_bucket(&self, key: &BucketKey) -> Result<Option<BucketState>, StoreError> {
@@ -186,6 +191,17 @@ impl Store for MemoryStore {
         inner.entities.insert(entity.id.clone(), entity.clone());
         inner.record(audit);
         Ok(())
+    }
+
+    async fn update_entity(&self, entity: &Entity, audit: &AuditEvent) -> Result<bool, StoreError> {
+        let mut guard = self.shared.lock();
+        let inner = guard.space(&self.ns);
+        let Some(stored) = inner.entities.get_mut(&entity.id) else {
+            return Ok(false);
+        };
+        *stored = entity.clone();
+        inner.record(audit);
+        Ok(true)
     }
 
     async fn get_entity(&self, entity_id: &str) -> Result<Option<Entity>, StoreError> {
@@ -355,6 +371,7 @@ impl Store for MemoryStore {
         Ok(ResolutionData {
             entity: inner.entities.get(entity_id).cloned(),
             levels: ConfigScope::chain(entity_id, resource).map(|s| inner.configs.get(&s).cloned()),
+            namespace_gone: false,
         })
     }
 

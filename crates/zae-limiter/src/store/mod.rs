@@ -4,6 +4,7 @@
 //! Two implementations pass the same conformance suite: [`MemoryStore`] (in-process) and
 //! [`DynamoStore`](crate::dynamodb::DynamoStore).
 
+mod exact;
 pub(crate) mod memory;
 
 use std::collections::BTreeMap;
@@ -16,6 +17,7 @@ use crate::entity::Entity;
 use crate::error::StoreError;
 use crate::namespace::NamespaceInfo;
 
+pub use exact::{apply_exact, bucket_time, check_changes, resolve, Resolve, TIME_REFRESH_MS};
 pub use memory::MemoryStore;
 
 /// Identifies one bucket: all limits of one entity on one resource live in it.
@@ -42,6 +44,9 @@ impl BucketKey {
 pub struct LimitState {
     /// The parameters the level is expressed in.
     pub params: BucketParams,
+    /// The version of those parameters: the stored config's version, 0 for limits passed in
+    /// code. A client holding older parameters adopts these; newer ones rebase the level.
+    pub version: i64,
     /// The level `z` (see [`crate::bucket`]).
     pub level: i128,
     /// Net millitokens consumed over the bucket's life (usage analytics).
@@ -64,9 +69,39 @@ impl LimitState {
 pub struct BucketState {
     /// Limit states by limit name.
     pub limits: BTreeMap<String, LimitState>,
+    /// The bucket's time: the largest client time (ms) at which its levels were set. Every
+    /// decision is made at `max(client time, time_ms)`, so a client whose clock is behind
+    /// cannot refill the bucket a second time (0: never written).
+    pub time_ms: i64,
 }
 
 impl BucketState {
+    /// The newest parameter version among the stored limits (0 when none).
+    pub fn version(&self) -> i64 {
+        self.limits.values().map(|l| l.version).max().unwrap_or(0)
+    }
+
+    /// When every limit is full again (ms), assuming nothing more is taken; `None` for a
+    /// bucket without limits. Past that instant the bucket can be dropped: a missing bucket
+    /// reads as full.
+    pub fn full_at_ms(&self) -> Option<i64> {
+        self.limits
+            .values()
+            .map(|l| {
+                let p = &l.params;
+                // first t with z >= P*C - t*A
+                let need = p.period * p.capacity - l.level;
+                let t = if need <= 0 {
+                    i64::MIN as i128
+                } else {
+                    (need + p.refill - 1).div_euclid(p.refill)
+                };
+                t.clamp(i64::MIN as i128, i64::MAX as i128) as i64
+            })
+            .max()
+            .map(|t| t.max(self.time_ms))
+    }
+
     /// The level of limit `name` in `params` at `now`; `None` when the limit was never written.
     pub fn level_for(&self, name: &str, params: &BucketParams, now_ms: i64) -> Option<i128> {
         self.limits
@@ -83,6 +118,8 @@ pub struct LimitChange {
     /// The parameters the caller computes with. If the stored ones differ, the store first
     /// rebases the level to these, keeping the token count.
     pub params: BucketParams,
+    /// The version of `params` (see [`LimitState::version`]).
+    pub version: i64,
     /// Millitokens to take (negative gives back).
     pub amount: i128,
     /// When true the whole change is refused unless `amount` is available; when false the
@@ -99,6 +136,36 @@ pub struct BucketChange {
     pub limits: Vec<LimitChange>,
 }
 
+/// Identifies one logical write so that a store can apply it at most once, however often
+/// the request is retried (lost responses, SDK retries).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteOp {
+    /// Unique per logical write (e.g. `{lease}:acquire`, `{lease}:commit`).
+    pub id: String,
+    /// The write must be applied exactly once even when its response is lost and another
+    /// client writes the same bucket meanwhile (refunds, adjustments). The DynamoDB store
+    /// then uses an idempotent transaction; other writes use a cheaper last-writer guard.
+    pub exactly_once: bool,
+}
+
+impl WriteOp {
+    /// A write guarded by `id`.
+    pub fn new(id: impl Into<String>, exactly_once: bool) -> Self {
+        WriteOp {
+            id: id.into(),
+            exactly_once,
+        }
+    }
+
+    /// A fresh random id with `kind` as a readable suffix.
+    pub fn unique(kind: &str, exactly_once: bool) -> Self {
+        Self::new(
+            format!("{:032x}:{kind}", rand::random::<u128>()),
+            exactly_once,
+        )
+    }
+}
+
 /// What [`Store::apply`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApplyOutcome {
@@ -113,11 +180,16 @@ pub enum ApplyOutcome {
 /// The storage contract every backend implements.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
-    /// Apply `changes` at `now_ms`, all or nothing.
+    /// Apply `changes` at `now_ms`, all or nothing, with the semantics of [`apply_exact`]
+    /// (each bucket decides at [`bucket_time`]; limits whose stored parameters are older are
+    /// rebased even when the request is refused). `op` identifies the write: retries of the
+    /// same `op` are applied at most once. Changes that DynamoDB would refuse (see
+    /// [`check_changes`]) are refused with [`StoreError::Refused`] by every store.
     async fn apply(
         &self,
         changes: &[BucketChange],
         now_ms: i64,
+        op: &WriteOp,
     ) -> Result<ApplyOutcome, StoreError>;
 
     /// Read one bucket (`None` if it was never written).
@@ -126,6 +198,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Create an entity and record `audit`, atomically; [`StoreError::EntityExists`] if the
     /// id is taken.
     async fn create_entity(&self, entity: &Entity, audit: &AuditEvent) -> Result<(), StoreError>;
+
+    /// Replace a stored entity (same id) and record `audit`, atomically; `false` if it does
+    /// not exist (then nothing is written).
+    async fn update_entity(&self, entity: &Entity, audit: &AuditEvent) -> Result<bool, StoreError>;
 
     /// Read an entity.
     async fn get_entity(&self, entity_id: &str) -> Result<Option<Entity>, StoreError>;
@@ -213,29 +289,4 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         limit: usize,
         before: Option<&str>,
     ) -> Result<AuditPage, StoreError>;
-}
-
-/// Apply `changes` to in-memory bucket states with the exact math: the reference semantics
-/// that every store must match. Returns `false` (and leaves `buckets` untouched) on rejection.
-pub fn apply_exact(buckets: &mut [BucketState], changes: &[BucketChange], now_ms: i64) -> bool {
-    let mut next: Vec<BucketState> = buckets.to_vec();
-    for (state, change) in next.iter_mut().zip(changes) {
-        for lc in &change.limits {
-            let level = state.level_for(&lc.name, &lc.params, now_ms);
-            if lc.checked && !lc.params.allows(level, lc.amount, now_ms) {
-                return false;
-            }
-            let consumed = state.limits.get(&lc.name).map_or(0, |s| s.consumed);
-            state.limits.insert(
-                lc.name.clone(),
-                LimitState {
-                    params: lc.params,
-                    level: lc.params.adjust(level, lc.amount, now_ms),
-                    consumed: consumed + lc.amount,
-                },
-            );
-        }
-    }
-    buckets.clone_from_slice(&next);
-    true
 }

@@ -679,6 +679,7 @@ pub async fn stored_config_validation_and_policy(store: Arc<dyn Store>) {
     let policy_only = StoredConfig {
         limits: vec![],
         on_unavailable: Some(OnUnavailable::Allow),
+        ..Default::default()
     };
     l.set_config(&ConfigScope::System, policy_only.clone())
         .await
