@@ -144,17 +144,22 @@ impl Acquire {
             inner: lease,
         })
     }
-    /// Acquire, run `work`, commit on `Ok`, roll back on `Err`.
-    pub fn run<T, E: From<Error>>(self, work: impl FnOnce(&Lease) -> Result<T, E>) -> Result<T, E> {
-        let lease = self.call()?;
+    /// Acquire, run `work`, commit on `Ok`, roll back on `Err`; see [`crate::Acquire::run`].
+    pub fn run<T, E>(
+        self,
+        work: impl FnOnce(&Lease) -> Result<T, E>,
+    ) -> Result<T, crate::RunError<T, E>> {
+        let lease = self.call().map_err(crate::RunError::Acquire)?;
         match work(&lease) {
-            Ok(v) => {
-                lease.commit()?;
-                Ok(v)
-            }
+            Ok(value) => match lease.commit() {
+                Ok(()) => Ok(value),
+                Err(error) => Err(crate::RunError::Commit { value, error }),
+            },
             Err(e) => {
-                let _ = lease.rollback();
-                Err(e)
+                if let Err(rb) = lease.rollback() {
+                    tracing::warn!(error = %rb, "rollback after a failed call did not complete");
+                }
+                Err(crate::RunError::Work(e))
             }
         }
     }
@@ -174,7 +179,7 @@ impl Lease {
     }
     /// See [`crate::Lease::consume`].
     pub fn consume(&self, limit: &str, amount: u64) -> Result<()> {
-        self.inner.consume(limit, amount)
+        self.rt.block_on(self.inner.consume(limit, amount))
     }
     /// See [`crate::Lease::consumed`].
     pub fn consumed(&self) -> BTreeMap<String, i64> {

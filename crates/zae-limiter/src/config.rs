@@ -195,6 +195,14 @@ impl ResolutionData {
                 .map(|c| (n, &c.limits[..]))
         })
     }
+    /// Like [`limits`](Self::limits), with the version of the winning config.
+    pub fn versioned_limits(&self) -> Option<(&[Limit], i64)> {
+        self.levels.iter().find_map(|c| {
+            c.as_ref()
+                .filter(|c| !c.limits.is_empty())
+                .map(|c| (&c.limits[..], c.version))
+        })
+    }
     /// The stored system policy.
     pub fn on_unavailable(&self) -> Option<OnUnavailable> {
         self.levels[3].as_ref().and_then(|c| c.on_unavailable)

@@ -1,63 +1,75 @@
 //! Leases: capacity already taken from the buckets, reconciled at commit or given back at
-//! rollback.
+//! rollback. Every write a lease makes carries an id derived from the lease, so a retried
+//! request is applied once; commit and rollback are exactly-once writes.
 
 use std::collections::BTreeMap;
 
 use parking_lot::Mutex;
 
+use crate::acquire::statuses_for;
 use crate::bucket::MILLI;
 use crate::error::{Error, Result};
 use crate::exceeded::RateLimitExceeded;
 use crate::limit::{Limit, MAX_AMOUNT};
-use crate::limiter::{statuses_for, RateLimiter};
-use crate::store::{ApplyOutcome, BucketChange, BucketKey, BucketState, LimitChange};
+use crate::limiter::RateLimiter;
+use crate::store::{ApplyOutcome, BucketChange, BucketKey, LimitChange, WriteOp};
+
+/// A fresh lease id (128 random bits, hex).
+pub(crate) fn new_lease_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// The write `kind` of lease `id`.
+pub(crate) fn op(id: &str, kind: &str, exactly_once: bool) -> WriteOp {
+    WriteOp::new(format!("{id}:{kind}"), exactly_once)
+}
 
 /// What a lease holds for one bucket (the entity's own, or its parent's when cascading).
 #[derive(Debug, Clone)]
 pub(crate) struct LeaseEntry {
     key: BucketKey,
     limits: Vec<Limit>,
-    /// Millitokens written at acquire, per limit.
-    initial: Vec<i128>,
-    /// Millitokens added since (adjust / consume), written at commit.
+    version: i64,
+    /// Millitokens taken (acquire and checked `consume`), per limit: given back at rollback.
+    taken: Vec<i128>,
+    /// Millitokens adjusted since, written at commit.
     pending: Vec<i128>,
-    /// The bucket right after the acquire (used to check `consume` locally).
-    snapshot: BucketState,
 }
 
 impl LeaseEntry {
-    pub(crate) fn new(
-        key: BucketKey,
-        limits: &[Limit],
-        amounts: &[u64],
-        snapshot: BucketState,
-    ) -> Self {
+    pub(crate) fn new(key: BucketKey, limits: Vec<Limit>, version: i64, amounts: &[u64]) -> Self {
         LeaseEntry {
             key,
-            limits: limits.to_vec(),
-            initial: amounts.iter().map(|&n| n as i128 * MILLI).collect(),
+            version,
+            taken: amounts.iter().map(|&n| n as i128 * MILLI).collect(),
             pending: vec![0; limits.len()],
-            snapshot,
+            limits,
         }
     }
 
-    fn change(&self, amounts: impl Iterator<Item = i128>) -> BucketChange {
-        BucketChange {
+    fn position(&self, name: &str) -> Option<usize> {
+        self.limits.iter().position(|l| l.name() == name)
+    }
+
+    /// The change writing `amounts` (one per limit), checked or not; `None` when all are 0.
+    fn change(&self, amounts: &[i128], checked: bool) -> Option<BucketChange> {
+        let limits: Vec<LimitChange> = self
+            .limits
+            .iter()
+            .zip(amounts)
+            .filter(|(_, a)| **a != 0)
+            .map(|(l, amount)| LimitChange {
+                name: l.name().to_string(),
+                params: l.params(),
+                version: self.version,
+                amount: *amount,
+                checked,
+            })
+            .collect();
+        (!limits.is_empty()).then(|| BucketChange {
             key: self.key.clone(),
-            limits: self
-                .limits
-                .iter()
-                .zip(amounts)
-                .filter(|(_, a)| *a != 0)
-                .map(|(l, amount)| LimitChange {
-                    name: l.name().to_string(),
-                    params: l.params(),
-                    version: 0,
-                    amount,
-                    checked: false,
-                })
-                .collect(),
-        }
+            limits,
+        })
     }
 }
 
@@ -65,29 +77,36 @@ impl LeaseEntry {
 struct State {
     active: bool,
     entries: Vec<LeaseEntry>,
+    /// Checked `consume` writes made so far (each gets its own op id).
+    consumes: u32,
 }
 
 /// Capacity taken by a successful acquire.
 ///
 /// The consumption is already written when you get the lease. Reconcile the real cost with
-/// [`adjust`](Lease::adjust) (never refused, may drive a bucket into debt) or take more with
-/// [`consume`](Lease::consume) (checked), then [`commit`](Lease::commit): one write if anything
-/// changed, none otherwise. [`rollback`](Lease::rollback) gives everything back; dropping a
-/// lease that was neither committed nor rolled back rolls it back in the background.
+/// [`adjust`](Lease::adjust) (never refused, may drive a bucket into debt; written at
+/// commit) or take more at once with [`consume`](Lease::consume) (a checked write, refused
+/// when the buckets cannot cover it), then [`commit`](Lease::commit): one write if anything
+/// changed, none otherwise. [`rollback`](Lease::rollback) gives back everything taken;
+/// dropping a lease that was neither committed nor rolled back rolls it back in the
+/// background (see [`RateLimiter::flush`] to wait for that before a process exits).
 #[derive(Debug)]
 pub struct Lease {
     limiter: RateLimiter,
+    id: String,
     state: Mutex<State>,
     runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Lease {
-    pub(crate) fn new(limiter: RateLimiter, entries: Vec<LeaseEntry>) -> Self {
+    pub(crate) fn new(limiter: RateLimiter, id: String, entries: Vec<LeaseEntry>) -> Self {
         Lease {
             limiter,
+            id,
             state: Mutex::new(State {
                 active: true,
                 entries,
+                consumes: 0,
             }),
             runtime: tokio::runtime::Handle::try_current().ok(),
         }
@@ -96,7 +115,7 @@ impl Lease {
     /// The lease handed out when the store is unavailable and the policy is `Allow`:
     /// every operation succeeds and nothing is written.
     pub(crate) fn noop(limiter: RateLimiter) -> Self {
-        Self::new(limiter, Vec::new())
+        Self::new(limiter, new_lease_id(), Vec::new())
     }
 
     /// True for the no-op lease given when the store was unavailable and the policy allows.
@@ -114,7 +133,7 @@ impl Lease {
                     .iter()
                     .enumerate()
                     .map(|(i, l)| {
-                        let m = e.initial[i] + e.pending[i];
+                        let m = e.taken[i] + e.pending[i];
                         (l.name().to_string(), m.div_euclid(MILLI) as i64)
                     })
                     .collect()
@@ -122,21 +141,20 @@ impl Lease {
             .unwrap_or_default()
     }
 
-    fn position(entry: &LeaseEntry, name: &str) -> Result<usize> {
-        entry
-            .limits
-            .iter()
-            .position(|l| l.name() == name)
-            .ok_or_else(|| {
-                Error::invalid(
-                    "limit name",
-                    format!("'{name}' is not one of this lease's limits"),
-                )
-            })
+    fn check_name(st: &State, limit: &str) -> Result<()> {
+        if st.entries.is_empty() || st.entries.iter().any(|e| e.position(limit).is_some()) {
+            return Ok(());
+        }
+        Err(Error::invalid(
+            "limit name",
+            format!("'{limit}' is not one of this lease's limits"),
+        ))
     }
 
     /// Take `delta` more tokens of `limit` (negative gives back), without checking capacity:
-    /// the bucket may go into debt, which later requests repay. Written at commit.
+    /// the bucket may go into debt, which later requests repay. Applies to every bucket of
+    /// the lease that has the limit (the parent's too when cascading); a name none has is
+    /// refused and nothing changes. Written at commit.
     pub fn adjust(&self, limit: &str, delta: i64) -> Result<()> {
         if delta.unsigned_abs() > MAX_AMOUNT {
             return Err(Error::invalid(
@@ -148,62 +166,81 @@ impl Lease {
         if !st.active {
             return Err(Error::LeaseInactive);
         }
+        Self::check_name(&st, limit)?;
         for e in st.entries.iter_mut() {
-            let i = Self::position(e, limit)?;
-            e.pending[i] += delta as i128 * MILLI;
+            if let Some(i) = e.position(limit) {
+                e.pending[i] += delta as i128 * MILLI;
+            }
         }
         Ok(())
     }
 
-    /// Take `amount` more tokens of `limit` if the buckets (as seen at acquire, refilled to
-    /// now) hold them; otherwise `Err(RateLimited)` and nothing changes. Written at commit.
-    pub fn consume(&self, limit: &str, amount: u64) -> Result<()> {
+    /// Take `amount` more tokens of `limit` now, checked by the store: one conditional write
+    /// on every bucket of the lease that has the limit, refused with
+    /// [`Error::RateLimited`] (nothing taken) when they cannot cover it. What it takes is
+    /// given back by a rollback.
+    pub async fn consume(&self, limit: &str, amount: u64) -> Result<()> {
         if amount > MAX_AMOUNT {
             return Err(Error::invalid(
                 "consume",
                 format!("{amount} is above {MAX_AMOUNT}"),
             ));
         }
-        let now = self.limiter.now_ms();
-        let mut st = self.state.lock();
-        if !st.active {
-            return Err(Error::LeaseInactive);
-        }
-        let mut rejected = false;
-        let mut statuses = Vec::new();
-        for e in &st.entries {
-            let i = Self::position(e, limit)?;
-            let l = &e.limits[i];
-            let p = l.params();
-            let level = e.snapshot.level_for(l.name(), &p, now);
-            let mut state = e.snapshot.clone();
-            if let Some(s) = state.limits.get_mut(l.name()) {
-                s.params = p;
-                s.level = p.adjust(level, e.pending[i], now);
+        let (changes, n, entries) = {
+            let mut st = self.state.lock();
+            if !st.active {
+                return Err(Error::LeaseInactive);
             }
-            let st_one = statuses_for(
-                &e.key,
-                Some(&state),
-                std::slice::from_ref(l),
-                &[amount],
-                now,
-            );
-            rejected |= st_one.iter().any(|s| s.exceeded);
-            statuses.extend(st_one);
+            Self::check_name(&st, limit)?;
+            st.consumes += 1;
+            let mut changes = Vec::new();
+            let mut entries = Vec::new();
+            for (k, e) in st.entries.iter().enumerate() {
+                let Some(i) = e.position(limit) else { continue };
+                let mut amounts = vec![0i128; e.limits.len()];
+                amounts[i] = amount as i128 * MILLI;
+                if let Some(c) = e.change(&amounts, true) {
+                    changes.push(c);
+                    entries.push((k, i));
+                }
+            }
+            (changes, st.consumes, entries)
+        };
+        if changes.is_empty() {
+            return Ok(());
         }
-        if rejected {
-            return Err(Error::RateLimited(Box::new(RateLimitExceeded::new(
-                statuses,
-            ))));
+        let lim = &self.limiter;
+        let now = lim.now_ms();
+        let op = op(&self.id, &format!("consume{n}"), false);
+        match lim.call(lim.store().apply(&changes, now, &op)).await? {
+            ApplyOutcome::Applied(states) => {
+                lim.observe(&states);
+                let mut st = self.state.lock();
+                for (k, i) in entries {
+                    st.entries[k].taken[i] += amount as i128 * MILLI;
+                }
+                Ok(())
+            }
+            ApplyOutcome::Rejected(seen) => {
+                lim.observe(seen.iter().flatten());
+                let st = self.state.lock();
+                let statuses = entries
+                    .iter()
+                    .zip(&seen)
+                    .flat_map(|((k, i), s)| {
+                        let e = &st.entries[*k];
+                        statuses_for(&e.key, s.as_ref(), &e.limits[*i..=*i], &[amount], now)
+                    })
+                    .collect();
+                Err(Error::RateLimited(Box::new(RateLimitExceeded::new(
+                    statuses,
+                ))))
+            }
         }
-        for e in st.entries.iter_mut() {
-            let i = Self::position(e, limit)?;
-            e.pending[i] += amount as i128 * MILLI;
-        }
-        Ok(())
     }
 
-    /// Make the lease final: writes pending adjustments (one write; none if there are none).
+    /// Make the lease final: writes pending adjustments (one exactly-once write; none if
+    /// there are none).
     pub async fn commit(&self) -> Result<()> {
         let changes = {
             let mut st = self.state.lock();
@@ -211,18 +248,16 @@ impl Lease {
                 return Err(Error::LeaseInactive);
             }
             st.active = false;
-            if st.entries.iter().all(|e| e.pending.iter().all(|&p| p == 0)) {
-                return Ok(());
-            }
-            st.entries
-                .iter()
-                .map(|e| e.change(e.pending.iter().copied()))
-                .collect::<Vec<_>>()
+            settle(&st.entries, |e| e.pending.clone())
         };
-        self.write(changes).await
+        match changes {
+            Some(c) => self.write(c, "commit").await,
+            None => Ok(()),
+        }
     }
 
-    /// Give back everything this lease took (one write); pending adjustments are dropped.
+    /// Give back everything this lease took (one exactly-once write); pending adjustments
+    /// are dropped.
     pub async fn rollback(&self) -> Result<()> {
         let changes = {
             let mut st = self.state.lock();
@@ -230,25 +265,22 @@ impl Lease {
                 return Err(Error::LeaseInactive);
             }
             st.active = false;
-            rollback_changes(&st.entries)
+            settle(&st.entries, refund)
         };
         match changes {
-            Some(c) => self.write(c).await,
+            Some(c) => self.write(c, "rollback").await,
             None => Ok(()),
         }
     }
 
-    async fn write(&self, changes: Vec<BucketChange>) -> Result<()> {
+    async fn write(&self, changes: Vec<BucketChange>, kind: &str) -> Result<()> {
         let lim = &self.limiter;
-        match lim
-            .call(lim.store().apply(
-                &changes,
-                lim.now_ms(),
-                &crate::store::WriteOp::unique("settle", true),
-            ))
-            .await?
-        {
-            ApplyOutcome::Applied(_) => Ok(()),
+        let op = op(&self.id, kind, true);
+        match lim.call(lim.store().apply(&changes, lim.now_ms(), &op)).await? {
+            ApplyOutcome::Applied(states) => {
+                lim.observe(&states);
+                Ok(())
+            }
             ApplyOutcome::Rejected(_) => Err(Error::Store(
                 "the store refused an unchecked write".to_string(),
             )),
@@ -256,16 +288,20 @@ impl Lease {
     }
 }
 
-fn rollback_changes(entries: &[LeaseEntry]) -> Option<Vec<BucketChange>> {
-    if entries.iter().all(|e| e.initial.iter().all(|&n| n == 0)) {
-        return None;
-    }
-    Some(
-        entries
-            .iter()
-            .map(|e| e.change(e.initial.iter().map(|n| -n)))
-            .collect(),
-    )
+fn refund(e: &LeaseEntry) -> Vec<i128> {
+    e.taken.iter().map(|n| -n).collect()
+}
+
+/// One change per entry with a non-zero amount; `None` when there is nothing to write.
+fn settle(
+    entries: &[LeaseEntry],
+    amounts: impl Fn(&LeaseEntry) -> Vec<i128>,
+) -> Option<Vec<BucketChange>> {
+    let changes: Vec<BucketChange> = entries
+        .iter()
+        .filter_map(|e| e.change(&amounts(e), false))
+        .collect();
+    (!changes.is_empty()).then_some(changes)
 }
 
 impl Drop for Lease {
@@ -275,23 +311,22 @@ impl Drop for Lease {
             return;
         }
         st.active = false;
-        let Some(changes) = rollback_changes(&st.entries) else {
+        let Some(changes) = settle(&st.entries, refund) else {
             return;
         };
         match &self.runtime {
             Some(rt) => {
                 let limiter = self.limiter.clone();
+                let op = op(&self.id, "rollback", true);
+                let guard = limiter.pending_rollback();
                 rt.spawn(async move {
                     let r = limiter
-                        .call(limiter.store().apply(
-                            &changes,
-                            limiter.now_ms(),
-                            &crate::store::WriteOp::unique("rollback", true),
-                        ))
+                        .call(limiter.store().apply(&changes, limiter.now_ms(), &op))
                         .await;
                     if let Err(e) = r {
                         tracing::warn!(error = %e, "rollback of a dropped lease failed");
                     }
+                    drop(guard);
                 });
             }
             None => tracing::warn!("lease dropped outside a tokio runtime: not rolled back"),

@@ -28,6 +28,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod acquire;
 mod admin;
 pub mod blocking;
 pub mod bucket;
@@ -35,6 +36,7 @@ mod cache;
 mod clock;
 pub mod config;
 pub mod dynamodb;
+mod entities;
 mod entity;
 mod error;
 mod exceeded;
@@ -59,9 +61,10 @@ pub use limit::{
     validate_entity_id, validate_limit_name, validate_resource, Limit, MAX_AMOUNT, MAX_LIMITS,
     MAX_PERIOD,
 };
-pub use limiter::{Acquire, RateLimiter, RateLimiterBuilder};
+pub use acquire::{Acquire, RunError};
+pub use limiter::{RateLimiter, RateLimiterBuilder, MAX_CLOCK_LEAD_MS};
 pub use namespace::{NamespaceInfo, NamespaceStatus, DEFAULT_NAMESPACE};
-pub use store::{MemoryStore, Store};
+pub use store::{MemoryStore, Store, WriteOp};
 
 /// The README's examples, compiled and run as doctests.
 #[doc = include_str!("../../../README.md")]

@@ -1,22 +1,43 @@
-//! The rate limiter: validates, resolves the entity, asks the store for one atomic decision,
-//! and hands out leases.
+//! The rate limiter: its configuration, caches, clock and deadline. `acquire` is in
+//! `acquire.rs`, entity and config management in `entities.rs` and `admin.rs`.
 
 use std::collections::BTreeMap;
-use std::future::{Future, IntoFuture};
-use std::pin::Pin;
+use std::future::Future;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::acquire::{amounts, pick_limits, to_tokens};
 use crate::bucket::MILLI;
 use crate::cache::{CacheStats, ConfigCache};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{AuditAction, OnUnavailable, ResolutionData};
-use crate::entity::{Entity, NewEntity};
+use crate::config::{OnUnavailable, ResolutionData};
 use crate::error::{Error, Result, StoreError};
-use crate::exceeded::{LimitStatus, RateLimitExceeded};
-use crate::lease::{Lease, LeaseEntry};
-use crate::limit::{validate_entity_id, validate_limits, validate_resource, Limit, MAX_AMOUNT};
-use crate::store::{ApplyOutcome, BucketChange, BucketKey, BucketState, LimitChange, Store};
+use crate::limit::{validate_entity_id, validate_limits, validate_resource, Limit};
+use crate::store::{bucket_time, BucketKey, BucketState, Store};
+
+/// The largest lead (ms) a client adopts from bucket times written by clients whose clocks
+/// are ahead of its own. Beyond it the client keeps its clock (and logs a warning): a bucket
+/// time that far ahead is a broken clock, not skew.
+pub const MAX_CLOCK_LEAD_MS: i64 = 10 * 60_000;
+
+/// Background rollbacks still running, and a way to wait for none.
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    count: AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// Counts one background rollback while it lives.
+pub(crate) struct PendingGuard(Arc<Pending>);
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
 
 /// Builder for [`RateLimiter`].
 #[derive(Debug)]
@@ -37,7 +58,8 @@ impl RateLimiterBuilder {
         self.on_unavailable = policy;
         self
     }
-    /// Upper bound on each store call, retries included (default 5 s).
+    /// Deadline of each operation (default 5 s): an `acquire` with its config resolution,
+    /// cascade and write, retries included, or one call of another kind.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -75,6 +97,8 @@ impl RateLimiterBuilder {
                 principal: self.principal,
                 caller: tokio::sync::OnceCell::new(),
                 audit_retention: self.audit_retention,
+                lead_ms: AtomicI64::new(0),
+                pending: Arc::default(),
             }),
         }
     }
@@ -92,6 +116,10 @@ struct Inner {
     /// The store's caller identity, asked once when no principal is given.
     caller: tokio::sync::OnceCell<Option<String>>,
     audit_retention: Duration,
+    /// How far ahead of our clock the buckets we saw are (clients whose clocks run ahead
+    /// wrote them): adopted so that their writes do not lock us out.
+    lead_ms: AtomicI64,
+    pending: Arc<Pending>,
 }
 
 /// A distributed token-bucket rate limiter. Cheap to clone; clones share caches.
@@ -155,8 +183,15 @@ impl RateLimiter {
                 principal: i.principal.clone(),
                 caller: tokio::sync::OnceCell::new(),
                 audit_retention: i.audit_retention,
+                lead_ms: AtomicI64::new(i.lead_ms.load(Ordering::Relaxed)),
+                pending: i.pending.clone(),
             }),
         }
+    }
+
+    /// Drop the cached resolutions of `entity_id` (every resource).
+    pub(crate) fn forget_entity(&self, entity_id: &str) {
+        self.inner.cache.invalidate_where(|e, _| e == entity_id)
     }
 
     pub(crate) fn forget_config(&self, scope: &crate::config::ConfigScope) {
@@ -206,23 +241,73 @@ impl RateLimiter {
         &self.inner.store
     }
 
+    /// Our time for bucket math: the clock plus the lead adopted from buckets seen ahead.
     pub(crate) fn now_ms(&self) -> i64 {
-        self.inner.clock.now_ms()
+        self.inner.clock.now_ms() + self.inner.lead_ms.load(Ordering::Relaxed)
     }
 
-    /// Begin an acquire of capacity for `entity_id` on `resource`. Set the limits and amounts
-    /// on the returned request, then `.await` it (or call [`Acquire::run`]).
-    pub fn acquire(&self, entity_id: impl Into<String>, resource: impl Into<String>) -> Acquire {
-        Acquire {
-            limiter: self.clone(),
-            entity_id: entity_id.into(),
-            resource: resource.into(),
-            limits: Vec::new(),
-            consume: Vec::new(),
-            parent_limits: None,
-            on_unavailable: None,
+    /// Learn from bucket states returned by the store: a bucket time ahead of our clock
+    /// means a client ahead of us wrote it; adopt the lead (up to [`MAX_CLOCK_LEAD_MS`]).
+    pub(crate) fn observe<'a>(&self, states: impl IntoIterator<Item = &'a BucketState>) {
+        let clock = self.inner.clock.now_ms();
+        for s in states {
+            let lead = s.time_ms - clock;
+            if lead > MAX_CLOCK_LEAD_MS {
+                tracing::warn!(lead_ms = lead, "a bucket time is far ahead of this clock; ignored");
+            } else if lead > 0 {
+                self.inner.lead_ms.fetch_max(lead, Ordering::Relaxed);
+            }
         }
     }
+
+    /// The operation deadline.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.inner.timeout
+    }
+
+    /// The policy given to the builder.
+    pub(crate) fn default_policy(&self) -> OnUnavailable {
+        self.inner.on_unavailable
+    }
+
+    /// The stored system policy last seen.
+    pub(crate) fn last_policy(&self) -> Option<OnUnavailable> {
+        self.inner.cache.last_policy()
+    }
+
+    /// Count a background rollback until the guard drops.
+    pub(crate) fn pending_rollback(&self) -> PendingGuard {
+        self.inner.pending.count.fetch_add(1, Ordering::AcqRel);
+        PendingGuard(self.inner.pending.clone())
+    }
+
+    /// Wait until the rollbacks of dropped leases started so far have finished (each is
+    /// bounded by the limiter's timeout). Call it before a process exits so that capacity
+    /// taken by abandoned leases is given back.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> zae_limiter::Result<()> {
+    /// # use zae_limiter::{Limit, MemoryStore, RateLimiter};
+    /// let limiter = RateLimiter::builder(MemoryStore::new()).build();
+    /// let lease = limiter.acquire("k", "r").limits([Limit::per_minute("rpm", 5)])
+    ///     .consume([("rpm", 5)]).await?;
+    /// drop(lease); // rolled back in the background
+    /// limiter.flush().await;
+    /// assert_eq!(limiter.available("k", "r", &[Limit::per_minute("rpm", 5)]).await?["rpm"], 5);
+    /// # Ok(()) }
+    /// ```
+    pub async fn flush(&self) {
+        loop {
+            let idle = self.inner.pending.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.inner.pending.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+
 
     /// Run a store call under the configured timeout.
     pub(crate) async fn call<T>(
@@ -236,61 +321,6 @@ impl RateLimiter {
                 self.inner.timeout
             ))),
         }
-    }
-
-    /// Create an entity. A child names its parent, which must exist and must not itself have
-    /// a parent (two levels).
-    pub async fn create_entity(&self, spec: NewEntity) -> Result<Entity> {
-        validate_entity_id(&spec.id)?;
-        if let Some(p) = &spec.parent_id {
-            validate_entity_id(p)?;
-            if *p == spec.id {
-                return Err(Error::invalid(
-                    "parent_id",
-                    "an entity cannot be its own parent",
-                ));
-            }
-            match self.call(self.inner.store.get_entity(p)).await? {
-                None => return Err(Error::EntityNotFound(p.clone())),
-                Some(parent) if parent.parent_id.is_some() => {
-                    return Err(Error::invalid(
-                        "parent_id",
-                        format!("'{p}' is itself a child; the hierarchy has two levels"),
-                    ))
-                }
-                Some(_) => {}
-            }
-        }
-        if spec.cascade && spec.parent_id.is_none() {
-            return Err(Error::invalid("cascade", "cascade needs a parent_id"));
-        }
-        let entity = Entity {
-            id: spec.id,
-            name: spec.name,
-            parent_id: spec.parent_id,
-            cascade: spec.cascade,
-            metadata: spec.metadata,
-            created_at_ms: self.now_ms(),
-        };
-        let audit = self
-            .audit_event(
-                AuditAction::EntityCreated,
-                entity.id.clone(),
-                None,
-                serde_json::json!({ "new": &entity }),
-            )
-            .await;
-        self.call(self.inner.store.create_entity(&entity, &audit))
-            .await?;
-        // cached "no such entity" results for this id are now wrong
-        self.inner.cache.invalidate_where(|e, _| e == entity.id);
-        Ok(entity)
-    }
-
-    /// Read an entity (`None` if it does not exist). Always asks the store.
-    pub async fn get_entity(&self, entity_id: &str) -> Result<Option<Entity>> {
-        validate_entity_id(entity_id)?;
-        Ok(self.call(self.inner.store.get_entity(entity_id)).await?)
     }
 
     /// The entity and its config levels for `resource`, through the cache.
@@ -334,8 +364,9 @@ impl RateLimiter {
             .iter()
             .map(|l| {
                 let p = l.params();
-                let level = bucket.as_ref().and_then(|b| b.level_for(l.name(), &p, now));
-                (l.name().to_string(), to_tokens(p.tokens(level, now)))
+                let t = bucket_time(bucket.as_ref(), now);
+                let level = bucket.as_ref().and_then(|b| b.level_for(l.name(), &p, t));
+                (l.name().to_string(), to_tokens(p.tokens(level, t)))
             })
             .collect())
     }
@@ -354,8 +385,9 @@ impl RateLimiter {
         let mut wait = 0i64;
         for (l, n) in limits.iter().zip(needed) {
             let p = l.params();
-            let level = bucket.as_ref().and_then(|b| b.level_for(l.name(), &p, now));
-            match p.retry_after_ms(level, n as i128 * MILLI, now) {
+            let t = bucket_time(bucket.as_ref(), now);
+            let level = bucket.as_ref().and_then(|b| b.level_for(l.name(), &p, t));
+            match p.retry_after_ms(level, n as i128 * MILLI, t) {
                 Some(ms) => wait = wait.max(ms),
                 None => {
                     return Err(Error::invalid(
@@ -382,351 +414,12 @@ impl RateLimiter {
         validate_resource(resource)?;
         validate_limits(limits)?;
         let data = self.resolution(entity_id, resource).await?;
-        let limits = pick_limits(&data, limits, entity_id, resource)?;
+        let (limits, _) = pick_limits(&data, limits, entity_id, resource)?;
         let key = BucketKey::new(entity_id, resource);
         let bucket = self.call(self.inner.store.get_bucket(&key)).await?;
+        if let Some(b) = &bucket {
+            self.observe([b]);
+        }
         Ok((limits, bucket, self.now_ms()))
-    }
-
-    async fn do_acquire(&self, req: AcquireSpec) -> Result<Lease> {
-        validate_entity_id(&req.entity_id)?;
-        validate_resource(&req.resource)?;
-        validate_limits(&req.limits)?;
-        if let Some(pl) = &req.parent_limits {
-            validate_limits(pl)?;
-        }
-        for (name, n) in &req.consume {
-            if *n > MAX_AMOUNT {
-                return Err(Error::invalid(
-                    "consume",
-                    format!("{n} {name} is above {MAX_AMOUNT}"),
-                ));
-            }
-        }
-        match self.acquire_inner(&req).await {
-            Ok(r) => r,
-            Err(StoreFailure(e, stored_policy)) => {
-                let policy = req
-                    .on_unavailable
-                    .or(stored_policy)
-                    .or(self.inner.cache.last_policy())
-                    .unwrap_or(self.inner.on_unavailable);
-                match policy {
-                    OnUnavailable::Allow => {
-                        tracing::warn!(error = %e, entity = %req.entity_id, resource = %req.resource,
-                            "store unavailable; admitting (on_unavailable = allow)");
-                        Ok(Lease::noop(self.clone()))
-                    }
-                    OnUnavailable::Block => Err(match e {
-                        StoreError::Unavailable(m) | StoreError::Other(m) => Error::Unavailable {
-                            message: format!(
-                                "{m} [entity={}, resource={}]",
-                                req.entity_id, req.resource
-                            ),
-                        },
-                        other => other.into(),
-                    }),
-                }
-            }
-        }
-    }
-
-    /// Outer `Err` = the store failed (subject to `on_unavailable`); inner = the decision.
-    async fn acquire_inner(&self, req: &AcquireSpec) -> Result<Result<Lease>, StoreFailure> {
-        let data = self
-            .resolution(&req.entity_id, &req.resource)
-            .await
-            .map_err(|e| StoreFailure(e, None))?;
-        let fail = |e| StoreFailure(e, data.on_unavailable());
-        let consume = || req.consume.iter().map(|(k, v)| (k.as_str(), *v));
-        let child = match pick_limits(&data, &req.limits, &req.entity_id, &req.resource)
-            .and_then(|l| amounts(&l, consume()).map(|a| (l, a)))
-        {
-            Ok(c) => c,
-            Err(e) => return Ok(Err(e)),
-        };
-        let mut targets = vec![(BucketKey::new(&req.entity_id, &req.resource), child)];
-        if let Some(parent) = data
-            .entity
-            .as_ref()
-            .filter(|e| e.cascade)
-            .and_then(|e| e.parent_id.clone())
-        {
-            let pdata = self
-                .resolution(&parent, &req.resource)
-                .await
-                .map_err(fail)?;
-            let plimits: Vec<Limit> = match pdata.limits() {
-                Some((_, stored)) => stored.to_vec(),
-                None => req
-                    .parent_limits
-                    .clone()
-                    .unwrap_or_else(|| targets[0].1 .0.clone()),
-            };
-            // the parent takes the amounts of the limits it shares with the child
-            let pamounts = plimits
-                .iter()
-                .map(|l| {
-                    consume()
-                        .filter(|(k, _)| *k == l.name())
-                        .map(|(_, v)| v)
-                        .sum()
-                })
-                .collect();
-            targets.push((BucketKey::new(parent, &req.resource), (plimits, pamounts)));
-        }
-        let changes: Vec<BucketChange> = targets
-            .iter()
-            .map(|(key, (limits, amounts))| BucketChange {
-                key: key.clone(),
-                limits: limits
-                    .iter()
-                    .zip(amounts)
-                    .map(|(l, n)| LimitChange {
-                        name: l.name().to_string(),
-                        params: l.params(),
-                        version: 0,
-                        amount: *n as i128 * MILLI,
-                        checked: true,
-                    })
-                    .collect(),
-            })
-            .collect();
-        let now = self.now_ms();
-        let outcome = self
-            .call(self.inner.store.apply(
-                &changes,
-                now,
-                &crate::store::WriteOp::unique("acquire", false),
-            ))
-            .await
-            .map_err(fail)?;
-        Ok(match outcome {
-            ApplyOutcome::Applied(states) => {
-                let entries = targets
-                    .into_iter()
-                    .zip(states)
-                    .map(|((key, (limits, amounts)), state)| {
-                        LeaseEntry::new(key, &limits, &amounts, state)
-                    })
-                    .collect();
-                Ok(Lease::new(self.clone(), entries))
-            }
-            ApplyOutcome::Rejected(seen) => {
-                let statuses = targets
-                    .iter()
-                    .zip(&seen)
-                    .flat_map(|((key, (limits, amounts)), state)| {
-                        statuses_for(key, state.as_ref(), limits, amounts, now)
-                    })
-                    .collect();
-                Err(Error::RateLimited(Box::new(RateLimitExceeded::new(
-                    statuses,
-                ))))
-            }
-        })
-    }
-}
-
-/// The limits to enforce: the most specific stored level, else the ones passed in code.
-fn pick_limits(
-    data: &ResolutionData,
-    passed: &[Limit],
-    entity_id: &str,
-    resource: &str,
-) -> Result<Vec<Limit>> {
-    match data.limits() {
-        Some((_, stored)) => Ok(stored.to_vec()),
-        None if !passed.is_empty() => Ok(passed.to_vec()),
-        None => Err(Error::invalid(
-            "limits",
-            format!("no limits given or stored for entity '{entity_id}' and resource '{resource}'"),
-        )),
-    }
-}
-
-/// A store failure, with the stored `on_unavailable` policy when it was already known.
-struct StoreFailure(StoreError, Option<OnUnavailable>);
-
-fn to_tokens(milli: i128) -> i64 {
-    milli
-        .div_euclid(MILLI)
-        .clamp(i64::MIN as i128, i64::MAX as i128) as i64
-}
-
-/// The status of every limit of one bucket for a request of `amounts` at `now`.
-pub(crate) fn statuses_for(
-    key: &BucketKey,
-    state: Option<&BucketState>,
-    limits: &[Limit],
-    amounts: &[u64],
-    now: i64,
-) -> Vec<LimitStatus> {
-    limits
-        .iter()
-        .zip(amounts)
-        .map(|(l, &n)| {
-            let p = l.params();
-            let level = state.and_then(|s| s.level_for(l.name(), &p, now));
-            let n_m = n as i128 * MILLI;
-            let allowed = p.allows(level, n_m, now);
-            LimitStatus {
-                entity_id: key.entity_id.clone(),
-                resource: key.resource.clone(),
-                limit: l.clone(),
-                available: to_tokens(p.tokens(level, now)),
-                requested: n as i64,
-                exceeded: !allowed,
-                retry_after: p
-                    .retry_after_ms(level, n_m, now)
-                    .map(|ms| Duration::from_millis(ms as u64)),
-            }
-        })
-        .collect()
-}
-
-/// Map named amounts onto `limits` (same order); unknown names and oversized amounts are errors.
-fn amounts<'a>(
-    limits: &[Limit],
-    named: impl IntoIterator<Item = (&'a str, u64)>,
-) -> Result<Vec<u64>> {
-    let mut out = vec![0u64; limits.len()];
-    for (name, n) in named {
-        let i = limits
-            .iter()
-            .position(|l| l.name() == name)
-            .ok_or_else(|| {
-                let known: Vec<&str> = limits.iter().map(Limit::name).collect();
-                Error::invalid(
-                    "consume",
-                    format!("'{name}' is not one of the limits [{}]", known.join(", ")),
-                )
-            })?;
-        if n > MAX_AMOUNT {
-            return Err(Error::invalid(
-                "consume",
-                format!("{n} {name} is above {MAX_AMOUNT}"),
-            ));
-        }
-        out[i] += n;
-    }
-    Ok(out)
-}
-
-/// The plain data of an acquire request (shared with the blocking API).
-#[derive(Debug, Clone)]
-pub(crate) struct AcquireSpec {
-    pub(crate) entity_id: String,
-    pub(crate) resource: String,
-    pub(crate) limits: Vec<Limit>,
-    pub(crate) consume: Vec<(String, u64)>,
-    pub(crate) parent_limits: Option<Vec<Limit>>,
-    pub(crate) on_unavailable: Option<OnUnavailable>,
-}
-
-/// An acquire request being built. `.await` it to get a [`Lease`].
-#[must_use = "an acquire does nothing until awaited"]
-#[derive(Debug)]
-pub struct Acquire {
-    limiter: RateLimiter,
-    entity_id: String,
-    resource: String,
-    limits: Vec<Limit>,
-    consume: Vec<(String, u64)>,
-    parent_limits: Option<Vec<Limit>>,
-    on_unavailable: Option<OnUnavailable>,
-}
-
-impl Acquire {
-    /// Limits for the parent's bucket when the entity cascades (default: the same limits).
-    /// Must carry the same limit names as [`limits`](Self::limits).
-    pub fn parent_limits(mut self, limits: impl IntoIterator<Item = Limit>) -> Self {
-        self.parent_limits = Some(limits.into_iter().collect());
-        self
-    }
-    /// The limits to enforce (all of them are checked atomically).
-    pub fn limits(mut self, limits: impl IntoIterator<Item = Limit>) -> Self {
-        self.limits.extend(limits);
-        self
-    }
-    /// How much to take from each limit, by name; limits not named take 0 (but a limit in
-    /// debt still refuses).
-    pub fn consume<K: Into<String>>(mut self, amounts: impl IntoIterator<Item = (K, u64)>) -> Self {
-        self.consume
-            .extend(amounts.into_iter().map(|(k, v)| (k.into(), v)));
-        self
-    }
-    /// Override the limiter's [`OnUnavailable`] policy for this call.
-    pub fn on_unavailable(mut self, policy: OnUnavailable) -> Self {
-        self.on_unavailable = Some(policy);
-        self
-    }
-
-    pub(crate) fn into_parts(self) -> (RateLimiter, AcquireSpec) {
-        let spec = AcquireSpec {
-            entity_id: self.entity_id,
-            resource: self.resource,
-            limits: self.limits,
-            consume: self.consume,
-            parent_limits: self.parent_limits,
-            on_unavailable: self.on_unavailable,
-        };
-        (self.limiter, spec)
-    }
-
-    /// Acquire, run `work` with the lease, then commit if it returned `Ok` or roll back if it
-    /// returned `Err` (the error is passed through).
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> zae_limiter::Result<()> {
-    /// # use zae_limiter::{Limit, MemoryStore, RateLimiter};
-    /// # let limiter = RateLimiter::builder(MemoryStore::new()).build();
-    /// let answer = limiter
-    ///     .acquire("key-1", "gpt-4")
-    ///     .limits([Limit::per_minute("tpm", 10_000)])
-    ///     .consume([("tpm", 500)])
-    ///     .run(async |lease| {
-    ///         let used = 640; // tokens the call really used
-    ///         lease.adjust("tpm", used - 500)?;
-    ///         Ok::<_, zae_limiter::Error>("done")
-    ///     })
-    ///     .await?;
-    /// assert_eq!(answer, "done");
-    /// # Ok(()) }
-    /// ```
-    pub async fn run<T, E, F>(self, work: F) -> Result<T, E>
-    where
-        F: AsyncFnOnce(&Lease) -> Result<T, E>,
-        E: From<Error>,
-    {
-        let lease = self.await?;
-        match work(&lease).await {
-            Ok(v) => {
-                lease.commit().await?;
-                Ok(v)
-            }
-            Err(e) => {
-                if let Err(rb) = lease.rollback().await {
-                    tracing::warn!(error = %rb, "rollback after a failed call did not complete");
-                }
-                Err(e)
-            }
-        }
-    }
-}
-
-impl IntoFuture for Acquire {
-    type Output = Result<Lease>;
-    type IntoFuture = Pin<Box<dyn Future<Output = Result<Lease>> + Send>>;
-
-    fn into_future(self) -> Self::IntoFuture {
-        let (limiter, spec) = self.into_parts();
-        Box::pin(async move { limiter.do_acquire(spec).await })
-    }
-}
-
-impl RateLimiter {
-    pub(crate) async fn acquire_spec(&self, spec: AcquireSpec) -> Result<Lease> {
-        self.do_acquire(spec).await
     }
 }

@@ -62,14 +62,18 @@ async fn round_trips_per_operation() {
     // warm acquire with three limits: exactly one UpdateItem, no read
     let lease = acq("key-1", 500).await.unwrap();
     assert_eq!(calls(&store), only("UpdateItem", 1));
-    // adjustments: one write at commit
+    // adjustments: one exactly-once write at commit (an idempotent one-item transaction, so
+    // a retried request whose response was lost is not applied twice)
     lease.adjust("tpm", 312).unwrap();
     lease.commit().await.unwrap();
-    assert_eq!(calls(&store), only("UpdateItem", 1));
-    // rollback: one write
+    assert_eq!(calls(&store), only("TransactWriteItems", 1));
+    // rollback: one exactly-once write
     let lease = acq("key-1", 500).await.unwrap();
     lease.rollback().await.unwrap();
-    assert_eq!(calls(&store), only("UpdateItem", 2));
+    assert_eq!(
+        calls(&store),
+        BTreeMap::from([("UpdateItem".into(), 1), ("TransactWriteItems".into(), 1)])
+    );
 
     // a newly added limit on an existing bucket: still one call
     let mut more = lim.clone();
@@ -270,13 +274,13 @@ async fn blocking_api_on_dynamodb() {
         let l =
             zae_limiter::blocking::RateLimiter::new(RateLimiter::builder(store).build()).unwrap();
         let lim = [Limit::per_minute("rpm", 5)];
-        let r: Result<u32, Error> = l
+        let r = l
             .acquire("k", "api")
             .limits(lim.clone())
             .consume([("rpm", 2)])
             .run(|lease| {
                 lease.adjust("rpm", 1)?;
-                Ok(1)
+                Ok::<_, Error>(1)
             });
         assert_eq!(r.unwrap(), 1);
         assert_eq!(l.available("k", "api", &lim).unwrap()["rpm"], 2);

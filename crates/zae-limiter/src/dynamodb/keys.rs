@@ -32,37 +32,6 @@ pub fn resource_gsi(ns: &str, entity_id: &str, resource: &str) -> (String, Strin
     )
 }
 
-/// Attribute names of one limit inside a bucket item.
-pub struct LimitAttrs {
-    /// level `z`
-    pub level: String,
-    /// consumed counter `tc`
-    pub consumed: String,
-    /// capacity (millitokens)
-    pub capacity: String,
-    /// refill amount (millitokens)
-    pub refill: String,
-    /// refill period (ms)
-    pub period: String,
-}
-
-/// Attribute-name prefixes of the per-limit attributes, in [`LimitAttrs`] order.
-pub const LIMIT_PREFIXES: [&str; 5] = ["z_", "tc_", "cp_", "ra_", "rp_"];
-
-impl LimitAttrs {
-    /// Names for limit `name`.
-    pub fn new(name: &str) -> Self {
-        let [z, tc, cp, ra, rp] = LIMIT_PREFIXES.map(|p| format!("{p}{name}"));
-        LimitAttrs {
-            level: z,
-            consumed: tc,
-            capacity: cp,
-            refill: ra,
-            period: rp,
-        }
-    }
-}
-
 /// Sort key of every config item (entity configs append `#{resource}`).
 pub const CONFIG_SK: &str = "#CONFIG";
 

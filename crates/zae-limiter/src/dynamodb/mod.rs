@@ -8,11 +8,15 @@
 //! retry, and a real rejection needs no further call.
 
 mod admin;
+mod bucket_item;
 mod counter;
+mod errors;
+mod expr;
 pub mod keys;
 mod namespace;
+mod plan;
 mod table;
-mod update;
+mod write;
 
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroUsize;
@@ -20,30 +24,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{
-    AttributeValue, ReturnConsumedCapacity, ReturnValue, ReturnValuesOnConditionCheckFailure,
-    TransactWriteItem, Update,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
 use aws_sdk_dynamodb::Client;
 use lru::LruCache;
 use parking_lot::Mutex;
 
-use crate::bucket::BucketParams;
 use crate::config::{AuditEvent, AuditPage, ConfigScope, IdPage, ResolutionData, StoredConfig};
 use crate::entity::Entity;
 use crate::error::{Result, StoreError};
 use crate::namespace::NamespaceInfo;
-use crate::store::{ApplyOutcome, BucketChange, BucketKey, BucketState, LimitState, Store};
+use crate::store::{ApplyOutcome, BucketChange, BucketKey, BucketState, Store, WriteOp};
 use counter::CallCounter;
-use keys::{LimitAttrs, BUCKET_SK, ENTITY_SK, LIMIT_PREFIXES};
-use update::{Knowledge, Plan};
+use keys::ENTITY_SK;
+pub(crate) use errors::sdk_err;
 
-/// How many times a write is retried after a wrong guess or a transaction conflict before the
-/// store reports itself unavailable.
-const MAX_ATTEMPTS: usize = 12;
 
 /// Where and how to connect.
 #[derive(Debug, Clone)]
@@ -57,6 +51,8 @@ pub struct StoreConfig {
     state_cache_size: usize,
     track_capacity: bool,
     sts_endpoint_url: Option<String>,
+    attempt_timeout: Duration,
+    max_attempts: u32,
 }
 
 impl StoreConfig {
@@ -72,6 +68,8 @@ impl StoreConfig {
             state_cache_size: 10_000,
             track_capacity: false,
             sts_endpoint_url: None,
+            attempt_timeout: Duration::from_millis(1_000),
+            max_attempts: 3,
         }
     }
     /// AWS region (otherwise from the environment / profile).
@@ -116,6 +114,19 @@ impl StoreConfig {
     /// given); by default the standard one, or `endpoint_url` when that is set.
     pub fn sts_endpoint_url(mut self, url: impl Into<String>) -> Self {
         self.sts_endpoint_url = Some(url.into());
+        self
+    }
+    /// Upper bound on one attempt of one DynamoDB call, connection included (default 1 s):
+    /// a stalled attempt is abandoned and retried while the operation's deadline (the
+    /// limiter's `timeout`) allows.
+    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = timeout;
+        self
+    }
+    /// Attempts per DynamoDB call for transient failures (throttling, 5xx, transport),
+    /// with jittered backoff from 25 ms (default 3). Retries of a write never apply it twice.
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts.max(1);
         self
     }
     /// The table name.
@@ -181,6 +192,18 @@ impl DynamoStore {
         let calls = CallCounter::default();
         let conf = aws_sdk_dynamodb::config::Builder::from(&sdk)
             .interceptor(calls.clone())
+            .timeout_config(
+                aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
+                    .operation_attempt_timeout(config.attempt_timeout)
+                    .connect_timeout(config.attempt_timeout)
+                    .build(),
+            )
+            .retry_config(
+                aws_sdk_dynamodb::config::retry::RetryConfig::standard()
+                    .with_max_attempts(config.max_attempts)
+                    .with_initial_backoff(Duration::from_millis(25))
+                    .with_max_backoff(Duration::from_millis(400)),
+            )
             .build();
         // the caller identity is best effort: one attempt, no retries
         let mut sts = aws_sdk_sts::config::Builder::from(&sdk)
@@ -267,16 +290,6 @@ impl DynamoStore {
         &self.table
     }
 
-    fn bucket_key(ns: &str, key: &BucketKey) -> HashMap<String, AttributeValue> {
-        HashMap::from([
-            (
-                "PK".to_string(),
-                AttributeValue::S(keys::bucket_pk(ns, &key.entity_id, &key.resource)),
-            ),
-            ("SK".to_string(), AttributeValue::S(BUCKET_SK.to_string())),
-        ])
-    }
-
     fn remember(&self, ns: &str, key: &BucketKey, state: &BucketState) {
         self.states.lock().put(
             keys::bucket_pk(ns, &key.entity_id, &key.resource),
@@ -284,162 +297,19 @@ impl DynamoStore {
         );
     }
 
-    async fn read_bucket(&self, key: &BucketKey) -> Result<Option<BucketState>, StoreError> {
-        let ns = self.ns().await?;
-        let out = self
-            .client
-            .get_item()
-            .table_name(&*self.table)
-            .set_key(Some(Self::bucket_key(&ns, key)))
-            .consistent_read(true)
-            .set_return_consumed_capacity(self.rcc())
-            .send()
-            .await
-            .map_err(sdk_err)?;
-        self.track(Io::Read, out.consumed_capacity());
-        let state = out.item().map(parse_bucket).transpose()?;
-        if let Some(s) = &state {
-            self.remember(&ns, key, s);
-        }
-        Ok(state)
+    fn forget(&self, ns: &str, key: &BucketKey) {
+        self.states
+            .lock()
+            .pop(&keys::bucket_pk(ns, &key.entity_id, &key.resource));
     }
 
-    /// One attempt: `Ok(Ok(states))` applied, `Ok(Err(failed))` condition failures with the
-    /// items DynamoDB returned (index, ALL_OLD), `Err` anything else.
-    async fn attempt(
-        &self,
-        ns: &str,
-        changes: &[BucketChange],
-        plans: &[Vec<Plan>],
-        now: i64,
-    ) -> Result<Attempt, StoreError> {
-        if let [change] = changes {
-            let e = update::build(ns, change, &plans[0], now);
-            let res = self
-                .client
-                .update_item()
-                .table_name(&*self.table)
-                .set_key(Some(Self::bucket_key(ns, &change.key)))
-                .update_expression(e.update)
-                .condition_expression(e.condition)
-                .set_expression_attribute_names(Some(e.names))
-                .set_expression_attribute_values(Some(e.values))
-                .return_values(ReturnValue::AllNew)
-                .set_return_consumed_capacity(self.rcc())
-                .return_values_on_condition_check_failure(
-                    ReturnValuesOnConditionCheckFailure::AllOld,
-                )
-                .send()
-                .await;
-            return match res {
-                Ok(out) => {
-                    self.track(Io::Write, out.consumed_capacity());
-                    let state = out
-                        .attributes()
-                        .map(parse_bucket)
-                        .transpose()?
-                        .unwrap_or_default();
-                    Ok(Attempt::Applied(vec![Some(state)]))
-                }
-                Err(SdkError::ServiceError(se)) => match se.err() {
-                    UpdateItemError::ConditionalCheckFailedException(c) => {
-                        let old = c.item().map(parse_bucket).transpose()?;
-                        Ok(Attempt::Failed(vec![(0, old)]))
-                    }
-                    other => Err(classify(other.code(), other.message())),
-                },
-                Err(e) => Err(sdk_err(e)),
-            };
-        }
-        let mut items = Vec::with_capacity(changes.len());
-        for (change, plan) in changes.iter().zip(plans) {
-            let e = update::build(ns, change, plan, now);
-            let upd = Update::builder()
-                .table_name(&*self.table)
-                .set_key(Some(Self::bucket_key(ns, &change.key)))
-                .update_expression(e.update)
-                .condition_expression(e.condition)
-                .set_expression_attribute_names(Some(e.names))
-                .set_expression_attribute_values(Some(e.values))
-                .return_values_on_condition_check_failure(
-                    ReturnValuesOnConditionCheckFailure::AllOld,
-                )
-                .build()
-                .map_err(|e| StoreError::Other(e.to_string()))?;
-            items.push(TransactWriteItem::builder().update(upd).build());
-        }
-        let res = self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .set_return_consumed_capacity(self.rcc())
-            .send()
-            .await;
-        match res {
-            Ok(out) => {
-                self.track(Io::Write, out.consumed_capacity());
-                Ok(Attempt::Applied(vec![None; changes.len()]))
-            }
-            Err(SdkError::ServiceError(se)) => match se.err() {
-                TransactWriteItemsError::TransactionCanceledException(tc) => {
-                    let reasons = tc.cancellation_reasons();
-                    let mut failed = Vec::new();
-                    let mut conflict = false;
-                    for (i, r) in reasons.iter().enumerate() {
-                        match r.code() {
-                            Some("ConditionalCheckFailed") => {
-                                failed.push((i, r.item().map(parse_bucket).transpose()?))
-                            }
-                            Some("TransactionConflict") => conflict = true,
-                            Some("None") | None => {}
-                            Some(other) => {
-                                return Err(classify(Some(other), r.message()));
-                            }
-                        }
-                    }
-                    if failed.is_empty() {
-                        if conflict {
-                            return Ok(Attempt::Conflict);
-                        }
-                        return Err(StoreError::Other(format!("transaction cancelled: {tc}")));
-                    }
-                    Ok(Attempt::Failed(failed))
-                }
-                other => Err(classify(other.code(), other.message())),
-            },
-            Err(e) => Err(sdk_err(e)),
-        }
+    fn cached(&self, ns: &str, key: &BucketKey) -> Option<BucketState> {
+        self.states
+            .lock()
+            .get(&keys::bucket_pk(ns, &key.entity_id, &key.resource))
+            .cloned()
     }
-}
 
-enum Attempt {
-    /// Applied; the new state per change when DynamoDB returned it.
-    Applied(Vec<Option<BucketState>>),
-    /// Conditions failed: (change index, item as it was).
-    Failed(Vec<(usize, Option<BucketState>)>),
-    /// A concurrent transaction touched the same items.
-    Conflict,
-}
-
-/// Apply `change` to `state` without checks (the client's estimate of the result).
-fn estimate(state: Option<&BucketState>, change: &BucketChange, now: i64) -> BucketState {
-    let mut s = [state.cloned().unwrap_or_default()];
-    let unchecked: Vec<_> = change
-        .limits
-        .iter()
-        .cloned()
-        .map(|mut l| {
-            l.checked = false;
-            l
-        })
-        .collect();
-    let c = BucketChange {
-        key: change.key.clone(),
-        limits: unchecked,
-    };
-    crate::store::apply_exact(&mut s, std::slice::from_ref(&c), now);
-    let [s] = s;
-    s
 }
 
 #[async_trait]
@@ -448,83 +318,9 @@ impl Store for DynamoStore {
         &self,
         changes: &[BucketChange],
         now: i64,
-        _op: &crate::store::WriteOp,
+        op: &WriteOp,
     ) -> Result<ApplyOutcome, StoreError> {
-        if changes.is_empty() {
-            return Ok(ApplyOutcome::Applied(Vec::new()));
-        }
-        let ns = self.ns().await?;
-        let mut know: Vec<Knowledge> = {
-            let mut cache = self.states.lock();
-            changes
-                .iter()
-                .map(|c| {
-                    let pk = keys::bucket_pk(&ns, &c.key.entity_id, &c.key.resource);
-                    Knowledge::Guess(cache.get(&pk).cloned())
-                })
-                .collect()
-        };
-        // A checked amount above capacity can never pass: read the bucket for exact statuses.
-        for (i, c) in changes.iter().enumerate() {
-            if c.limits
-                .iter()
-                .any(|l| l.checked && l.amount > l.params.capacity)
-            {
-                know[i] = Knowledge::Exact(self.read_bucket(&c.key).await?);
-            }
-        }
-        let mut backoff = Duration::from_millis(5);
-        for _ in 0..MAX_ATTEMPTS {
-            let mut plans = Vec::with_capacity(changes.len());
-            let mut rejected = false;
-            for (c, k) in changes.iter().zip(&know) {
-                match update::plan(c, k, now) {
-                    Some(p) => plans.push(p),
-                    None => rejected = true,
-                }
-            }
-            if rejected {
-                return Ok(ApplyOutcome::Rejected(
-                    know.iter().map(|k| k.state().cloned()).collect(),
-                ));
-            }
-            match self.attempt(&ns, changes, &plans, now).await? {
-                Attempt::Applied(states) => {
-                    let states: Vec<BucketState> = states
-                        .into_iter()
-                        .zip(changes.iter().zip(&know))
-                        .map(|(s, (c, k))| s.unwrap_or_else(|| estimate(k.state(), c, now)))
-                        .collect();
-                    for (c, s) in changes.iter().zip(&states) {
-                        self.remember(&ns, &c.key, s);
-                    }
-                    return Ok(ApplyOutcome::Applied(states));
-                }
-                Attempt::Failed(failed) => {
-                    for (i, old) in failed {
-                        match &old {
-                            Some(s) => self.remember(&ns, &changes[i].key, s),
-                            None => {
-                                let k = &changes[i].key;
-                                self.states.lock().pop(&keys::bucket_pk(
-                                    &ns,
-                                    &k.entity_id,
-                                    &k.resource,
-                                ));
-                            }
-                        }
-                        know[i] = Knowledge::Exact(old);
-                    }
-                }
-                Attempt::Conflict => {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(100));
-                }
-            }
-        }
-        Err(StoreError::Unavailable(format!(
-            "gave up after {MAX_ATTEMPTS} attempts under contention"
-        )))
+        self.apply_changes(changes, now, op).await
     }
 
     async fn get_bucket(&self, key: &BucketKey) -> Result<Option<BucketState>, StoreError> {
@@ -658,35 +454,6 @@ impl Store for DynamoStore {
     }
 }
 
-/// Map an SDK failure to a store error: service errors that mean "not usable now" are
-/// `Unavailable`, as are transport failures and timeouts.
-fn sdk_err<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
-    e: SdkError<E, R>,
-) -> StoreError {
-    match &e {
-        SdkError::ServiceError(se) => classify(se.err().code(), se.err().message()),
-        _ => StoreError::Unavailable(aws_sdk_dynamodb::error::DisplayErrorContext(&e).to_string()),
-    }
-}
-
-fn classify(code: Option<&str>, message: Option<&str>) -> StoreError {
-    let text = format!("{}: {}", code.unwrap_or("error"), message.unwrap_or(""));
-    match code {
-        Some(
-            "ProvisionedThroughputExceededException"
-            | "ThrottlingException"
-            | "RequestLimitExceeded"
-            | "ResourceNotFoundException"
-            | "InternalServerError"
-            | "ServiceUnavailable"
-            | "UnrecognizedClientException"
-            | "AccessDeniedException"
-            | "ThrottlingError",
-        ) => StoreError::Unavailable(text),
-        _ => StoreError::Other(text),
-    }
-}
-
 fn n_attr(item: &HashMap<String, AttributeValue>, name: &str) -> Result<Option<i128>, StoreError> {
     match item.get(name) {
         None => Ok(None),
@@ -698,35 +465,6 @@ fn n_attr(item: &HashMap<String, AttributeValue>, name: &str) -> Result<Option<i
             "attribute {name} has the wrong type: {other:?}"
         ))),
     }
-}
-
-/// Read the per-limit attributes of a bucket item.
-fn parse_bucket(item: &HashMap<String, AttributeValue>) -> Result<BucketState, StoreError> {
-    let mut state = BucketState::default();
-    for name in item
-        .keys()
-        .filter_map(|k| k.strip_prefix(LIMIT_PREFIXES[0]))
-    {
-        let a = LimitAttrs::new(name);
-        let get = |attr: &str| -> Result<i128, StoreError> {
-            n_attr(item, attr)?
-                .ok_or_else(|| StoreError::Other(format!("bucket item lacks {attr}")))
-        };
-        state.limits.insert(
-            name.to_string(),
-            LimitState {
-                params: BucketParams {
-                    capacity: get(&a.capacity)?,
-                    refill: get(&a.refill)?,
-                    period: get(&a.period)?,
-                },
-                version: 0,
-                level: get(&a.level)?,
-                consumed: n_attr(item, &a.consumed)?.unwrap_or(0),
-            },
-        );
-    }
-    Ok(state)
 }
 
 fn parse_entity(item: &HashMap<String, AttributeValue>) -> Result<Entity, StoreError> {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use zae_limiter::store::BucketKey;
-use zae_limiter::{Error, Limit, ManualClock, NewEntity, RateLimiter, Store};
+use zae_limiter::{Error, Limit, ManualClock, NewEntity, RateLimiter, RunError, Store};
 
 /// 2026-01-01T00:00:00Z
 pub const T0: i64 = 1_767_225_600_000;
@@ -74,8 +74,8 @@ pub async fn exact_token_accounting(store: Arc<dyn Store>) {
     );
     // checked consume inside a lease
     let lease = acq(100).await.unwrap();
-    lease.consume("tpm", 50).unwrap();
-    let e = lease.consume("tpm", 551).unwrap_err();
+    lease.consume("tpm", 50).await.unwrap();
+    let e = lease.consume("tpm", 551).await.unwrap_err();
     assert!(matches!(e, Error::RateLimited(_)), "{e}");
     lease.commit().await.unwrap();
     assert_eq!(
@@ -408,7 +408,10 @@ pub async fn lease_lifecycle_errors(store: Arc<dyn Store>) {
     assert!(matches!(lease.commit().await, Err(Error::LeaseInactive)));
     assert!(matches!(lease.rollback().await, Err(Error::LeaseInactive)));
     assert!(matches!(lease.adjust("tpm", 1), Err(Error::LeaseInactive)));
-    assert!(matches!(lease.consume("tpm", 1), Err(Error::LeaseInactive)));
+    assert!(matches!(
+        lease.consume("tpm", 1).await,
+        Err(Error::LeaseInactive)
+    ));
 }
 
 pub async fn run_commits_on_ok_and_rolls_back_on_err(store: Arc<dyn Store>) {
@@ -431,32 +434,26 @@ pub async fn run_commits_on_ok_and_rolls_back_on_err(store: Arc<dyn Store>) {
     );
     #[derive(Debug)]
     enum AppError {
-        Limiter(Error),
         Upstream,
     }
-    impl From<Error> for AppError {
-        fn from(e: Error) -> Self {
-            AppError::Limiter(e)
-        }
-    }
-    let r: Result<(), AppError> = l
+    let r = l
         .acquire("k", "gpt-4")
         .limits(lim.clone())
         .consume([("rpm", 1), ("tpm", 500)])
-        .run(async |_lease| Err(AppError::Upstream))
+        .run(async |_lease| Err::<(), _>(AppError::Upstream))
         .await;
-    assert!(matches!(r, Err(AppError::Upstream)));
+    assert!(matches!(r, Err(RunError::Work(AppError::Upstream))));
     assert_eq!(
         avail(&l, "k", &lim).await,
         map(&[("rpm", 9), ("tpm", 1_100)])
     );
-    let r: Result<(), AppError> = l
+    let r = l
         .acquire("k", "gpt-4")
         .limits(lim.clone())
         .consume([("tpm", 5_000)])
-        .run(async |_lease| Ok(()))
+        .run(async |_lease| Ok::<_, AppError>(()))
         .await;
-    assert!(matches!(r, Err(AppError::Limiter(Error::RateLimited(_)))));
+    assert!(matches!(r, Err(RunError::Acquire(Error::RateLimited(_)))));
 }
 
 pub async fn dropped_lease_rolls_back(store: Arc<dyn Store>) {

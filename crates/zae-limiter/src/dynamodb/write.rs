@@ -1,0 +1,322 @@
+//! The bucket write loop: plan (pure, `plan.rs`), send one conditional write (`UpdateItem`,
+//! or `TransactWriteItems` for several buckets and for exactly-once writes), and act on the
+//! answer: done, re-plan from the items DynamoDB returned, or back off under contention.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+};
+
+use super::bucket_item::{parse_bucket, BucketItem};
+use super::errors::{kind, sdk_err, service_error, Kind};
+use super::expr;
+use super::plan::{backoff_ms, landed_before, plan, BucketPlan, Decision, Knowledge};
+use super::{DynamoStore, Io};
+use crate::error::StoreError;
+use crate::store::{check_changes, ApplyOutcome, BucketChange, BucketState, WriteOp};
+
+/// Re-plans after failed conditions (wrong guesses, concurrent changes) before giving up.
+const MAX_REPLANS: u32 = 8;
+/// Retries after transaction conflicts before giving up (bounded by the deadline anyway).
+const MAX_CONFLICTS: u32 = 10;
+
+/// One attempt's answer.
+enum Attempt {
+    /// Applied; the new state per written bucket when DynamoDB returned it.
+    Applied(Vec<Option<BucketState>>),
+    /// Conditions failed: (change index, item as it was).
+    Failed(Vec<(usize, Option<BucketItem>)>),
+    /// Concurrent writers conflicted: nothing was written.
+    Conflict(String),
+}
+
+/// A `ClientRequestToken` (≤ 36 characters) for attempt `n` of write `op`: retries of the
+/// same request carry the same token, so DynamoDB applies it once.
+fn request_token(op: &WriteOp, n: u32) -> String {
+    // FNV-1a, 128 bits: stable across processes and versions
+    let mut h: u128 = 0x6c62272e07bb014262b821756295c58d;
+    for b in op.id.bytes() {
+        h ^= b as u128;
+        h = h.wrapping_mul(0x0000000001000000000000000000013B);
+    }
+    format!("{h:032x}-{n}")
+}
+
+impl DynamoStore {
+    pub(super) async fn apply_changes(
+        &self,
+        changes: &[BucketChange],
+        now: i64,
+        op: &WriteOp,
+    ) -> Result<ApplyOutcome, StoreError> {
+        check_changes(changes)?;
+        let ns = self.ns().await?;
+        let mut know: Vec<Knowledge> = changes
+            .iter()
+            .map(|c| Knowledge::Guess(self.cached(&ns, &c.key)))
+            .collect();
+        // a checked amount above capacity can never pass: read the bucket for exact statuses
+        for (i, c) in changes.iter().enumerate() {
+            if c.limits
+                .iter()
+                .any(|l| l.checked && l.amount > l.params.capacity)
+            {
+                know[i] = Knowledge::Exact(self.read_bucket(&c.key).await?);
+            }
+        }
+        let (mut replans, mut conflicts, mut n) = (0u32, 0u32, 0u32);
+        loop {
+            let decisions: Vec<Decision> = changes
+                .iter()
+                .zip(&know)
+                .map(|(c, k)| plan(c, k, now))
+                .collect();
+            let refused = decisions
+                .iter()
+                .any(|d| matches!(d, Decision::Refuse { .. }));
+            let writes: Vec<(usize, BucketPlan)> = decisions
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, d)| match d {
+                    Decision::Write(p) if !refused => Some((i, p)),
+                    Decision::Refuse { rebase: Some(p) } => Some((i, p)),
+                    _ => None,
+                })
+                .collect();
+            if writes.is_empty() {
+                return Ok(ApplyOutcome::Rejected(
+                    know.iter().map(|k| k.state().cloned()).collect(),
+                ));
+            }
+            match self.attempt(&ns, changes, &writes, op, n).await? {
+                Attempt::Applied(states) => {
+                    let mut after: Vec<Option<BucketState>> =
+                        know.iter().map(|k| k.state().cloned()).collect();
+                    for ((i, p), s) in writes.into_iter().zip(states) {
+                        let s = s.unwrap_or(p.estimate);
+                        self.remember(&ns, &changes[i].key, &s);
+                        after[i] = Some(s);
+                    }
+                    return Ok(if refused {
+                        ApplyOutcome::Rejected(after)
+                    } else {
+                        ApplyOutcome::Applied(
+                            after.into_iter().map(Option::unwrap_or_default).collect(),
+                        )
+                    });
+                }
+                Attempt::Failed(failed) => {
+                    if let [(i, Some(item))] = &failed[..] {
+                        if writes.len() == 1 && landed_before(item.last_op.as_deref(), &op.id) {
+                            // an earlier attempt of this very write landed; ALL_OLD is the
+                            // state right after it
+                            self.remember(&ns, &changes[*i].key, &item.state);
+                            return Ok(ApplyOutcome::Applied(vec![item.state.clone()]));
+                        }
+                    }
+                    for (i, item) in failed {
+                        let state = item.map(|it| it.state);
+                        match &state {
+                            Some(s) => self.remember(&ns, &changes[i].key, s),
+                            None => self.forget(&ns, &changes[i].key),
+                        }
+                        know[i] = Knowledge::Exact(state);
+                    }
+                    replans += 1;
+                    if replans > MAX_REPLANS {
+                        return Err(StoreError::Contended(format!(
+                            "the bucket changed under {MAX_REPLANS} consecutive attempts"
+                        )));
+                    }
+                }
+                Attempt::Conflict(why) => {
+                    conflicts += 1;
+                    if conflicts > MAX_CONFLICTS {
+                        return Err(StoreError::Contended(format!(
+                            "{why} (after {MAX_CONFLICTS} retries)"
+                        )));
+                    }
+                    let pause = backoff_ms(conflicts, rand::random::<f64>());
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                }
+            }
+            n += 1;
+        }
+    }
+
+    /// One request for `writes`: an `UpdateItem` with the last-op guard when it is one
+    /// bucket and need not be exactly-once, otherwise an idempotent `TransactWriteItems`.
+    async fn attempt(
+        &self,
+        ns: &str,
+        changes: &[BucketChange],
+        writes: &[(usize, BucketPlan)],
+        op: &WriteOp,
+        n: u32,
+    ) -> Result<Attempt, StoreError> {
+        if let ([(i, p)], false) = (writes, op.exactly_once) {
+            let key = &changes[*i].key;
+            let e = expr::build(ns, key, p, Some(&op.id));
+            let res = self
+                .client
+                .update_item()
+                .table_name(&*self.table)
+                .set_key(Some(Self::bucket_key(ns, key)))
+                .update_expression(e.update)
+                .condition_expression(e.condition)
+                .set_expression_attribute_names(Some(e.names))
+                .set_expression_attribute_values(Some(e.values))
+                .return_values(ReturnValue::AllNew)
+                .set_return_consumed_capacity(self.rcc())
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
+                .send()
+                .await;
+            return match res {
+                Ok(out) => {
+                    self.track(Io::Write, out.consumed_capacity());
+                    let state = out.attributes().map(parse_bucket).transpose()?;
+                    Ok(Attempt::Applied(vec![state.map(|s| s.state)]))
+                }
+                Err(SdkError::ServiceError(se)) => match se.err() {
+                    UpdateItemError::ConditionalCheckFailedException(c) => {
+                        let old = c.item().map(parse_bucket).transpose()?;
+                        Ok(Attempt::Failed(vec![(*i, old)]))
+                    }
+                    other if kind(other.code(), None) == Kind::Contended => {
+                        Ok(Attempt::Conflict(format!(
+                            "{}: {}",
+                            other.code().unwrap_or("conflict"),
+                            other.message().unwrap_or("")
+                        )))
+                    }
+                    _ => Err(sdk_err(SdkError::ServiceError(se))),
+                },
+                Err(e) => Err(sdk_err(e)),
+            };
+        }
+        let mut items = Vec::with_capacity(writes.len());
+        for (i, p) in writes {
+            let key = &changes[*i].key;
+            let e = expr::build(ns, key, p, None);
+            let upd = Update::builder()
+                .table_name(&*self.table)
+                .set_key(Some(Self::bucket_key(ns, key)))
+                .update_expression(e.update)
+                .condition_expression(e.condition)
+                .set_expression_attribute_names(Some(e.names))
+                .set_expression_attribute_values(Some(e.values))
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
+                .build()
+                .map_err(|e| StoreError::Other(e.to_string()))?;
+            items.push(TransactWriteItem::builder().update(upd).build());
+        }
+        let res = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .client_request_token(request_token(op, n))
+            .set_return_consumed_capacity(self.rcc())
+            .send()
+            .await;
+        match res {
+            Ok(out) => {
+                self.track(Io::Write, out.consumed_capacity());
+                Ok(Attempt::Applied(vec![None; writes.len()]))
+            }
+            Err(SdkError::ServiceError(se)) => match se.err() {
+                TransactWriteItemsError::TransactionCanceledException(tc) => {
+                    let mut failed = Vec::new();
+                    let mut conflict = None;
+                    for ((i, _), r) in writes.iter().zip(tc.cancellation_reasons()) {
+                        match r.code() {
+                            Some("ConditionalCheckFailed") => {
+                                failed.push((*i, r.item().map(parse_bucket).transpose()?))
+                            }
+                            Some("None") | None => {}
+                            Some(code) => match kind(Some(code), None) {
+                                Kind::Contended => {
+                                    conflict = Some(format!("{code}: {}", r.message().unwrap_or("")))
+                                }
+                                _ => return Err(service_error(Some(code), r.message(), None)),
+                            },
+                        }
+                    }
+                    match (failed.is_empty(), conflict) {
+                        (false, _) => Ok(Attempt::Failed(failed)),
+                        (true, Some(c)) => Ok(Attempt::Conflict(c)),
+                        (true, None) => Err(StoreError::Other(format!("transaction cancelled: {tc}"))),
+                    }
+                }
+                other if kind(other.code(), None) == Kind::Contended => Ok(Attempt::Conflict(
+                    format!("{}: {}", other.code().unwrap_or("conflict"), other.message().unwrap_or("")),
+                )),
+                _ => Err(sdk_err(SdkError::ServiceError(se))),
+            },
+            Err(e) => Err(sdk_err(e)),
+        }
+    }
+
+    /// Read one bucket with a consistent read.
+    pub(super) async fn read_bucket(
+        &self,
+        key: &crate::store::BucketKey,
+    ) -> Result<Option<BucketState>, StoreError> {
+        let ns = self.ns().await?;
+        let out = self
+            .client
+            .get_item()
+            .table_name(&*self.table)
+            .set_key(Some(Self::bucket_key(&ns, key)))
+            .consistent_read(true)
+            .set_return_consumed_capacity(self.rcc())
+            .send()
+            .await
+            .map_err(sdk_err)?;
+        self.track(Io::Read, out.consumed_capacity());
+        let state = out.item().map(parse_bucket).transpose()?.map(|b| b.state);
+        if let Some(s) = &state {
+            self.remember(&ns, key, s);
+        }
+        Ok(state)
+    }
+
+    pub(super) fn bucket_key(
+        ns: &str,
+        key: &crate::store::BucketKey,
+    ) -> HashMap<String, AttributeValue> {
+        HashMap::from([
+            (
+                "PK".to_string(),
+                AttributeValue::S(super::keys::bucket_pk(ns, &key.entity_id, &key.resource)),
+            ),
+            (
+                "SK".to_string(),
+                AttributeValue::S(super::keys::BUCKET_SK.to_string()),
+            ),
+        ])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_short_stable_and_distinct() {
+        let a = WriteOp::new("lease-1:commit", true);
+        let b = WriteOp::new("lease-1:rollback", true);
+        assert_eq!(request_token(&a, 0), request_token(&a, 0));
+        assert_ne!(request_token(&a, 0), request_token(&a, 1));
+        assert_ne!(request_token(&a, 0), request_token(&b, 0));
+        assert!(request_token(&a, 99).len() <= 36);
+    }
+}
