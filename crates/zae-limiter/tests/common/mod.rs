@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod conformance;
+pub mod proxy;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

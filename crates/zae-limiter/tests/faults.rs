@@ -1,0 +1,521 @@
+//! Failure modes on DynamoDB Local, through the fault-injecting proxy of `common::proxy`:
+//! outages (black hole, reset, 5xx) under both `on_unavailable` policies, latency, and
+//! responses dropped after the write landed. Token counts are read through a second store
+//! that bypasses the proxy, on a frozen clock, so every number is exact.
+//! Run through `scripts/test.sh` (or `scripts/dynamodb-local.sh cargo nextest run ...`).
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::proxy::{Fault, Faults, Proxy};
+use zae_limiter::store::BucketKey;
+use zae_limiter::{
+    Clock, DynamoStore, Error, Lease, Limit, ManualClock, NewEntity, OnUnavailable, RateLimiter,
+    Store, StoreConfig, SystemClock,
+};
+
+/// The limiter's deadline in the outage tests.
+const TIMEOUT: Duration = Duration::from_millis(800);
+/// Allowance on top of the deadline: a bound that proves the call returns, not a benchmark.
+const SLACK: Duration = Duration::from_secs(3);
+/// The deadline where a dropped response must leave the client time to retry (the SDK's
+/// first retry waits up to 1 s).
+const RETRY_TIMEOUT: Duration = Duration::from_secs(5);
+
+const RES: &str = "gpt-4";
+
+/// Every outage the proxy can stage.
+const OUTAGES: [Fault; 4] = [
+    Fault::BlackHole,
+    Fault::Reset,
+    Fault::Status(500),
+    Fault::Status(503),
+];
+
+struct Bed {
+    /// Held for its lifetime: dropping it ends every connection.
+    _proxy: Proxy,
+    faults: Faults,
+    /// Straight to DynamoDB Local: the referee.
+    direct: DynamoStore,
+    /// The same table through the proxy.
+    proxied: DynamoStore,
+    /// Frozen: nothing refills while a test runs.
+    clock: ManualClock,
+}
+
+/// A fresh table, a proxy in front of DynamoDB Local, and a store through it whose namespace
+/// lookup is already done (so faults hit only the calls under test).
+async fn bed() -> Bed {
+    let direct = common::dynamo().await;
+    let proxy = Proxy::start(&common::dynamodb_endpoint()).await;
+    let proxied = DynamoStore::connect(
+        StoreConfig::new(direct.table_name())
+            .endpoint_url(proxy.url())
+            .static_credentials("test", "test"),
+    )
+    .await
+    .expect("connect through the proxy");
+    proxied
+        .get_bucket(&BucketKey::new("warm-up", RES))
+        .await
+        .expect("warm-up through the proxy");
+    Bed {
+        faults: proxy.faults(),
+        _proxy: proxy,
+        direct,
+        proxied,
+        clock: ManualClock::new(SystemClock.now_ms()),
+    }
+}
+
+impl Bed {
+    /// A limiter over the proxied store.
+    fn limiter(&self, policy: OnUnavailable, timeout: Duration) -> RateLimiter {
+        RateLimiter::builder(self.proxied.clone())
+            .clock(self.clock.clone())
+            .on_unavailable(policy)
+            .timeout(timeout)
+            .build()
+    }
+
+    /// Net millitokens consumed from `limit` of the bucket, read past the proxy.
+    async fn consumed(&self, entity: &str, limit: &str) -> i128 {
+        let state = self
+            .direct
+            .get_bucket(&BucketKey::new(entity, RES))
+            .await
+            .expect("read the bucket directly")
+            .unwrap_or_else(|| panic!("no bucket for {entity}"));
+        state.limits[limit].consumed
+    }
+
+    /// Whole tokens available now per limit, read past the proxy.
+    async fn available(&self, entity: &str, limits: &[Limit], limit: &str) -> i64 {
+        RateLimiter::builder(self.direct.clone())
+            .clock(self.clock.clone())
+            .build()
+            .available(entity, RES, limits)
+            .await
+            .expect("available, directly")[limit]
+    }
+}
+
+async fn acquire(l: &RateLimiter, entity: &str, limits: &[Limit], n: u64) -> Result<Lease, Error> {
+    l.acquire(entity, RES)
+        .limits(limits.to_vec())
+        .consume([("rpm", n)])
+        .await
+}
+
+fn rpm(capacity: u64) -> Vec<Limit> {
+    vec![Limit::per_minute("rpm", capacity)]
+}
+
+/// Under `fault`, with the default `Block` policy, acquires on a warm entity (the write
+/// fails) and on a cold one (the config read fails) are refused with `Unavailable` within
+/// the deadline; once the fault ends both succeed and the counts are exact.
+async fn block_under(fault: Fault) {
+    let b = bed().await;
+    let l = b.limiter(OnUnavailable::Block, TIMEOUT);
+    let lim = rpm(100);
+    acquire(&l, "warm", &lim, 1)
+        .await
+        .unwrap()
+        .commit()
+        .await
+        .unwrap();
+
+    b.faults.set(fault.clone());
+    for entity in ["warm", "cold"] {
+        let started = Instant::now();
+        let r = acquire(&l, entity, &lim, 1).await;
+        let elapsed = started.elapsed();
+        assert!(
+            matches!(r, Err(Error::Unavailable { .. })),
+            "{fault:?} on {entity}: {r:?}"
+        );
+        assert!(
+            elapsed < TIMEOUT + SLACK,
+            "{fault:?} on {entity}: returned after {elapsed:?}"
+        );
+    }
+    assert!(
+        b.faults.seen("UpdateItem") >= 2,
+        "{:?}",
+        b.faults.seen_all()
+    );
+    assert!(
+        b.faults.seen("BatchGetItem") >= 2,
+        "{:?}",
+        b.faults.seen_all()
+    );
+
+    b.faults.pass();
+    for entity in ["warm", "cold"] {
+        acquire(&l, entity, &lim, 1)
+            .await
+            .unwrap_or_else(|e| panic!("after {fault:?} on {entity}: {e}"))
+            .commit()
+            .await
+            .unwrap();
+    }
+    assert_eq!(b.consumed("warm", "rpm").await, 2_000);
+    assert_eq!(b.consumed("cold", "rpm").await, 1_000);
+    assert_eq!(b.available("warm", &lim, "rpm").await, 98);
+    assert_eq!(b.available("cold", &lim, "rpm").await, 99);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn block_under_black_hole() {
+    block_under(Fault::BlackHole).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn block_under_reset() {
+    block_under(Fault::Reset).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn block_under_http_500() {
+    block_under(Fault::Status(500)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn block_under_http_503() {
+    block_under(Fault::Status(503)).await;
+}
+
+/// `Allow` admits with a no-op lease during every outage and writes nothing; it never turns
+/// a rate-limit rejection into an admission.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_admits_noop_leases_during_outages_but_never_past_a_rejection() {
+    let b = bed().await;
+    let l = b.limiter(OnUnavailable::Allow, TIMEOUT);
+    let lim = rpm(2);
+    acquire(&l, "k", &lim, 1)
+        .await
+        .unwrap()
+        .commit()
+        .await
+        .unwrap();
+
+    for fault in OUTAGES {
+        b.faults.set(fault.clone());
+        let started = Instant::now();
+        let lease = acquire(&l, "k", &lim, 1)
+            .await
+            .unwrap_or_else(|e| panic!("{fault:?}: {e}"));
+        assert!(started.elapsed() < TIMEOUT + SLACK, "{fault:?}");
+        assert!(lease.is_noop(), "{fault:?}: {lease:?}");
+        lease.adjust("rpm", 5).unwrap();
+        lease.commit().await.unwrap();
+    }
+    b.faults.pass();
+    // the no-op leases wrote nothing: one token is left, and this takes it
+    assert_eq!(b.consumed("k", "rpm").await, 1_000);
+    acquire(&l, "k", &lim, 1)
+        .await
+        .unwrap()
+        .commit()
+        .await
+        .unwrap();
+    assert_eq!(b.consumed("k", "rpm").await, 2_000);
+
+    // exhausted: a rejection, not an outage
+    let r = acquire(&l, "k", &lim, 1).await;
+    assert!(matches!(r, Err(Error::RateLimited(_))), "{r:?}");
+    // an outage now: fail open
+    b.faults.set(Fault::Status(503));
+    assert!(acquire(&l, "k", &lim, 1).await.unwrap().is_noop());
+    // the outage ends: the bucket is still empty and the answer is a rejection again
+    b.faults.pass();
+    let r = acquire(&l, "k", &lim, 1).await;
+    assert!(matches!(r, Err(Error::RateLimited(_))), "{r:?}");
+    assert_eq!(b.consumed("k", "rpm").await, 2_000);
+    assert_eq!(b.available("k", &lim, "rpm").await, 0);
+}
+
+/// Latency below the deadline slows the calls down but they succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_below_the_deadline_still_succeeds() {
+    let b = bed().await;
+    let l = b.limiter(OnUnavailable::Block, TIMEOUT);
+    let lim = rpm(100);
+    let delay = Duration::from_millis(200);
+    b.faults.set(Fault::Latency(delay));
+    for _ in 0..3 {
+        let started = Instant::now();
+        acquire(&l, "k", &lim, 1)
+            .await
+            .unwrap()
+            .commit()
+            .await
+            .unwrap();
+        assert!(started.elapsed() >= delay, "the latency was not applied");
+    }
+    b.faults.pass();
+    assert_eq!(b.consumed("k", "rpm").await, 3_000);
+    assert_eq!(b.available("k", &lim, "rpm").await, 97);
+}
+
+/// A write that landed but whose response was lost is counted once: afterwards the bucket
+/// holds exactly what the acquires that returned `Ok` took. Covers the first write of a new
+/// bucket (the `SET` form) and a write on a partial bucket (the `ADD` form).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_acquire_response_is_counted_once() {
+    let b = bed().await;
+    let l = b.limiter(OnUnavailable::Block, RETRY_TIMEOUT);
+    let lim = rpm(100);
+    let mut admitted = 0;
+    let mut outcomes = Vec::new();
+    for drop in [true, false, true, false] {
+        if drop {
+            b.faults
+                .set_for("UpdateItem", Fault::DropResponse { count: 1 });
+        }
+        let r = acquire(&l, "k", &lim, 1).await;
+        outcomes.push(format!("{:?}", r.as_ref().map(|_| "Ok")));
+        if let Ok(lease) = r {
+            admitted += 1;
+            lease.commit().await.unwrap();
+        }
+    }
+    assert_eq!(b.faults.dropped(), 2);
+    let consumed = b.consumed("k", "rpm").await;
+    assert_eq!(
+        consumed,
+        admitted * 1_000,
+        "consumed {consumed} millitokens, admitted {admitted} tokens; acquires: {outcomes:?}; \
+         requests: {:?}",
+        b.faults.seen_all()
+    );
+    assert_eq!(b.available("k", &lim, "rpm").await, 100 - admitted as i64);
+}
+
+/// The same for a cascade, whose write is one `TransactWriteItems` over child and parent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_cascade_response_is_counted_once() {
+    let b = bed().await;
+    let l = b.limiter(OnUnavailable::Block, RETRY_TIMEOUT);
+    l.create_entity(NewEntity::new("proj")).await.unwrap();
+    l.create_entity(NewEntity::new("key").parent("proj").cascade(true))
+        .await
+        .unwrap();
+    let lim = rpm(100);
+    let mut admitted = 0;
+    let mut outcomes = Vec::new();
+    for drop in [true, false, true] {
+        if drop {
+            b.faults
+                .set_for("TransactWriteItems", Fault::DropResponse { count: 1 });
+        }
+        let r = acquire(&l, "key", &lim, 1).await;
+        outcomes.push(format!("{:?}", r.as_ref().map(|_| "Ok")));
+        if let Ok(lease) = r {
+            admitted += 1;
+            lease.commit().await.unwrap();
+        }
+    }
+    assert_eq!(b.faults.dropped(), 2);
+    for entity in ["key", "proj"] {
+        let consumed = b.consumed(entity, "rpm").await;
+        assert_eq!(
+            consumed,
+            admitted * 1_000,
+            "{entity}: consumed {consumed} millitokens, admitted {admitted} tokens; \
+             acquires: {outcomes:?}; requests: {:?}",
+            b.faults.seen_all()
+        );
+    }
+}
+
+/// A commit's adjustment whose response was lost is applied exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_commit_response_applies_the_adjustment_once() {
+    let b = bed().await;
+    let l = b.limiter(OnUnavailable::Block, RETRY_TIMEOUT);
+    let lim = vec![
+        Limit::per_minute("rpm", 100),
+        Limit::per_minute("tpm", 10_000),
+    ];
+    let lease = l
+        .acquire("k", RES)
+        .limits(lim.clone())
+        .consume([("rpm", 1), ("tpm", 500)])
+        .await
+        .unwrap();
+    lease.adjust("tpm", 300).unwrap();
+    b.faults
+        .set_for("UpdateItem", Fault::DropResponse { count: 1 });
+    let committed = lease.commit().await;
+    assert_eq!(b.faults.dropped(), 1);
+    let tpm = b.consumed("k", "tpm").await;
+    assert_eq!(
+        tpm,
+        800_000,
+        "adjustment of 300 tokens applied {} times (commit returned {committed:?}; requests: {:?})",
+        (tpm - 500_000) as f64 / 300_000.0,
+        b.faults.seen_all()
+    );
+    assert_eq!(b.consumed("k", "rpm").await, 1_000);
+    assert_eq!(b.available("k", &lim, "tpm").await, 10_000 - 800);
+}
+
+/// A rollback whose response was lost gives back exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_rollback_response_gives_back_once() {
+    let b = bed().await;
+    let l = b.limiter(OnUnavailable::Block, RETRY_TIMEOUT);
+    let lim = vec![
+        Limit::per_minute("rpm", 100),
+        Limit::per_minute("tpm", 10_000),
+    ];
+    let take = || {
+        l.acquire("k", RES)
+            .limits(lim.clone())
+            .consume([("rpm", 1), ("tpm", 500)])
+    };
+    // one lease kept, so a second refund would show in the token count too
+    take().await.unwrap().commit().await.unwrap();
+    let lease = take().await.unwrap();
+    b.faults
+        .set_for("UpdateItem", Fault::DropResponse { count: 1 });
+    let rolled_back = lease.rollback().await;
+    assert_eq!(b.faults.dropped(), 1);
+    let tpm = b.consumed("k", "tpm").await;
+    assert_eq!(
+        tpm,
+        500_000,
+        "refund of 500 tokens given {} times (rollback returned {rolled_back:?}; requests: {:?})",
+        (1_000_000 - tpm) as f64 / 500_000.0,
+        b.faults.seen_all()
+    );
+    assert_eq!(b.consumed("k", "rpm").await, 1_000);
+    assert_eq!(b.available("k", &lim, "tpm").await, 10_000 - 500);
+    assert_eq!(b.available("k", &lim, "rpm").await, 99);
+}
+
+/// Send one raw request of operation `op` on `conn`; read the answer as (status, headers
+/// lowercased, body), or the I/O error / end of stream that ended the connection.
+async fn raw_call(
+    conn: &mut tokio::io::BufReader<tokio::net::TcpStream>,
+    op: &str,
+) -> std::io::Result<(u16, String, String)> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let req = format!(
+        "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Amz-Target: DynamoDB_20120810.{op}\r\n\
+         Content-Type: application/x-amz-json-1.0\r\nContent-Length: 2\r\n\r\n{{}}"
+    );
+    conn.get_mut().write_all(req.as_bytes()).await?;
+    let mut head = String::new();
+    loop {
+        let before = head.len();
+        if conn.read_line(&mut head).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        if head[before..].trim().is_empty() {
+            break;
+        }
+    }
+    let head = head.to_ascii_lowercase();
+    let status = head[9..12].parse().expect("status code");
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map(|v| v.trim().parse::<usize>().expect("length"))
+        .expect("a Content-Length");
+    let mut body = vec![0; length];
+    conn.read_exact(&mut body).await?;
+    Ok((status, head, String::from_utf8(body).expect("utf-8 body")))
+}
+
+/// The proxy itself, on the wire: injected answers, the operation filter, reset, black hole,
+/// dropped response, counters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_does_what_it_is_told() {
+    use tokio::io::{AsyncReadExt, BufReader};
+    use tokio::net::TcpStream;
+    use tokio::time::timeout;
+    let proxy = Proxy::start(&common::dynamodb_endpoint()).await;
+    let faults = proxy.faults();
+    let addr = proxy.url().strip_prefix("http://").unwrap().to_string();
+    let connect = || async { BufReader::new(TcpStream::connect(&addr).await.unwrap()) };
+    let bound = Duration::from_secs(5);
+
+    // injected errors, then a forwarded call, on one keep-alive connection
+    let mut c = connect().await;
+    faults.set(Fault::Status(503));
+    let (status, head, body) = timeout(bound, raw_call(&mut c, "ListTables"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, 503);
+    assert!(head.contains("x-amzn-requestid: injected-"), "{head}");
+    assert!(
+        head.contains("content-type: application/x-amz-json-1.0"),
+        "{head}"
+    );
+    assert_eq!(
+        body,
+        r#"{"__type":"com.amazonaws.dynamodb.v20120810#ServiceUnavailable","message":"injected"}"#
+    );
+    faults.set(Fault::Status(500));
+    let (status, _, body) = timeout(bound, raw_call(&mut c, "ListTables"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, 500);
+    assert!(body.contains("#InternalServerError"), "{body}");
+    // a fault for another operation: this one reaches DynamoDB Local (which answers it,
+    // unsigned as it is, with an error of its own)
+    faults.set_for("UpdateItem", Fault::Status(500));
+    let (_, _, body) = timeout(bound, raw_call(&mut c, "ListTables"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!body.contains("injected"), "{body}");
+
+    // reset: the client reads ECONNRESET, no answer
+    faults.set(Fault::Reset);
+    let mut c = connect().await;
+    let e = timeout(bound, raw_call(&mut c, "ListTables"))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+
+    // black hole: nothing comes back until the fault changes, then the connection closes
+    faults.set(Fault::BlackHole);
+    let mut c = connect().await;
+    let call = tokio::spawn(async move { raw_call(&mut c, "ListTables").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!call.is_finished(), "a black hole answered");
+    faults.pass();
+    let e = timeout(bound, call).await.unwrap().unwrap().unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof, "{e}");
+
+    // dropped response: forwarded and answered upstream, then the connection closes
+    faults.set(Fault::DropResponse { count: 1 });
+    let mut c = connect().await;
+    let e = timeout(bound, raw_call(&mut c, "ListTables"))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof, "{e}");
+    assert_eq!(faults.dropped(), 1);
+    // after `count` drops it passes again
+    let mut c = connect().await;
+    timeout(bound, raw_call(&mut c, "ListTables"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(faults.dropped(), 1);
+    assert_eq!(faults.seen("ListTables"), 7);
+    assert_eq!(faults.seen_all().len(), 1);
+    // dropping the proxy closes its connections
+    drop(proxy);
+    let mut rest = Vec::new();
+    let n = timeout(bound, c.read_to_end(&mut rest)).await.unwrap();
+    assert_eq!(n.unwrap(), 0);
+}
