@@ -24,7 +24,9 @@ use crate::output::table;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Where the buckets live: DynamoDB (needs --endpoint-url or an AWS environment) or the
-    /// embedded in-process store.
+    /// embedded in-process store. With --endpoint-url (DynamoDB Local) bench creates the table
+    /// named by --name if it is missing, as `table create` does; against AWS the table must
+    /// exist.
     #[arg(long, value_enum, default_value_t = StoreKind::Dynamodb)]
     store: StoreKind,
     /// Timed operations per scenario (scenario g always makes 2000 attempts).
@@ -189,6 +191,11 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<(), String> {
         StoreKind::Memory => (Arc::new(MemoryStore::new()), None),
         StoreKind::Dynamodb => {
             let d = connect(cli, false).await?;
+            // a benchmark tool: against an endpoint (DynamoDB Local) it creates its own table
+            if cli.endpoint_url.is_some() {
+                let status = super::table::create(&d).await?;
+                eprintln!("bench: table {}: {}", cli.name, status.as_str());
+            }
             (Arc::new(d.clone()), Some(d))
         }
     };
