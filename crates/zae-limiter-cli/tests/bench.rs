@@ -120,3 +120,14 @@ fn bad_input_fails_with_one_line() {
         "unknown scenario 'zz'",
     );
 }
+
+#[test]
+fn help_says_an_endpoint_table_is_created() {
+    let out = bench(&["--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        help.contains("creates the table") && help.contains("table create"),
+        "{help}"
+    );
+}

@@ -61,3 +61,18 @@ fn version() {
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["client_version"], env!("CARGO_PKG_VERSION"));
 }
+
+#[test]
+fn help_mentions_table_create() {
+    let (code, out, _) = cli(&["--help"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("table create"), "{out}");
+    let (code, out, _) = cli(&["table", "create", "--help"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("Idempotent"), "{out}");
+    assert!(out.contains("CloudFormation"), "{out}");
+    assert!(
+        out.contains("zae-limiter --endpoint-url http://127.0.0.1:8000"),
+        "{out}"
+    );
+}

@@ -1,5 +1,6 @@
-//! The management commands (`entity`, `resource`, `system`, `audit`) end to end: the real
-//! binary against DynamoDB Local (endpoint in `ZAEL_TEST_DYNAMODB_ENDPOINT`, set by
+//! The management commands (`table`, `entity`, `resource`, `system`, `audit`, `namespace`,
+//! `acquire`, `available`, `bench --store dynamodb`) end to end: the real binary against
+//! DynamoDB Local (endpoint in `ZAEL_TEST_DYNAMODB_ENDPOINT`, set by
 //! `scripts/dynamodb-local.sh`). Each test works in its own table.
 #![cfg(feature = "dynamodb-local-tests")]
 
@@ -40,14 +41,22 @@ impl Run {
     }
 }
 
-/// A fresh table on DynamoDB Local.
+/// A table on DynamoDB Local, with a fresh name.
 struct Table {
     name: String,
     endpoint: String,
 }
 
 impl Table {
+    /// A fresh table, created with `table create` (no other command creates tables).
     fn new(tag: &str) -> Self {
+        let t = Table::missing(tag);
+        t.run(&["table", "create"]).ok();
+        t
+    }
+
+    /// A fresh name with no table behind it.
+    fn missing(tag: &str) -> Self {
         static N: AtomicU32 = AtomicU32::new(0);
         let endpoint = std::env::var("ZAEL_TEST_DYNAMODB_ENDPOINT").expect(
             "ZAEL_TEST_DYNAMODB_ENDPOINT is not set: run through scripts/dynamodb-local.sh",
@@ -91,6 +100,94 @@ fn specs(v: &Value) -> Vec<&str> {
         .iter()
         .map(|l| l["spec"].as_str().unwrap())
         .collect()
+}
+
+#[test]
+fn table_create_is_idempotent() {
+    let t = Table::missing("create");
+    let at = format!(" (at {})", t.endpoint);
+    assert_eq!(
+        t.run(&["table", "create"]).ok(),
+        format!("Created table '{}'{at}\n", t.name)
+    );
+    assert_eq!(
+        t.run(&["table", "create"]).ok(),
+        format!("Table '{}' already exists{at}\n", t.name)
+    );
+    let v = t.run(&["--output", "json", "table", "create"]).json();
+    assert_eq!(
+        v,
+        serde_json::json!({ "table": t.name, "status": "exists" })
+    );
+    // the table is usable: GSIs, registry, audit
+    t.run(&["entity", "create", "acme"]).ok();
+    t.run(&["entity", "show", "acme"]).ok();
+
+    let fresh = Table::missing("create-json");
+    let v = fresh.run(&["table", "create", "--output", "json"]).json();
+    assert_eq!(
+        v,
+        serde_json::json!({ "table": fresh.name, "status": "created" })
+    );
+}
+
+#[test]
+fn a_missing_table_is_one_line_naming_it_and_table_create() {
+    let t = Table::missing("gone");
+    let want = format!(
+        "error: table '{}' does not exist (at {}); create it with 'zae-limiter table create' \
+         (DynamoDB Local / development) or deploy the stack",
+        t.name, t.endpoint
+    );
+    for args in [
+        &["entity", "show", "k"][..],
+        &["entity", "create", "k"],
+        &["system", "get-defaults"],
+        &["--output", "json", "resource", "list"],
+        &["namespace", "list"],
+        &["namespace", "register", "tenant-a"],
+        &["audit", "list", "k"],
+        &["acquire", "k", "gpt-4o", "-l", "rpm:10", "-c", "rpm=1"],
+        &["available", "k", "gpt-4o", "-l", "rpm:10"],
+    ] {
+        assert_eq!(t.run(args).fails(), want, "{args:?}");
+    }
+    // none of them created it
+    assert!(t
+        .run(&["table", "create"])
+        .ok()
+        .starts_with("Created table"));
+}
+
+#[test]
+fn bench_on_an_endpoint_creates_its_table() {
+    let t = Table::missing("bench");
+    let r = t.run(&[
+        "bench",
+        "--store",
+        "dynamodb",
+        "--ops",
+        "5",
+        "--scenarios",
+        "a,h",
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.err.contains(&format!("bench: table {}: created", t.name)),
+        "{r:?}"
+    );
+    let timed: Vec<Value> = r
+        .out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|l: &Value| l.get("pass").is_none())
+        .collect();
+    assert_eq!(timed.len(), 2, "{r:?}");
+    assert!(timed.iter().all(|l| l["post_check_ok"] == true), "{r:?}");
+    assert!(t
+        .run(&["table", "create"])
+        .ok()
+        .starts_with(&format!("Table '{}' already exists", t.name)));
 }
 
 #[test]

@@ -9,6 +9,7 @@ mod namespace;
 mod resource;
 mod store;
 mod system;
+mod table;
 mod version;
 
 use clap::{Parser, Subcommand};
@@ -17,7 +18,15 @@ use crate::output::Output;
 
 /// Distributed token-bucket rate limiter for API and LLM workloads, backed by DynamoDB.
 #[derive(Debug, Parser)]
-#[command(name = "zae-limiter", version, about, long_about = None)]
+#[command(
+    name = "zae-limiter",
+    version,
+    about,
+    long_about = None,
+    after_help = "The table must exist before other commands use it: create it with \
+                  'zae-limiter table create' (DynamoDB Local / development) or deploy the stack.\n\
+                  Example: zae-limiter --endpoint-url http://127.0.0.1:8000 table create"
+)]
 pub struct Cli {
     /// Table (and stack) name.
     #[arg(
@@ -61,7 +70,12 @@ pub enum Command {
     Demo(demo::Args),
     /// Measure the hot path (latency, throughput, client CPU, DynamoDB calls per operation)
     /// against DynamoDB / DynamoDB Local or the embedded store; one JSON line per scenario.
+    /// With --endpoint-url it creates its table if missing (as `table create` does).
     Bench(bench::Args),
+    /// The DynamoDB table: `table create` for DynamoDB Local and development (no other
+    /// command creates it).
+    #[command(subcommand)]
+    Table(table::Cmd),
     /// Entities and their stored limits.
     #[command(subcommand)]
     Entity(entity::Cmd),
@@ -86,11 +100,12 @@ pub enum Command {
     Version,
 }
 
-/// Run the parsed command.
+/// Run the parsed command; a failure is one line (a missing table says how to create it).
 pub async fn run(cli: Cli) -> Result<(), String> {
-    match cli.command {
+    let result = match cli.command {
         Command::Demo(ref args) => demo::run(&cli, args).await,
         Command::Bench(ref args) => bench::run(&cli, args).await,
+        Command::Table(ref cmd) => table::run(&cli, cmd).await,
         Command::Entity(ref cmd) => entity::run(&cli, cmd).await,
         Command::Resource(ref cmd) => resource::run(&cli, cmd).await,
         Command::System(ref cmd) => system::run(&cli, cmd).await,
@@ -99,5 +114,6 @@ pub async fn run(cli: Cli) -> Result<(), String> {
         Command::Acquire(ref args) => acquire::acquire(&cli, args).await,
         Command::Available(ref args) => acquire::available(&cli, args).await,
         Command::Version => version::run(&cli),
-    }
+    };
+    result.map_err(|e| store::explain_missing_table(&cli, e))
 }

@@ -1,6 +1,6 @@
 //! Connecting to DynamoDB from the global flags, and the pieces the management commands
 //! (`entity`, `resource`, `system`, `audit`) share: parsing `-l` specs, printing stored
-//! limits, writing one JSON document, formatting timestamps.
+//! limits, writing one JSON document, formatting timestamps, explaining a missing table.
 
 use serde_json::{json, Value};
 use zae_limiter::{
@@ -11,7 +11,8 @@ use super::{Cli, Command};
 use crate::output::Output;
 
 /// Connect to the table named by `--name` (through `--endpoint-url` / `--region` or the AWS
-/// environment), creating it if it is missing.
+/// environment). Nothing is created: a missing table shows up as an error of the first call,
+/// which [`explain_missing_table`] turns into one line saying how to create it.
 pub async fn connect(cli: &Cli, track_capacity: bool) -> Result<DynamoStore, String> {
     connect_in(cli, &cli.namespace, track_capacity).await
 }
@@ -55,14 +56,39 @@ pub async fn connect_in(
             }
         }
     }
-    let store = DynamoStore::connect(config)
+    DynamoStore::connect(config)
         .await
-        .map_err(|e| e.to_string())?;
-    store
-        .create_table()
-        .await
-        .map_err(|e| format!("table {}: {e}", cli.name))?;
-    Ok(store)
+        .map_err(|e| e.to_string())
+}
+
+/// The DynamoDB error code of an operation on a table that does not exist. The library
+/// reports it inside the text of its error (`Error::Unavailable` today, `Error::Store` later),
+/// so the text is what is checked.
+pub(super) const MISSING_TABLE: &str = "ResourceNotFoundException";
+
+/// Where the table of the global flags lives, for messages: ` (at URL)`, ` (in region R)`
+/// or nothing.
+pub(super) fn location(cli: &Cli) -> String {
+    match (&cli.endpoint_url, &cli.region) {
+        (Some(url), _) => format!(" (at {url})"),
+        (None, Some(region)) => format!(" (in region {region})"),
+        (None, None) => String::new(),
+    }
+}
+
+/// A command's one-line failure message, with a missing table (the DynamoDB error
+/// `ResourceNotFoundException` anywhere in the library's error text) replaced by a line that
+/// names the table and how to create it. Other messages pass through unchanged.
+pub(super) fn explain_missing_table(cli: &Cli, message: String) -> String {
+    if !message.contains(MISSING_TABLE) {
+        return message;
+    }
+    format!(
+        "table '{}' does not exist{}; create it with 'zae-limiter table create' \
+         (DynamoDB Local / development) or deploy the stack",
+        cli.name,
+        location(cli)
+    )
 }
 
 /// A limiter on the DynamoDB table of the global flags, recording `--principal` in audit events.
@@ -291,6 +317,39 @@ mod tests {
         };
         assert_eq!(label(&e), "entity 'k' on resource '_default_'");
         assert_eq!(label(&ConfigScope::System), "the system");
+    }
+
+    fn cli(args: &[&str]) -> Cli {
+        use clap::Parser;
+        Cli::try_parse_from(["zae-limiter"].iter().chain(args)).unwrap()
+    }
+
+    #[test]
+    fn missing_table_is_explained_in_one_line() {
+        let c = cli(&[
+            "--name",
+            "t1",
+            "--endpoint-url",
+            "http://127.0.0.1:8000",
+            "version",
+        ]);
+        // today's shape (Error::Unavailable) and the coming one (Error::Store)
+        for library in [
+            "rate limiter unavailable: ResourceNotFoundException: Cannot do operations on a non-existent table",
+            "store error: ResourceNotFoundException: Requested resource not found",
+        ] {
+            let line = explain_missing_table(&c, format!("scenario a: {library}"));
+            assert_eq!(
+                line,
+                "table 't1' does not exist (at http://127.0.0.1:8000); create it with \
+                 'zae-limiter table create' (DynamoDB Local / development) or deploy the stack"
+            );
+        }
+        let c = cli(&["--name", "t2", "--region", "eu-west-1", "version"]);
+        assert!(explain_missing_table(&c, MISSING_TABLE.into())
+            .starts_with("table 't2' does not exist (in region eu-west-1);"));
+        let other = "entity 'k' not found".to_string();
+        assert_eq!(explain_missing_table(&c, other.clone()), other);
     }
 
     #[test]
