@@ -11,8 +11,7 @@ use crate::error::{Error, Result, StoreError};
 use crate::exceeded::{LimitStatus, RateLimitExceeded};
 use crate::lease::{Lease, LeaseEntry};
 use crate::limit::{
-    validate_entity_id, validate_limit_name, validate_limits, validate_resource, Limit,
-    MAX_AMOUNT,
+    validate_entity_id, validate_limit_name, validate_limits, validate_resource, Limit, MAX_AMOUNT,
 };
 use crate::limiter::RateLimiter;
 use crate::store::{bucket_time, ApplyOutcome, BucketChange, BucketKey, BucketState, LimitChange};
@@ -271,11 +270,11 @@ impl RateLimiter {
                 "this handle's namespace was deleted".into(),
             )));
         }
-        let (limits, version) =
-            match pick_limits(&data, &req.limits, &req.entity_id, &req.resource) {
-                Ok(l) => l,
-                Err(e) => return Ok(Err(e)),
-            };
+        let (limits, version) = match pick_limits(&data, &req.limits, &req.entity_id, &req.resource)
+        {
+            Ok(l) => l,
+            Err(e) => return Ok(Err(e)),
+        };
         let amounts = match amounts(&limits, req.named()) {
             Ok(a) => a,
             Err(e) => return Ok(Err(e)),
@@ -292,12 +291,17 @@ impl RateLimiter {
             .filter(|e| e.cascade)
             .and_then(|e| e.parent_id.clone())
         {
-            let pdata = self.resolution(&parent, &req.resource).await.map_err(fail)?;
+            let pdata = self
+                .resolution(&parent, &req.resource)
+                .await
+                .map_err(fail)?;
             // the parent's limits come from the parent's own resolution, never from the child
             let (plimits, pversion) = match pdata.versioned_limits() {
                 Some((stored, v)) => (stored.to_vec(), v),
                 None => (
-                    req.parent_limits.clone().unwrap_or_else(|| req.limits.clone()),
+                    req.parent_limits
+                        .clone()
+                        .unwrap_or_else(|| req.limits.clone()),
                     0,
                 ),
             };
@@ -317,7 +321,11 @@ impl RateLimiter {
         let now = self.now_ms();
         let outcome = self
             .store()
-            .apply(&changes, now, &crate::lease::op(&lease_id, "acquire", false))
+            .apply(
+                &changes,
+                now,
+                &crate::lease::op(&lease_id, "acquire", false),
+            )
             .await
             .map_err(fail)?;
         Ok(match outcome {
@@ -336,7 +344,9 @@ impl RateLimiter {
                     .zip(&seen)
                     .flat_map(|(t, s)| statuses_for(&t.key, s.as_ref(), &t.limits, &t.amounts, now))
                     .collect();
-                Err(Error::RateLimited(Box::new(RateLimitExceeded::new(statuses))))
+                Err(Error::RateLimited(Box::new(RateLimitExceeded::new(
+                    statuses,
+                ))))
             }
         })
     }

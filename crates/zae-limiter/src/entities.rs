@@ -62,5 +62,4 @@ impl RateLimiter {
         validate_entity_id(entity_id)?;
         Ok(self.call(self.store().get_entity(entity_id)).await?)
     }
-
 }

@@ -276,7 +276,10 @@ impl Lease {
     async fn write(&self, changes: Vec<BucketChange>, kind: &str) -> Result<()> {
         let lim = &self.limiter;
         let op = op(&self.id, kind, true);
-        match lim.call(lim.store().apply(&changes, lim.now_ms(), &op)).await? {
+        match lim
+            .call(lim.store().apply(&changes, lim.now_ms(), &op))
+            .await?
+        {
             ApplyOutcome::Applied(states) => {
                 lim.observe(&states);
                 Ok(())

@@ -46,6 +46,7 @@ mod limiter;
 pub mod namespace;
 pub mod store;
 
+pub use acquire::{Acquire, RunError};
 pub use admin::MAX_AUDIT_PAGE;
 pub use cache::CacheStats;
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -61,7 +62,6 @@ pub use limit::{
     validate_entity_id, validate_limit_name, validate_resource, Limit, MAX_AMOUNT, MAX_LIMITS,
     MAX_PERIOD,
 };
-pub use acquire::{Acquire, RunError};
 pub use limiter::{RateLimiter, RateLimiterBuilder, MAX_CLOCK_LEAD_MS};
 pub use namespace::{NamespaceInfo, NamespaceStatus, DEFAULT_NAMESPACE};
 pub use store::{MemoryStore, Store, WriteOp};

@@ -253,7 +253,10 @@ impl RateLimiter {
         for s in states {
             let lead = s.time_ms - clock;
             if lead > MAX_CLOCK_LEAD_MS {
-                tracing::warn!(lead_ms = lead, "a bucket time is far ahead of this clock; ignored");
+                tracing::warn!(
+                    lead_ms = lead,
+                    "a bucket time is far ahead of this clock; ignored"
+                );
             } else if lead > 0 {
                 self.inner.lead_ms.fetch_max(lead, Ordering::Relaxed);
             }
@@ -307,7 +310,6 @@ impl RateLimiter {
             idle.await;
         }
     }
-
 
     /// Run a store call under the configured timeout.
     pub(crate) async fn call<T>(

@@ -346,8 +346,9 @@ async fn dropped_commit_response_applies_the_adjustment_once() {
         .await
         .unwrap();
     lease.adjust("tpm", 300).unwrap();
+    // commit and rollback are exactly-once writes: idempotent one-item transactions
     b.faults
-        .set_for("UpdateItem", Fault::DropResponse { count: 1 });
+        .set_for("TransactWriteItems", Fault::DropResponse { count: 1 });
     let committed = lease.commit().await;
     assert_eq!(b.faults.dropped(), 1);
     let tpm = b.consumed("k", "tpm").await;
@@ -380,7 +381,7 @@ async fn dropped_rollback_response_gives_back_once() {
     take().await.unwrap().commit().await.unwrap();
     let lease = take().await.unwrap();
     b.faults
-        .set_for("UpdateItem", Fault::DropResponse { count: 1 });
+        .set_for("TransactWriteItems", Fault::DropResponse { count: 1 });
     let rolled_back = lease.rollback().await;
     assert_eq!(b.faults.dropped(), 1);
     let tpm = b.consumed("k", "tpm").await;

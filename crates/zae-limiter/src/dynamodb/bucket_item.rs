@@ -90,7 +90,9 @@ fn describe(item: &HashMap<String, AttributeValue>) -> String {
 }
 
 /// Read a bucket item, validating every attribute it relies on.
-pub(crate) fn parse_bucket(item: &HashMap<String, AttributeValue>) -> Result<BucketItem, StoreError> {
+pub(crate) fn parse_bucket(
+    item: &HashMap<String, AttributeValue>,
+) -> Result<BucketItem, StoreError> {
     let bad = |what: String| StoreError::Other(format!("{}: {what}", describe(item)));
     let number = |attr: &str| -> Result<Option<i128>, StoreError> {
         match item.get(attr) {
@@ -110,9 +112,8 @@ pub(crate) fn parse_bucket(item: &HashMap<String, AttributeValue>) -> Result<Buc
         validate_limit_name(name).map_err(|e| bad(e.to_string()))?;
         let a = LimitAttrs::new(name);
         let (params, version) = match item.get(&a.params) {
-            Some(AttributeValue::S(s)) => {
-                decode_params(s).ok_or_else(|| bad(format!("{} is not C:A:P:V in range", a.params)))?
-            }
+            Some(AttributeValue::S(s)) => decode_params(s)
+                .ok_or_else(|| bad(format!("{} is not C:A:P:V in range", a.params)))?,
             _ => return Err(bad(format!("{} is not a string", a.params))),
         };
         let level = number(&a.level)?.ok_or_else(|| bad(format!("{} is missing", a.level)))?;
@@ -190,7 +191,11 @@ mod tests {
     #[test]
     fn names_the_item_and_the_attribute() {
         for (attr, value, needle) in [
-            ("p_rpm", AttributeValue::S("100000:100000:0:1".into()), "p_rpm"),
+            (
+                "p_rpm",
+                AttributeValue::S("100000:100000:0:1".into()),
+                "p_rpm",
+            ),
             ("p_rpm", AttributeValue::S("1:1:1".into()), "p_rpm"),
             ("z_rpm", AttributeValue::S("x".into()), "z_rpm"),
             ("z_rpm", AttributeValue::N("1e400".into()), "z_rpm"),
@@ -204,7 +209,10 @@ mod tests {
         }
         let mut item = good();
         item.remove("z_rpm");
-        assert!(parse_bucket(&item).unwrap_err().to_string().contains("z_rpm is missing"));
+        assert!(parse_bucket(&item)
+            .unwrap_err()
+            .to_string()
+            .contains("z_rpm is missing"));
     }
 
     fn value() -> impl Strategy<Value = AttributeValue> {

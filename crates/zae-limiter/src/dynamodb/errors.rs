@@ -41,7 +41,11 @@ pub(crate) fn kind(code: Option<&str>, status: Option<u16>) -> Kind {
 }
 
 /// A service error as a store error, with a hint where the cause is obvious.
-pub(crate) fn service_error(code: Option<&str>, message: Option<&str>, status: Option<u16>) -> StoreError {
+pub(crate) fn service_error(
+    code: Option<&str>,
+    message: Option<&str>,
+    status: Option<u16>,
+) -> StoreError {
     let mut text = format!("{}: {}", code.unwrap_or("error"), message.unwrap_or(""));
     match code {
         Some("ResourceNotFoundException") => text.push_str(
@@ -84,10 +88,19 @@ mod tests {
 
     #[test]
     fn only_real_outages_are_unavailable() {
-        assert_eq!(kind(Some("ThrottlingException"), Some(400)), Kind::Unavailable);
-        assert_eq!(kind(Some("InternalServerError"), Some(500)), Kind::Unavailable);
+        assert_eq!(
+            kind(Some("ThrottlingException"), Some(400)),
+            Kind::Unavailable
+        );
+        assert_eq!(
+            kind(Some("InternalServerError"), Some(500)),
+            Kind::Unavailable
+        );
         assert_eq!(kind(None, Some(503)), Kind::Unavailable);
-        assert_eq!(kind(Some("TransactionConflictException"), Some(400)), Kind::Contended);
+        assert_eq!(
+            kind(Some("TransactionConflictException"), Some(400)),
+            Kind::Contended
+        );
         for code in [
             "ValidationException",
             "ResourceNotFoundException",
@@ -96,7 +109,11 @@ mod tests {
         ] {
             assert_eq!(kind(Some(code), Some(400)), Kind::Other, "{code}");
         }
-        let e = service_error(Some("ResourceNotFoundException"), Some("no table"), Some(400));
+        let e = service_error(
+            Some("ResourceNotFoundException"),
+            Some("no table"),
+            Some(400),
+        );
         assert!(matches!(e, StoreError::Other(m) if m.contains("table create")));
     }
 }

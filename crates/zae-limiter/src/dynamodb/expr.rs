@@ -93,9 +93,7 @@ pub(crate) fn build(ns: &str, key: &BucketKey, plan: &BucketPlan, op_id: Option<
                     format!(":po{i}"),
                     AttributeValue::S(encode_params(&old.params, old.version)),
                 );
-                parts
-                    .conds
-                    .push(format!("({z} = :o{i} AND {p} = :po{i})"));
+                parts.conds.push(format!("({z} = :o{i} AND {p} = :po{i})"));
             }
         }
         e.values.insert(format!(":p{i}"), encoded);
@@ -117,7 +115,8 @@ pub(crate) fn build(ns: &str, key: &BucketKey, plan: &BucketPlan, op_id: Option<
         parts
             .conds
             .push("(attribute_not_exists(#lo) OR #lo <> :lo)".into());
-        e.values.insert(":lo".into(), AttributeValue::S(op.to_string()));
+        e.values
+            .insert(":lo".into(), AttributeValue::S(op.to_string()));
     }
     if plan.may_create {
         let (g2pk, g2sk) = resource_gsi(ns, &key.entity_id, &key.resource);
@@ -127,7 +126,11 @@ pub(crate) fn build(ns: &str, key: &BucketKey, plan: &BucketPlan, op_id: Option<
             ("#g2pk", "GSI2PK", g2pk),
             ("#g2sk", "GSI2SK", g2sk),
             ("#g4pk", "GSI4PK", ns.to_string()),
-            ("#g4sk", "GSI4SK", bucket_pk(ns, &key.entity_id, &key.resource)),
+            (
+                "#g4sk",
+                "GSI4SK",
+                bucket_pk(ns, &key.entity_id, &key.resource),
+            ),
         ] {
             e.names.insert(k.to_string(), attr.to_string());
             let vk = format!(":v{}", &k[1..]);
@@ -145,8 +148,8 @@ pub(crate) fn build(ns: &str, key: &BucketKey, plan: &BucketPlan, op_id: Option<
 mod tests {
     use super::*;
     use crate::bucket::BucketParams;
-    use crate::store::{BucketChange, BucketState, LimitChange, LimitState};
     use crate::dynamodb::plan::{plan, Decision, Knowledge};
+    use crate::store::{BucketChange, BucketState, LimitChange, LimitState};
 
     const T0: i64 = 1_767_225_600_000;
 
@@ -189,9 +192,19 @@ mod tests {
         };
         let p = plan_for(Some(partial), &[("rpm", 1000), ("tpm", 0)]);
         let e = build("ns1", &BucketKey::new("k", "api"), &p, Some("op"));
-        assert!(e.update.starts_with("SET #z1 = :s1, #p1 = :p1"), "{}", e.update);
-        assert!(e.update.contains("ADD #t0 :n0, #z0 :d0, #t1 :n1"), "{}", e.update);
-        assert!(e.condition.contains("#z0 BETWEEN :q0 AND :g0 AND #p0 = :p0"));
+        assert!(
+            e.update.starts_with("SET #z1 = :s1, #p1 = :p1"),
+            "{}",
+            e.update
+        );
+        assert!(
+            e.update.contains("ADD #t0 :n0, #z0 :d0, #t1 :n1"),
+            "{}",
+            e.update
+        );
+        assert!(e
+            .condition
+            .contains("#z0 BETWEEN :q0 AND :g0 AND #p0 = :p0"));
         assert!(e.condition.contains("attribute_not_exists(#z1)"));
         assert!(e.condition.contains("#lo <> :lo"));
         assert!(!e.update.contains("if_not_exists"), "a known bucket exists");
@@ -206,8 +219,18 @@ mod tests {
             .filter(|w| {
                 matches!(
                     *w,
-                    "AND" | "OR" | "NOT" | "BETWEEN" | "=" | "<>" | "<" | "<=" | ">" | ">="
-                        | "attribute_not_exists" | "if_not_exists"
+                    "AND"
+                        | "OR"
+                        | "NOT"
+                        | "BETWEEN"
+                        | "="
+                        | "<>"
+                        | "<"
+                        | "<="
+                        | ">"
+                        | ">="
+                        | "attribute_not_exists"
+                        | "if_not_exists"
                 )
             })
             .count();
@@ -217,7 +240,9 @@ mod tests {
 
     #[test]
     fn the_largest_bucket_fits_in_one_expression() {
-        let names: Vec<String> = (0..crate::MAX_LIMITS).map(|i| format!("limit-{i}")).collect();
+        let names: Vec<String> = (0..crate::MAX_LIMITS)
+            .map(|i| format!("limit-{i}"))
+            .collect();
         let amounts: Vec<(&str, i128)> = names.iter().map(|n| (n.as_str(), 1000)).collect();
         let p = plan_for(None, &amounts);
         let e = build("ns1", &BucketKey::new("k", "api"), &p, Some("op"));

@@ -35,9 +35,8 @@ use crate::error::{Result, StoreError};
 use crate::namespace::NamespaceInfo;
 use crate::store::{ApplyOutcome, BucketChange, BucketKey, BucketState, Store, WriteOp};
 use counter::CallCounter;
-use keys::ENTITY_SK;
 pub(crate) use errors::sdk_err;
-
+use keys::ENTITY_SK;
 
 /// Where and how to connect.
 #[derive(Debug, Clone)]
@@ -309,7 +308,6 @@ impl DynamoStore {
             .get(&keys::bucket_pk(ns, &key.entity_id, &key.resource))
             .cloned()
     }
-
 }
 
 #[async_trait]

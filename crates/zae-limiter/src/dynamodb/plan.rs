@@ -4,8 +4,8 @@
 
 use crate::bucket::{BucketParams, Case};
 use crate::store::{
-    apply_exact, bucket_time, resolve, BucketChange, BucketState, LimitChange, LimitState,
-    Resolve, TIME_REFRESH_MS,
+    apply_exact, bucket_time, resolve, BucketChange, BucketState, LimitChange, LimitState, Resolve,
+    TIME_REFRESH_MS,
 };
 
 /// A bucket refilled to full is kept this long (ms) before DynamoDB's TTL may delete it.
@@ -142,8 +142,7 @@ fn finish(
     limits: Vec<LimitWrite>,
 ) -> BucketPlan {
     let known_time = state.map_or(0, |s| s.time_ms);
-    let set_time =
-        limits.iter().any(|l| l.form != Form::Add) || t - known_time >= TIME_REFRESH_MS;
+    let set_time = limits.iter().any(|l| l.form != Form::Add) || t - known_time >= TIME_REFRESH_MS;
     let estimate = estimate(state, change, &limits, t);
     let full_at = estimate.full_at_ms().unwrap_or(t).max(t);
     BucketPlan {
@@ -254,7 +253,11 @@ mod tests {
     #[test]
     fn partial_bucket_adds_without_touching_the_time() {
         let s = state(rpm(), 0, rpm().full_level(T0) - 1, T0 - 10);
-        let p = write(plan(&change(rpm(), 0, 1000), &Knowledge::Guess(Some(s)), T0));
+        let p = write(plan(
+            &change(rpm(), 0, 1000),
+            &Knowledge::Guess(Some(s)),
+            T0,
+        ));
         assert_eq!(p.limits[0].form, Form::Add);
         assert!(!p.set_time && !p.may_create);
     }
@@ -262,7 +265,11 @@ mod tests {
     #[test]
     fn a_client_behind_computes_at_the_bucket_time() {
         let s = state(rpm(), 0, rpm().full_level(T0 + 30_000) - 1, T0 + 30_000);
-        let p = write(plan(&change(rpm(), 0, 1000), &Knowledge::Exact(Some(s)), T0));
+        let p = write(plan(
+            &change(rpm(), 0, 1000),
+            &Knowledge::Exact(Some(s)),
+            T0,
+        ));
         assert_eq!(p.t, T0 + 30_000);
     }
 
@@ -290,7 +297,11 @@ mod tests {
     fn stale_client_adopts_the_stored_parameters() {
         let newer = BucketParams::new(500, 500, 60_000);
         let s = state(newer, 7, newer.full_level(T0) - 1, T0);
-        let p = write(plan(&change(rpm(), 6, 1000), &Knowledge::Guess(Some(s)), T0));
+        let p = write(plan(
+            &change(rpm(), 6, 1000),
+            &Knowledge::Guess(Some(s)),
+            T0,
+        ));
         assert_eq!((p.limits[0].params, p.limits[0].version), (newer, 7));
         assert_eq!(p.limits[0].form, Form::Add);
     }

@@ -244,7 +244,8 @@ impl DynamoStore {
                             Some("None") | None => {}
                             Some(code) => match kind(Some(code), None) {
                                 Kind::Contended => {
-                                    conflict = Some(format!("{code}: {}", r.message().unwrap_or("")))
+                                    conflict =
+                                        Some(format!("{code}: {}", r.message().unwrap_or("")))
                                 }
                                 _ => return Err(service_error(Some(code), r.message(), None)),
                             },
@@ -253,12 +254,18 @@ impl DynamoStore {
                     match (failed.is_empty(), conflict) {
                         (false, _) => Ok(Attempt::Failed(failed)),
                         (true, Some(c)) => Ok(Attempt::Conflict(c)),
-                        (true, None) => Err(StoreError::Other(format!("transaction cancelled: {tc}"))),
+                        (true, None) => {
+                            Err(StoreError::Other(format!("transaction cancelled: {tc}")))
+                        }
                     }
                 }
-                other if kind(other.code(), None) == Kind::Contended => Ok(Attempt::Conflict(
-                    format!("{}: {}", other.code().unwrap_or("conflict"), other.message().unwrap_or("")),
-                )),
+                other if kind(other.code(), None) == Kind::Contended => {
+                    Ok(Attempt::Conflict(format!(
+                        "{}: {}",
+                        other.code().unwrap_or("conflict"),
+                        other.message().unwrap_or("")
+                    )))
+                }
                 _ => Err(sdk_err(SdkError::ServiceError(se))),
             },
             Err(e) => Err(sdk_err(e)),
