@@ -107,7 +107,10 @@ pub(crate) fn plan(change: &BucketChange, know: &Knowledge, now: i64) -> Decisio
                 Form::Rebase(s),
             ),
         };
-        if know.is_exact() && lc.checked && !params.allows(level, lc.amount, t) {
+        // a rebase is conditioned on the exact old level, so its check is exact even on a
+        // guess: if the guess was wrong the write fails and comes back with the real item
+        let exact = know.is_exact() || matches!(form, Form::Rebase(_));
+        if exact && lc.checked && !params.allows(level, lc.amount, t) {
             refused = true;
         }
         limits.push(LimitWrite {

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod conformance;
+pub mod hardening;
 pub mod proxy;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -74,20 +75,31 @@ macro_rules! conformance_suite {
             delete_entity_children_and_listings,
             namespaces_isolate_and_have_a_lifecycle,
         );
+        $crate::conformance_tests!($factory; hardening;
+            cascade_with_different_limit_names,
+            parent_limits_come_from_the_parent,
+            clock_skew_neither_locks_out_nor_over_admits,
+            parameter_changes_take_effect_and_never_flip_flop,
+            limit_count_is_bounded_everywhere,
+            flush_waits_for_background_rollbacks,
+        );
     };
 }
 
 /// Helper of [`conformance_suite`].
 #[macro_export]
 macro_rules! conformance_tests {
-    ($factory:path; $($name:ident),* $(,)?) => {
+    ($factory:path; $module:ident; $($name:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $name() {
                 let store = $factory().await;
-                common::conformance::$name(store).await;
+                common::$module::$name(store).await;
             }
         )*
+    };
+    ($factory:path; $($name:ident),* $(,)?) => {
+        $crate::conformance_tests!($factory; conformance; $($name),*);
     };
 }
 
