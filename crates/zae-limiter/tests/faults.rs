@@ -11,7 +11,7 @@ use common::proxy::{Fault, Faults, Proxy};
 use zae_limiter::store::BucketKey;
 use zae_limiter::{
     Clock, DynamoStore, Error, Lease, Limit, ManualClock, NewEntity, OnUnavailable, RateLimiter,
-    Store, StoreConfig, SystemClock,
+    RunError, Store, StoreConfig, SystemClock,
 };
 
 /// The limiter's deadline in the outage tests.
@@ -519,4 +519,53 @@ async fn proxy_does_what_it_is_told() {
     let mut rest = Vec::new();
     let n = timeout(bound, c.read_to_end(&mut rest)).await.unwrap();
     assert_eq!(n.unwrap(), 0);
+}
+
+/// `timeout` bounds the whole acquire, not each call: a cold acquire is two calls (config
+/// resolution, then the write), each slower than half the deadline, so it must give up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_deadline_for_the_whole_acquire() {
+    let b = bed().await;
+    let l = b.limiter(OnUnavailable::Block, TIMEOUT);
+    b.faults.set(Fault::Latency(TIMEOUT * 6 / 10));
+    let started = Instant::now();
+    let r = acquire(&l, "cold", &rpm(10), 1).await;
+    assert!(matches!(r, Err(Error::Unavailable { .. })), "{r:?}");
+    assert!(started.elapsed() < TIMEOUT + SLACK);
+    b.faults.set(Fault::Pass);
+    acquire(&l, "cold", &rpm(10), 1)
+        .await
+        .unwrap()
+        .commit()
+        .await
+        .unwrap();
+}
+
+/// `run` never loses the work's value: when the commit fails, the value comes back with
+/// the commit error; the capacity taken at acquire stays taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_returns_the_value_when_the_commit_fails() {
+    let b = bed().await;
+    let l = b.limiter(OnUnavailable::Block, TIMEOUT);
+    let faults = b.faults.clone();
+    let r = l
+        .acquire("k", RES)
+        .limits(rpm(10))
+        .consume([("rpm", 1)])
+        .run(async |lease| {
+            lease.adjust("rpm", 2)?;
+            // the store goes away while the work runs
+            faults.set(Fault::BlackHole);
+            Ok::<_, Error>("answer")
+        })
+        .await;
+    b.faults.set(Fault::Pass);
+    match r {
+        Err(RunError::Commit { value, error }) => {
+            assert_eq!(value, "answer");
+            assert!(matches!(error, Error::Unavailable { .. }), "{error}");
+        }
+        other => panic!("expected the value with the commit error, got {other:?}"),
+    }
+    assert_eq!(b.consumed("k", "rpm").await, 1_000);
 }
