@@ -90,6 +90,13 @@ impl RateLimiter {
 
     async fn change_config(&self, scope: &ConfigScope, new: Option<StoredConfig>) -> Result<()> {
         let old = self.get_config(scope).await?;
+        // versions strictly increase at a scope, whatever the clocks of the writers
+        let new = new.map(|mut c| {
+            c.version = self
+                .now_ms()
+                .max(old.as_ref().map_or(0, |o| o.version.saturating_add(1)));
+            c
+        });
         let action = if new.is_some() {
             AuditAction::LimitsSet
         } else {

@@ -117,6 +117,10 @@ impl DynamoStore {
         item.extend([
             ("level".to_string(), s(scope.level())),
             ("limits".to_string(), AttributeValue::L(limits)),
+            (
+                "version".to_string(),
+                AttributeValue::N(c.version.to_string()),
+            ),
             ("GSI4PK".to_string(), s(ns)),
             ("GSI4SK".to_string(), s(pk)),
         ]);

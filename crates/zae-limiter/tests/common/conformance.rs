@@ -664,8 +664,8 @@ pub async fn each_config_level_wins_in_turn(store: Arc<dyn Store>) {
         "{e}"
     );
     assert_eq!(
-        l.get_config(&system).await.unwrap(),
-        Some(stored(&[Limit::per_minute("rpm", 10)]))
+        l.get_config(&system).await.unwrap().map(|c| c.limits),
+        Some(stored(&[Limit::per_minute("rpm", 10)]).limits)
     );
     assert_eq!(l.get_config(&resource).await.unwrap(), None);
 }
@@ -681,10 +681,17 @@ pub async fn stored_config_validation_and_policy(store: Arc<dyn Store>) {
     l.set_config(&ConfigScope::System, policy_only.clone())
         .await
         .unwrap();
+    let got = l.get_config(&ConfigScope::System).await.unwrap().unwrap();
     assert_eq!(
-        l.get_config(&ConfigScope::System).await.unwrap(),
-        Some(policy_only.clone())
+        (got.limits, got.on_unavailable),
+        (policy_only.limits.clone(), policy_only.on_unavailable)
     );
+    // every change at a scope gets a strictly larger version, whatever the clock says
+    l.set_config(&ConfigScope::System, policy_only.clone())
+        .await
+        .unwrap();
+    let again = l.get_config(&ConfigScope::System).await.unwrap().unwrap();
+    assert_eq!(again.version, got.version + 1);
     let bad = [
         (
             ConfigScope::Resource {
