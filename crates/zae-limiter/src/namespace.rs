@@ -100,6 +100,44 @@ pub fn new_namespace_id() -> String {
     }
 }
 
+/// Recovery needs a soft-deleted namespace whose name nobody took meanwhile (the domain rule
+/// every store applies).
+pub(crate) fn check_recoverable(
+    info: &NamespaceInfo,
+    active_same_name: Option<&NamespaceInfo>,
+) -> Result<(), crate::error::StoreError> {
+    use crate::error::StoreError;
+    match info.status {
+        NamespaceStatus::Active => Err(StoreError::Conflict(format!(
+            "namespace '{}' ({}) is already active",
+            info.name, info.id
+        ))),
+        NamespaceStatus::Purging => Err(StoreError::Conflict(format!(
+            "namespace '{}' ({}) is being purged; that cannot be undone",
+            info.name, info.id
+        ))),
+        NamespaceStatus::Deleted => match active_same_name {
+            Some(other) => Err(StoreError::Conflict(format!(
+                "the name '{}' was registered again (id {}); delete that one first",
+                info.name, other.id
+            ))),
+            None => Ok(()),
+        },
+    }
+}
+
+/// Purging needs a soft-deleted (or interrupted purging) namespace (the domain rule every
+/// store applies).
+pub(crate) fn check_purgeable(info: &NamespaceInfo) -> Result<(), crate::error::StoreError> {
+    if info.status == NamespaceStatus::Active {
+        return Err(crate::error::StoreError::Conflict(format!(
+            "namespace '{}' ({}) is active: delete it first",
+            info.name, info.id
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,6 +17,9 @@ use crate::namespace::{
     SYSTEM_NAMESPACE,
 };
 
+// Re-exported until src/dynamodb/namespace.rs imports them from `crate::namespace`.
+pub(crate) use crate::namespace::{check_purgeable, check_recoverable};
+
 /// The data of one namespace.
 #[derive(Debug, Default)]
 struct Inner {
@@ -50,41 +53,6 @@ fn audit_space<'a>(ns: &'a str, entity_id: &str) -> &'a str {
     } else {
         ns
     }
-}
-
-/// Recovery needs a soft-deleted namespace whose name nobody took meanwhile.
-pub(crate) fn check_recoverable(
-    info: &NamespaceInfo,
-    active_same_name: Option<&NamespaceInfo>,
-) -> Result<(), StoreError> {
-    match info.status {
-        NamespaceStatus::Active => Err(StoreError::Conflict(format!(
-            "namespace '{}' ({}) is already active",
-            info.name, info.id
-        ))),
-        NamespaceStatus::Purging => Err(StoreError::Conflict(format!(
-            "namespace '{}' ({}) is being purged; that cannot be undone",
-            info.name, info.id
-        ))),
-        NamespaceStatus::Deleted => match active_same_name {
-            Some(other) => Err(StoreError::Conflict(format!(
-                "the name '{}' was registered again (id {}); delete that one first",
-                info.name, other.id
-            ))),
-            None => Ok(()),
-        },
-    }
-}
-
-/// Purging needs a soft-deleted (or interrupted purging) namespace.
-pub(crate) fn check_purgeable(info: &NamespaceInfo) -> Result<(), StoreError> {
-    if info.status == NamespaceStatus::Active {
-        return Err(StoreError::Conflict(format!(
-            "namespace '{}' ({}) is active: delete it first",
-            info.name, info.id
-        )));
-    }
-    Ok(())
 }
 
 impl Shared {
