@@ -9,6 +9,7 @@
 
 mod admin;
 mod counter;
+mod items;
 pub mod keys;
 mod namespace;
 mod table;
