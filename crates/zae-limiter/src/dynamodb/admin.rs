@@ -68,12 +68,14 @@ impl DynamoStore {
         condition: &str,
     ) -> Result<bool, StoreError> {
         let ns = self.ns().await?;
-        let put = Put::builder()
+        let mut put = Put::builder()
             .table_name(&*self.table)
             .set_item(Some(entity_item(&ns, entity)))
-            .condition_expression(condition)
-            .build()
-            .map_err(other)?;
+            .condition_expression(condition);
+        if condition.contains(":created") {
+            put = put.expression_attribute_values(":created", items::n(entity.created_at_ms));
+        }
+        let put = put.build().map_err(other)?;
         let main = TransactWriteItem::builder().put(put).build();
         match self.write_with_audit(&ns, main, audit).await {
             Ok(()) => Ok(true),
@@ -105,13 +107,20 @@ impl DynamoStore {
     }
 
     /// Replace the entity item (the whole item: GSI1 keys go with a removed parent) if it
-    /// exists; `false` if it does not (then nothing is written, not even the audit).
+    /// exists; `false` if it does not (then nothing is written, not even the audit). The
+    /// creation time must match too, so an update read before a delete and re-create does
+    /// not overwrite the new entity.
     pub(super) async fn update_entity_item(
         &self,
         entity: &Entity,
         audit: &AuditEvent,
     ) -> Result<bool, StoreError> {
-        self.put_entity(entity, audit, "attribute_exists(PK)").await
+        self.put_entity(
+            entity,
+            audit,
+            "attribute_exists(PK) AND created_at_ms = :created",
+        )
+        .await
     }
 
     pub(super) async fn put_config_item(
