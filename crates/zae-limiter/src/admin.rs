@@ -3,11 +3,10 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::config::{AuditAction, AuditEvent, AuditPage, ConfigScope, IdPage, StoredConfig};
-use crate::error::{Error, Result};
-use crate::limit::validate_entity_id;
-use crate::namespace::{
-    validate_namespace_name, NamespaceInfo, NamespaceStatus, NAMESPACE_AUDIT_ENTITY,
-};
+use crate::entity::{Entity, EntityPatch, UpdateEntity};
+use crate::error::{Error, Result, StoreError};
+use crate::limit::{validate_entity_id, validate_resource};
+use crate::namespace::NAMESPACE_AUDIT_ENTITY;
 use crate::RateLimiter;
 
 /// Largest page (audit events, entity ids) one call returns.
@@ -25,6 +24,52 @@ fn event_id(now_ms: i64) -> String {
         h.finish() as u32
     };
     format!("{now_ms:013}-{seq:06}-{random:08x}")
+}
+
+/// Event ids as [`event_id`] makes them: 1 to 64 letters, digits and `-`.
+pub(crate) fn validate_event_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if !ok {
+        let shown: String = id.chars().take(64).collect();
+        return Err(Error::invalid(
+            "event_id",
+            format!(
+                "'{}' is not an event id (1 to 64 letters, digits, '-')",
+                shown.escape_debug()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// What audit events are filed under: an entity id, `$SYSTEM`, `$NAMESPACE` or
+/// `$RESOURCE:{resource}`.
+pub(crate) fn validate_audit_entity(id: &str) -> Result<()> {
+    if id == "$SYSTEM" || id == NAMESPACE_AUDIT_ENTITY {
+        return Ok(());
+    }
+    match id.strip_prefix("$RESOURCE:") {
+        Some(r) => validate_resource(r),
+        None => validate_entity_id(id),
+    }
+}
+
+/// The version of a config replacing `old`: the time, but always above the old version
+/// (clocks move backwards, and two changes can fall in one millisecond).
+fn next_version(now_ms: i64, old: Option<&StoredConfig>) -> i64 {
+    now_ms.max(old.map_or(0, |o| o.version).saturating_add(1))
+}
+
+/// `2 children (key-a, key-b)`, naming at most five.
+fn children_text(kids: &[Entity]) -> String {
+    let mut ids: Vec<&str> = kids.iter().take(5).map(|k| k.id.as_str()).collect();
+    if kids.len() > 5 {
+        ids.push("...");
+    }
+    let noun = if kids.len() == 1 { "child" } else { "children" };
+    format!("{} {noun} ({})", kids.len(), ids.join(", "))
 }
 
 fn check_page(limit: usize) -> Result<()> {
@@ -61,6 +106,10 @@ impl RateLimiter {
     /// Store limits (and, at the system level, the `on_unavailable` policy) at `scope`,
     /// replacing what was there. Recorded in the audit log with the old and new values.
     ///
+    /// The stored config gets a new [`version`](StoredConfig::version) (whatever `config`
+    /// carries): the current time in ms, but always above the version it replaces, so
+    /// versions at one scope strictly increase.
+    ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> zae_limiter::Result<()> {
     /// use zae_limiter::{ConfigScope, Limit, MemoryStore, RateLimiter, StoredConfig};
@@ -72,31 +121,29 @@ impl RateLimiter {
     /// lease.commit().await?;
     /// # Ok(()) }
     /// ```
-    pub async fn set_config(&self, scope: &ConfigScope, config: StoredConfig) -> Result<()> {
+    pub async fn set_config(&self, scope: &ConfigScope, mut config: StoredConfig) -> Result<()> {
         scope.validate()?;
         config.validate(scope)?;
-        self.change_config(scope, Some(config)).await
+        let old = self.get_config(scope).await?;
+        config.version = next_version(self.now_ms(), old.as_ref());
+        self.change_config(scope, old, Some(config)).await
     }
 
     /// Delete what is stored at `scope`. Returns false when nothing was stored.
     pub async fn delete_config(&self, scope: &ConfigScope) -> Result<bool> {
-        scope.validate()?;
-        if self.get_config(scope).await?.is_none() {
+        let Some(old) = self.get_config(scope).await? else {
             return Ok(false);
-        }
-        self.change_config(scope, None).await?;
+        };
+        self.change_config(scope, Some(old), None).await?;
         Ok(true)
     }
 
-    async fn change_config(&self, scope: &ConfigScope, new: Option<StoredConfig>) -> Result<()> {
-        let old = self.get_config(scope).await?;
-        // versions strictly increase at a scope, whatever the clocks of the writers
-        let new = new.map(|mut c| {
-            c.version = self
-                .now_ms()
-                .max(old.as_ref().map_or(0, |o| o.version.saturating_add(1)));
-            c
-        });
+    async fn change_config(
+        &self,
+        scope: &ConfigScope,
+        old: Option<StoredConfig>,
+        new: Option<StoredConfig>,
+    ) -> Result<()> {
         let action = if new.is_some() {
             AuditAction::LimitsSet
         } else {
@@ -116,19 +163,155 @@ impl RateLimiter {
         Ok(())
     }
 
+    /// Change an entity: `.await` the returned `UpdateEntity` after setting what changes
+    /// (display name, metadata, parent, cascade); everything else is kept. Validated like
+    /// [`create_entity`](Self::create_entity): a new parent must exist and be top-level, an
+    /// entity with children cannot become a child, no self-parenting, cascade needs a
+    /// parent. Audited (`entity_updated`, old and new values) unless nothing changed.
+    /// [`Error::EntityNotFound`] if the entity does not exist.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> zae_limiter::Result<()> {
+    /// use zae_limiter::{MemoryStore, NewEntity, RateLimiter};
+    /// let limiter = RateLimiter::builder(MemoryStore::new()).build();
+    /// limiter.create_entity(NewEntity::new("proj")).await?;
+    /// limiter.create_entity(NewEntity::new("key-1")).await?;
+    /// let key = limiter.update_entity("key-1").parent("proj").cascade(true)
+    ///     .name("Web key").metadata("tier", "gold").await?;
+    /// assert_eq!(key.parent_id.as_deref(), Some("proj"));
+    /// let key = limiter.update_entity("key-1").clear_parent().await?;
+    /// assert!(key.parent_id.is_none() && !key.cascade);
+    /// # Ok(()) }
+    /// ```
+    pub fn update_entity(&self, entity_id: impl Into<String>) -> UpdateEntity {
+        UpdateEntity {
+            limiter: self.clone(),
+            id: entity_id.into(),
+            patch: EntityPatch::default(),
+        }
+    }
+
+    pub(crate) async fn apply_entity_update(
+        &self,
+        id: &str,
+        patch: &EntityPatch,
+    ) -> Result<Entity> {
+        validate_entity_id(id)?;
+        let Some(old) = self.get_entity(id).await? else {
+            return Err(Error::EntityNotFound(id.to_string()));
+        };
+        let new = patch.apply(&old);
+        new.validate()?;
+        if new == old {
+            return Ok(old);
+        }
+        if let Some(p) = new.parent_id.as_deref() {
+            if old.parent_id.as_deref() != Some(p) {
+                match self.get_entity(p).await? {
+                    None => return Err(Error::EntityNotFound(p.to_string())),
+                    Some(parent) if parent.parent_id.is_some() => {
+                        return Err(Error::invalid(
+                            "parent_id",
+                            format!("'{p}' is itself a child; the hierarchy has two levels"),
+                        ))
+                    }
+                    Some(_) => {}
+                }
+                let kids = self.current_children(id).await?;
+                if !kids.is_empty() {
+                    return Err(Error::Conflict(format!(
+                        "entity '{id}' has {}; a parent cannot become a child",
+                        children_text(&kids)
+                    )));
+                }
+            }
+        }
+        let audit = self
+            .audit_event(
+                AuditAction::EntityUpdated,
+                id.to_string(),
+                None,
+                serde_json::json!({ "old": old, "new": new }),
+            )
+            .await;
+        if !self.call(self.store().update_entity(&new, &audit)).await? {
+            return Err(Error::EntityNotFound(id.to_string()));
+        }
+        self.forget_config(&ConfigScope::EntityDefault {
+            entity_id: id.to_string(),
+        });
+        Ok(new)
+    }
+
+    /// Children whose stored item still names `id` as parent (the children index may lag).
+    async fn current_children(&self, id: &str) -> Result<Vec<Entity>> {
+        let mut kids = self.children(id).await?;
+        kids.retain(|k| k.parent_id.as_deref() == Some(id));
+        Ok(kids)
+    }
+
     /// Delete an entity with its stored limits and buckets (audited). `false` if it did not
-    /// exist. Its children keep their `parent_id`.
+    /// exist. An entity that has children is not deleted: [`Error::Conflict`] naming how
+    /// many; delete or detach them first, or use
+    /// [`delete_entity_forced`](Self::delete_entity_forced).
+    ///
+    /// Children are found through an index that DynamoDB updates asynchronously, so a child
+    /// created a moment before may be missed.
     pub async fn delete_entity(&self, entity_id: &str) -> Result<bool> {
+        self.delete_entity_with(entity_id, false).await
+    }
+
+    /// [`delete_entity`](Self::delete_entity), detaching the children first: each becomes
+    /// top-level with cascade off (an audited update), so none keeps cascading into a parent
+    /// bucket that no longer exists. Their own limits and buckets are kept.
+    pub async fn delete_entity_forced(&self, entity_id: &str) -> Result<bool> {
+        self.delete_entity_with(entity_id, true).await
+    }
+
+    async fn delete_entity_with(&self, entity_id: &str, force: bool) -> Result<bool> {
         validate_entity_id(entity_id)?;
         let Some(old) = self.get_entity(entity_id).await? else {
             return Ok(false);
         };
+        let mut kids = self.current_children(entity_id).await?;
+        if !kids.is_empty() && !force {
+            return Err(Error::Conflict(format!(
+                "entity '{entity_id}' has {}: delete or detach them first, or force the deletion",
+                children_text(&kids)
+            )));
+        }
+        let mut detached = Vec::new();
+        for _ in 0..3 {
+            if kids.is_empty() {
+                break;
+            }
+            for k in &kids {
+                match self
+                    .apply_entity_update(&k.id, &EntityPatch::detach())
+                    .await
+                {
+                    Ok(_) | Err(Error::EntityNotFound(_)) => detached.push(k.id.clone()),
+                    Err(e) => return Err(e),
+                }
+            }
+            // children created meanwhile
+            kids = self.current_children(entity_id).await?;
+        }
+        if !kids.is_empty() {
+            return Err(Error::Conflict(format!(
+                "children of '{entity_id}' keep appearing while it is deleted; try again"
+            )));
+        }
+        let mut details = serde_json::json!({ "old": old });
+        if !detached.is_empty() {
+            details["detached_children"] = detached.into();
+        }
         let audit = self
             .audit_event(
                 AuditAction::EntityDeleted,
                 entity_id.to_string(),
                 None,
-                serde_json::json!({ "old": old }),
+                details,
             )
             .await;
         let deleted = self
@@ -166,112 +349,6 @@ impl RateLimiter {
             .await?)
     }
 
-    /// A limiter working in namespace `name`: same settings, own caches, keys under the
-    /// namespace's id. `default` is registered on first use; any other name must be
-    /// registered ([`register_namespace`](Self::register_namespace)).
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> zae_limiter::Result<()> {
-    /// use zae_limiter::{Limit, MemoryStore, RateLimiter};
-    /// let limiter = RateLimiter::builder(MemoryStore::new()).build();
-    /// limiter.register_namespace("tenant-a").await?;
-    /// let tenant = limiter.namespace("tenant-a").await?;
-    /// tenant.acquire("key-1", "gpt-4").limits([Limit::per_minute("rpm", 1)])
-    ///     .consume([("rpm", 1)]).await?.commit().await?;
-    /// // the same entity id in the default namespace is untouched
-    /// assert_eq!(limiter.available("key-1", "gpt-4", &[Limit::per_minute("rpm", 1)]).await?["rpm"], 1);
-    /// # Ok(()) }
-    /// ```
-    pub async fn namespace(&self, name: &str) -> Result<RateLimiter> {
-        validate_namespace_name(name)?;
-        match self.call(self.store().scoped(name)).await? {
-            Some(store) => Ok(self.with_store(store)),
-            None => Err(Error::NamespaceNotFound(name.to_string())),
-        }
-    }
-
-    async fn audit_namespace(&self, action: AuditAction, info: &NamespaceInfo) -> Result<()> {
-        let event = self
-            .audit_event(
-                action,
-                NAMESPACE_AUDIT_ENTITY.to_string(),
-                None,
-                serde_json::json!({ "namespace": info }),
-            )
-            .await;
-        Ok(self.call(self.store().record_audit(&event)).await?)
-    }
-
-    /// Register a namespace (idempotent: an active one of that name is returned as is).
-    pub async fn register_namespace(&self, name: &str) -> Result<NamespaceInfo> {
-        validate_namespace_name(name)?;
-        let before = self.get_namespace(name).await?;
-        let info = self
-            .call(self.store().register_namespace(name, self.now_ms()))
-            .await?;
-        if before.is_none() {
-            self.audit_namespace(AuditAction::NamespaceRegistered, &info)
-                .await?;
-        }
-        Ok(info)
-    }
-
-    /// Every namespace record (active, deleted, purging), sorted by name.
-    pub async fn namespaces(&self) -> Result<Vec<NamespaceInfo>> {
-        Ok(self.call(self.store().namespaces()).await?)
-    }
-
-    /// The active namespace called `name`.
-    pub async fn get_namespace(&self, name: &str) -> Result<Option<NamespaceInfo>> {
-        validate_namespace_name(name)?;
-        Ok(self
-            .namespaces()
-            .await?
-            .into_iter()
-            .find(|n| n.name == name && n.status == NamespaceStatus::Active))
-    }
-
-    /// Soft-delete: the name is freed and the data kept (recoverable by id). `false` if no
-    /// active namespace has that name.
-    pub async fn delete_namespace(&self, name: &str) -> Result<bool> {
-        let Some(info) = self.get_namespace(name).await? else {
-            return Ok(false);
-        };
-        let deleted = self
-            .call(self.store().delete_namespace(name, self.now_ms()))
-            .await?;
-        if deleted {
-            self.audit_namespace(AuditAction::NamespaceDeleted, &info)
-                .await?;
-        }
-        Ok(deleted)
-    }
-
-    /// Bring back a soft-deleted namespace by id, under its old name.
-    pub async fn recover_namespace(&self, id: &str) -> Result<NamespaceInfo> {
-        let info = self.call(self.store().recover_namespace(id)).await?;
-        self.audit_namespace(AuditAction::NamespaceRecovered, &info)
-            .await?;
-        Ok(info)
-    }
-
-    /// Delete every item of a soft-deleted namespace (batches of 25) and then its record.
-    /// `progress` is called with the running count. Final: it cannot be recovered after.
-    pub async fn purge_namespace(
-        &self,
-        id: &str,
-        progress: impl Fn(usize) + Send + Sync,
-    ) -> Result<usize> {
-        let Some(info) = self.namespaces().await?.into_iter().find(|n| n.id == id) else {
-            return Err(Error::NamespaceNotFound(id.to_string()));
-        };
-        // no timeout here: a purge takes as long as the namespace is large
-        let n = self.store().purge_namespace(id, &progress).await?;
-        self.audit_namespace(AuditAction::NamespacePurged, &info)
-            .await?;
-        Ok(n)
-    }
-
     /// What is stored at `scope` (always read from the store).
     pub async fn get_config(&self, scope: &ConfigScope) -> Result<Option<StoredConfig>> {
         scope.validate()?;
@@ -280,27 +357,64 @@ impl RateLimiter {
 
     /// Audit events of an entity (or `$SYSTEM`, `$RESOURCE:{resource}`), newest first.
     /// Pass the returned [`AuditPage::next`] as `before` for the next page.
+    ///
+    /// `$NAMESPACE` (namespace changes) is table-level: only a limiter on the `default`
+    /// namespace reads it; a tenant's limiter gets a validation error.
     pub async fn audit_events(
         &self,
         entity_id: &str,
         limit: usize,
         before: Option<&str>,
     ) -> Result<AuditPage> {
-        let reserved = entity_id == "$SYSTEM"
-            || entity_id == NAMESPACE_AUDIT_ENTITY
-            || entity_id.starts_with("$RESOURCE:");
-        if !reserved {
-            validate_entity_id(entity_id)?;
-        }
+        validate_audit_entity(entity_id)?;
         check_page(limit)?;
-        Ok(self
+        if let Some(b) = before {
+            validate_event_id(b)?;
+        }
+        match self
             .call(self.store().list_audit(entity_id, limit, before))
-            .await?)
+            .await
+        {
+            Err(StoreError::Refused(m)) => Err(Error::invalid("entity_id", m)),
+            other => Ok(other?),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn versions_strictly_increase() {
+        use crate::StoredConfig;
+        let at = |v| StoredConfig {
+            version: v,
+            ..Default::default()
+        };
+        assert_eq!(super::next_version(1_000, None), 1_000);
+        assert_eq!(super::next_version(0, None), 1);
+        assert_eq!(super::next_version(1_000, Some(&at(1_000))), 1_001);
+        assert_eq!(
+            super::next_version(1_000, Some(&at(5_000))),
+            5_001,
+            "clock behind"
+        );
+        assert_eq!(super::next_version(9_000, Some(&at(5_000))), 9_000);
+        assert_eq!(super::next_version(0, Some(&at(i64::MAX))), i64::MAX);
+    }
+
+    #[test]
+    fn audit_ids() {
+        use super::{validate_audit_entity as ent, validate_event_id as ev};
+        assert!(ev(&super::event_id(1_000)).is_ok());
+        assert!(ev("").is_err() && ev("a#b").is_err() && ev(&"1".repeat(65)).is_err());
+        for ok in ["$SYSTEM", "$NAMESPACE", "$RESOURCE:gpt-4", "key-1"] {
+            assert!(ent(ok).is_ok(), "{ok}");
+        }
+        for bad in ["$RESOURCE:", "$RESOURCE:9x", "$OTHER", "a#b", ""] {
+            assert!(ent(bad).is_err(), "{bad}");
+        }
+    }
+
     #[test]
     fn event_ids_sort_by_time_and_are_unique() {
         let a = super::event_id(1_000);

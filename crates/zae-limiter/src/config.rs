@@ -217,6 +217,8 @@ pub enum AuditAction {
     EntityCreated,
     /// An entity and its data were deleted.
     EntityDeleted,
+    /// An entity's name, metadata, parent or cascade flag changed.
+    EntityUpdated,
     /// Limits were stored (any level).
     LimitsSet,
     /// Stored limits were deleted (any level).
@@ -237,6 +239,7 @@ impl AuditAction {
         match self {
             AuditAction::EntityCreated => "entity_created",
             AuditAction::EntityDeleted => "entity_deleted",
+            AuditAction::EntityUpdated => "entity_updated",
             AuditAction::LimitsSet => "limits_set",
             AuditAction::LimitsDeleted => "limits_deleted",
             AuditAction::NamespaceRegistered => "namespace_registered",
@@ -250,6 +253,7 @@ impl AuditAction {
         [
             AuditAction::EntityCreated,
             AuditAction::EntityDeleted,
+            AuditAction::EntityUpdated,
             AuditAction::LimitsSet,
             AuditAction::LimitsDeleted,
             AuditAction::NamespaceRegistered,

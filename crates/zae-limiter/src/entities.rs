@@ -42,6 +42,8 @@ impl RateLimiter {
             metadata: spec.metadata,
             created_at_ms: self.now_ms(),
         };
+        // what the store would refuse to read back is refused here
+        entity.validate()?;
         let audit = self
             .audit_event(
                 AuditAction::EntityCreated,

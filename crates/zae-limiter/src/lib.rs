@@ -54,7 +54,10 @@ pub use config::{
     AuditAction, AuditEvent, AuditPage, ConfigScope, IdPage, OnUnavailable, StoredConfig,
 };
 pub use dynamodb::{ConsumedCapacity, DynamoStore, StoreConfig};
-pub use entity::{Entity, NewEntity};
+pub use entity::{
+    validate_entity_name, validate_metadata, Entity, NewEntity, UpdateEntity, MAX_ENTITY_NAME,
+    MAX_METADATA_ENTRIES, MAX_METADATA_KEY, MAX_METADATA_VALUE,
+};
 pub use error::{Error, Result, StoreError};
 pub use exceeded::{LimitStatus, RateLimitExceeded};
 pub use lease::Lease;

@@ -4,7 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::AuditAction;
 use crate::error::{Error, Result};
+use crate::RateLimiter;
 
 /// The namespace used when none is named.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -82,9 +84,42 @@ pub fn validate_namespace_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// The characters of namespace ids (URL-safe base64).
+const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+/// Longest namespace id accepted ([`new_namespace_id`] makes 11 characters).
+pub const MAX_NAMESPACE_ID: usize = 64;
+
+/// Namespace ids, as [`new_namespace_id`] makes them: URL-safe characters
+/// (`[A-Za-z0-9_-]`), not starting with `-`, 1 to [`MAX_NAMESPACE_ID`] long, and never the
+/// reserved `_` of the table's own records. An id never contains `/`, so `{id}/` is always
+/// exactly one namespace's key prefix.
+pub fn validate_namespace_id(id: &str) -> Result<()> {
+    if id == SYSTEM_NAMESPACE {
+        return Err(Error::invalid(
+            "namespace_id",
+            "'_' is reserved for the table's own records",
+        ));
+    }
+    let ok = !id.is_empty()
+        && id.len() <= MAX_NAMESPACE_ID
+        && !id.starts_with('-')
+        && id.bytes().all(|b| ALPHABET.contains(&b));
+    if !ok {
+        let shown: String = id.chars().take(MAX_NAMESPACE_ID).collect();
+        return Err(Error::invalid(
+            "namespace_id",
+            format!(
+                "'{}' is not allowed: 1 to {MAX_NAMESPACE_ID} of letters, digits, '-', '_', \
+                 not starting with '-'",
+                shown.escape_debug()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// A fresh opaque id: 11 URL-safe characters (64 random bits), never starting with `-`.
 pub fn new_namespace_id() -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     loop {
         let mut bits: u64 = rand::random();
         let id: String = (0..11)
@@ -138,6 +173,117 @@ pub(crate) fn check_purgeable(info: &NamespaceInfo) -> Result<(), crate::error::
     Ok(())
 }
 
+/// Namespace management on the limiter (the registry is table-level: any handle sees it).
+impl RateLimiter {
+    /// A limiter working in namespace `name`: same settings, own caches, keys under the
+    /// namespace's id. `default` is registered on first use; any other name must be
+    /// registered ([`register_namespace`](Self::register_namespace)).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> zae_limiter::Result<()> {
+    /// use zae_limiter::{Limit, MemoryStore, RateLimiter};
+    /// let limiter = RateLimiter::builder(MemoryStore::new()).build();
+    /// limiter.register_namespace("tenant-a").await?;
+    /// let tenant = limiter.namespace("tenant-a").await?;
+    /// tenant.acquire("key-1", "gpt-4").limits([Limit::per_minute("rpm", 1)])
+    ///     .consume([("rpm", 1)]).await?.commit().await?;
+    /// // the same entity id in the default namespace is untouched
+    /// assert_eq!(limiter.available("key-1", "gpt-4", &[Limit::per_minute("rpm", 1)]).await?["rpm"], 1);
+    /// # Ok(()) }
+    /// ```
+    pub async fn namespace(&self, name: &str) -> Result<RateLimiter> {
+        validate_namespace_name(name)?;
+        match self.call(self.store().scoped(name)).await? {
+            Some(store) => Ok(self.with_store(store)),
+            None => Err(Error::NamespaceNotFound(name.to_string())),
+        }
+    }
+
+    async fn audit_namespace(&self, action: AuditAction, info: &NamespaceInfo) -> Result<()> {
+        let event = self
+            .audit_event(
+                action,
+                NAMESPACE_AUDIT_ENTITY.to_string(),
+                None,
+                serde_json::json!({ "namespace": info }),
+            )
+            .await;
+        Ok(self.call(self.store().record_audit(&event)).await?)
+    }
+
+    /// Register a namespace (idempotent: an active one of that name is returned as is).
+    pub async fn register_namespace(&self, name: &str) -> Result<NamespaceInfo> {
+        validate_namespace_name(name)?;
+        let before = self.get_namespace(name).await?;
+        let info = self
+            .call(self.store().register_namespace(name, self.now_ms()))
+            .await?;
+        if before.is_none() {
+            self.audit_namespace(AuditAction::NamespaceRegistered, &info)
+                .await?;
+        }
+        Ok(info)
+    }
+
+    /// Every namespace record (active, deleted, purging), sorted by name.
+    pub async fn namespaces(&self) -> Result<Vec<NamespaceInfo>> {
+        Ok(self.call(self.store().namespaces()).await?)
+    }
+
+    /// The active namespace called `name`.
+    pub async fn get_namespace(&self, name: &str) -> Result<Option<NamespaceInfo>> {
+        validate_namespace_name(name)?;
+        Ok(self
+            .namespaces()
+            .await?
+            .into_iter()
+            .find(|n| n.name == name && n.status == NamespaceStatus::Active))
+    }
+
+    /// Soft-delete: the name is freed and the data kept (recoverable by id). `false` if no
+    /// active namespace has that name.
+    pub async fn delete_namespace(&self, name: &str) -> Result<bool> {
+        let Some(info) = self.get_namespace(name).await? else {
+            return Ok(false);
+        };
+        let deleted = self
+            .call(self.store().delete_namespace(name, self.now_ms()))
+            .await?;
+        if deleted {
+            self.audit_namespace(AuditAction::NamespaceDeleted, &info)
+                .await?;
+        }
+        Ok(deleted)
+    }
+
+    /// Bring back a soft-deleted namespace by id, under its old name.
+    pub async fn recover_namespace(&self, id: &str) -> Result<NamespaceInfo> {
+        validate_namespace_id(id)?;
+        let info = self.call(self.store().recover_namespace(id)).await?;
+        self.audit_namespace(AuditAction::NamespaceRecovered, &info)
+            .await?;
+        Ok(info)
+    }
+
+    /// Delete every item of a soft-deleted namespace (batches of 25) and then its record.
+    /// `progress` is called with the running count. Final: it cannot be recovered after.
+    pub async fn purge_namespace(
+        &self,
+        id: &str,
+        progress: impl Fn(usize) + Send + Sync,
+    ) -> Result<usize> {
+        validate_namespace_id(id)?;
+        let Some(info) = self.namespaces().await?.into_iter().find(|n| n.id == id) else {
+            return Err(Error::NamespaceNotFound(id.to_string()));
+        };
+        // no timeout here: a purge takes as long as the namespace is large
+        let n = self.store().purge_namespace(id, &progress).await?;
+        self.audit_namespace(AuditAction::NamespacePurged, &info)
+            .await?;
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,5 +298,31 @@ mod tests {
         assert!(validate_namespace_name("_").is_err());
         assert!(validate_namespace_name("a/b").is_err());
         assert!(validate_namespace_name("").is_err());
+    }
+
+    #[test]
+    fn namespace_ids() {
+        for _ in 0..200 {
+            let id = new_namespace_id();
+            assert!(validate_namespace_id(&id).is_ok(), "{id}");
+        }
+        for ok in ["a", "AbC-_09xyzQ", "_x", &"a".repeat(64)] {
+            assert!(validate_namespace_id(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "_",
+            "a/b",
+            "/",
+            "-abc",
+            "a b",
+            "a#b",
+            "ä",
+            "a*",
+            &"a".repeat(65),
+        ] {
+            let e = validate_namespace_id(bad).unwrap_err().to_string();
+            assert!(e.starts_with("invalid namespace_id"), "{bad}: {e}");
+        }
     }
 }

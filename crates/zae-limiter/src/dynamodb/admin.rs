@@ -5,153 +5,24 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, Delete, KeysAndAttributes, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{Delete, KeysAndAttributes, Put, TransactWriteItem};
 
-use super::keys::{self, ENTITY_SK};
-use super::{n_attr, parse_entity, sdk_err, DynamoStore, Io};
-use crate::config::OnUnavailable;
-use crate::config::{
-    AuditAction, AuditEvent, AuditPage, ConfigScope, IdPage, ResolutionData, StoredConfig,
+use super::items::{
+    self, audit_item, config_item, entity_item, key, parse_audit, parse_config, parse_namespace,
+    registry_pk, reverse_sk, s, Item,
 };
+use super::keys::{self, ENTITY_SK};
+use super::{sdk_err, DynamoStore, Io};
+use crate::config::{AuditEvent, AuditPage, ConfigScope, IdPage, ResolutionData, StoredConfig};
 use crate::entity::Entity;
 use crate::error::StoreError;
-use crate::limit::Limit;
-use crate::namespace::{NAMESPACE_AUDIT_ENTITY, SYSTEM_NAMESPACE};
-
-type Item = HashMap<String, AttributeValue>;
-
-fn s(v: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(v.into())
-}
-
-fn n(v: impl ToString) -> AttributeValue {
-    AttributeValue::N(v.to_string())
-}
-
-fn key(pk: String, sk: String) -> Item {
-    HashMap::from([("PK".to_string(), s(pk)), ("SK".to_string(), s(sk))])
-}
+use crate::namespace::{NamespaceStatus, DEFAULT_NAMESPACE, NAMESPACE_AUDIT_ENTITY};
 
 fn other(e: impl std::fmt::Display) -> StoreError {
     StoreError::Other(e.to_string())
 }
 
 impl DynamoStore {
-    fn entity_item(&self, ns: &str, entity: &Entity) -> Item {
-        let pk = keys::entity_pk(ns, &entity.id);
-        let mut item = key(pk.clone(), ENTITY_SK.to_string());
-        item.extend([
-            ("entity_id".to_string(), s(&entity.id)),
-            ("cascade".to_string(), AttributeValue::Bool(entity.cascade)),
-            ("created_at_ms".to_string(), n(entity.created_at_ms)),
-            (
-                "metadata".to_string(),
-                AttributeValue::M(
-                    entity
-                        .metadata
-                        .iter()
-                        .map(|(k, v)| (k.clone(), s(v)))
-                        .collect(),
-                ),
-            ),
-            ("GSI4PK".to_string(), s(ns)),
-            ("GSI4SK".to_string(), s(pk)),
-        ]);
-        if let Some(name) = &entity.name {
-            item.insert("name".to_string(), s(name));
-        }
-        if let Some(p) = &entity.parent_id {
-            item.insert("parent_id".to_string(), s(p));
-            let (g1pk, g1sk) = keys::parent_gsi(ns, p, &entity.id);
-            item.insert("GSI1PK".to_string(), s(g1pk));
-            item.insert("GSI1SK".to_string(), s(g1sk));
-        }
-        item
-    }
-
-    pub(super) fn audit_item(&self, ns: &str, e: &AuditEvent) -> Item {
-        // namespace changes are filed in the table-level namespace
-        let ns = if e.entity_id == NAMESPACE_AUDIT_ENTITY {
-            SYSTEM_NAMESPACE
-        } else {
-            ns
-        };
-        let (pk, sk) = keys::audit_key(ns, &e.entity_id, &e.event_id);
-        let mut item = key(pk.clone(), sk);
-        item.extend([
-            ("event_id".to_string(), s(&e.event_id)),
-            ("timestamp_ms".to_string(), n(e.timestamp_ms)),
-            ("action".to_string(), s(e.action.as_str())),
-            ("entity_id".to_string(), s(&e.entity_id)),
-            ("details".to_string(), s(e.details.to_string())),
-            ("GSI4PK".to_string(), s(ns)),
-            ("GSI4SK".to_string(), s(pk)),
-        ]);
-        if let Some(r) = &e.resource {
-            item.insert("resource".to_string(), s(r));
-        }
-        if let Some(p) = &e.principal {
-            item.insert("principal".to_string(), s(p));
-        }
-        if let Some(x) = e.expires_at_ms {
-            item.insert("ttl".to_string(), n(x / 1000));
-        }
-        item
-    }
-
-    fn config_item(&self, ns: &str, scope: &ConfigScope, c: &StoredConfig) -> Item {
-        let (pk, sk) = keys::config_key(ns, scope);
-        let mut item = key(pk.clone(), sk);
-        let limits = c
-            .limits
-            .iter()
-            .map(|l| {
-                AttributeValue::M(HashMap::from([
-                    ("name".to_string(), s(l.name())),
-                    ("capacity".to_string(), n(l.capacity())),
-                    ("refill_amount".to_string(), n(l.refill_amount())),
-                    ("refill_period_ms".to_string(), n(l.refill_period_ms())),
-                ]))
-            })
-            .collect();
-        item.extend([
-            ("level".to_string(), s(scope.level())),
-            ("limits".to_string(), AttributeValue::L(limits)),
-            (
-                "version".to_string(),
-                AttributeValue::N(c.version.to_string()),
-            ),
-            ("GSI4PK".to_string(), s(ns)),
-            ("GSI4SK".to_string(), s(pk)),
-        ]);
-        if let Some(p) = c.on_unavailable {
-            let v = match p {
-                OnUnavailable::Block => "block",
-                OnUnavailable::Allow => "allow",
-            };
-            item.insert("on_unavailable".to_string(), s(v));
-        }
-        if let Some(r) = scope.resource() {
-            item.insert("resource".to_string(), s(r));
-        }
-        if let ConfigScope::Entity {
-            entity_id,
-            resource,
-        } = scope
-        {
-            item.insert("entity_id".to_string(), s(entity_id));
-            item.insert(
-                "GSI3PK".to_string(),
-                s(format!("{}/ENTITY_CONFIG#{resource}", ns)),
-            );
-            item.insert("GSI3SK".to_string(), s(entity_id));
-        }
-        if let ConfigScope::EntityDefault { entity_id } = scope {
-            item.insert("entity_id".to_string(), s(entity_id));
-        }
-        item
-    }
-
     /// One transaction: the main write plus the audit record.
     async fn write_with_audit(
         &self,
@@ -161,7 +32,7 @@ impl DynamoStore {
     ) -> Result<(), SdkError<TransactWriteItemsError, aws_smithy_runtime_api::http::Response>> {
         let audit_put = Put::builder()
             .table_name(&*self.table)
-            .set_item(Some(self.audit_item(ns, audit)))
+            .set_item(Some(audit_item(ns, audit)))
             .build()
             .expect("table and item are set");
         let out = self
@@ -181,61 +52,32 @@ impl DynamoStore {
         self.client
             .put_item()
             .table_name(&*self.table)
-            .set_item(Some(self.audit_item(&ns, audit)))
+            .set_item(Some(audit_item(&ns, audit)))
             .send()
             .await
             .map_err(sdk_err)?;
         Ok(())
     }
 
-    pub(super) async fn create_entity_item(
+    /// Put the entity item under `condition`, with the audit record, in one transaction;
+    /// `false` when the condition failed (nothing written).
+    async fn put_entity(
         &self,
         entity: &Entity,
         audit: &AuditEvent,
-    ) -> Result<(), StoreError> {
-        let ns = self.ns().await?;
-        let ns = &*ns;
-        let put = Put::builder()
-            .table_name(&*self.table)
-            .set_item(Some(self.entity_item(ns, entity)))
-            .condition_expression("attribute_not_exists(PK)")
-            .build()
-            .map_err(other)?;
-        match self
-            .write_with_audit(ns, TransactWriteItem::builder().put(put).build(), audit)
-            .await
-        {
-            Ok(()) => Ok(()),
-            Err(SdkError::ServiceError(se)) => match se.err() {
-                TransactWriteItemsError::TransactionCanceledException(tc)
-                    if tc.cancellation_reasons().first().and_then(|r| r.code())
-                        == Some("ConditionalCheckFailed") =>
-                {
-                    Err(StoreError::EntityExists(entity.id.clone()))
-                }
-                _ => Err(sdk_err(SdkError::ServiceError(se))),
-            },
-            Err(e) => Err(sdk_err(e)),
-        }
-    }
-
-    pub(super) async fn update_entity_item(
-        &self,
-        entity: &Entity,
-        audit: &AuditEvent,
+        condition: &str,
     ) -> Result<bool, StoreError> {
         let ns = self.ns().await?;
-        let ns = &*ns;
-        let put = Put::builder()
+        let mut put = Put::builder()
             .table_name(&*self.table)
-            .set_item(Some(self.entity_item(ns, entity)))
-            .condition_expression("attribute_exists(PK)")
-            .build()
-            .map_err(other)?;
-        match self
-            .write_with_audit(ns, TransactWriteItem::builder().put(put).build(), audit)
-            .await
-        {
+            .set_item(Some(entity_item(&ns, entity)))
+            .condition_expression(condition);
+        if condition.contains(":created") {
+            put = put.expression_attribute_values(":created", items::n(entity.created_at_ms));
+        }
+        let put = put.build().map_err(other)?;
+        let main = TransactWriteItem::builder().put(put).build();
+        match self.write_with_audit(&ns, main, audit).await {
             Ok(()) => Ok(true),
             Err(SdkError::ServiceError(se)) => match se.err() {
                 TransactWriteItemsError::TransactionCanceledException(tc)
@@ -248,6 +90,37 @@ impl DynamoStore {
             },
             Err(e) => Err(sdk_err(e)),
         }
+    }
+
+    pub(super) async fn create_entity_item(
+        &self,
+        entity: &Entity,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        match self
+            .put_entity(entity, audit, "attribute_not_exists(PK)")
+            .await?
+        {
+            true => Ok(()),
+            false => Err(StoreError::EntityExists(entity.id.clone())),
+        }
+    }
+
+    /// Replace the entity item (the whole item: GSI1 keys go with a removed parent) if it
+    /// exists; `false` if it does not (then nothing is written, not even the audit). The
+    /// creation time must match too, so an update read before a delete and re-create does
+    /// not overwrite the new entity.
+    pub(super) async fn update_entity_item(
+        &self,
+        entity: &Entity,
+        audit: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        self.put_entity(
+            entity,
+            audit,
+            "attribute_exists(PK) AND created_at_ms = :created",
+        )
+        .await
     }
 
     pub(super) async fn put_config_item(
@@ -263,7 +136,7 @@ impl DynamoStore {
                 .put(
                     Put::builder()
                         .table_name(&*self.table)
-                        .set_item(Some(self.config_item(ns, scope, c)))
+                        .set_item(Some(config_item(ns, scope, c)))
                         .build()
                         .map_err(other)?,
                 )
@@ -304,7 +177,7 @@ impl DynamoStore {
             .await
             .map_err(sdk_err)?;
         self.track(Io::Read, out.consumed_capacity());
-        out.item().map(parse_config).transpose()
+        out.item().map(|i| parse_config(i, scope)).transpose()
     }
 
     pub(super) async fn load_resolution_items(
@@ -318,55 +191,34 @@ impl DynamoStore {
         let entity_key = (keys::entity_pk(ns, entity_id), ENTITY_SK.to_string());
         let config_keys: Vec<(String, String)> =
             chain.iter().map(|c| keys::config_key(ns, c)).collect();
-        let mut wanted = KeysAndAttributes::builder().consistent_read(true);
-        for (pk, sk) in std::iter::once(&entity_key).chain(&config_keys) {
-            wanted = wanted.keys(key(pk.clone(), sk.clone()));
-        }
-        let mut pending = Some(wanted.build().map_err(other)?);
+        // the namespace's registry record: a deleted or purged namespace stops writing
+        let registry_key = (registry_pk(), reverse_sk(ns));
+        let wanted = [&entity_key, &registry_key]
+            .into_iter()
+            .chain(&config_keys)
+            .map(|(pk, sk)| key(pk.clone(), sk.clone()))
+            .collect();
         let mut found: HashMap<(String, String), Item> = HashMap::new();
-        let mut rounds = 0;
-        while let Some(req) = pending.take() {
-            rounds += 1;
-            if rounds > 10 {
-                return Err(StoreError::Unavailable(
-                    "BatchGetItem kept returning unprocessed keys".into(),
-                ));
+        for item in self.batch_get(wanted).await? {
+            let get = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+            if let (Some(pk), Some(sk)) = (get("PK"), get("SK")) {
+                found.insert((pk, sk), item);
             }
-            let out = self
-                .client
-                .batch_get_item()
-                .request_items(&*self.table, req)
-                .set_return_consumed_capacity(self.rcc())
-                .send()
-                .await
-                .map_err(sdk_err)?;
-            self.track(Io::Read, out.consumed_capacity());
-            for item in out
-                .responses()
-                .and_then(|r| r.get(&*self.table))
-                .into_iter()
-                .flatten()
-            {
-                let get = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
-                if let (Some(pk), Some(sk)) = (get("PK"), get("SK")) {
-                    found.insert((pk, sk), item.clone());
-                }
-            }
-            pending = out
-                .unprocessed_keys()
-                .and_then(|u| u.get(&*self.table))
-                .filter(|k| !k.keys().is_empty())
-                .cloned();
         }
-        let entity = found.get(&entity_key).map(parse_entity).transpose()?;
+        let entity = found
+            .get(&entity_key)
+            .map(items::parse_entity)
+            .transpose()?;
         let mut levels: [Option<StoredConfig>; 4] = Default::default();
-        for (slot, k) in levels.iter_mut().zip(&config_keys) {
-            *slot = found.get(k).map(parse_config).transpose()?;
+        for ((slot, k), scope) in levels.iter_mut().zip(&config_keys).zip(&chain) {
+            *slot = found.get(k).map(|i| parse_config(i, scope)).transpose()?;
         }
+        // (the parser checks that the record's id is the one in its key)
+        let registered = found.get(&registry_key).map(parse_namespace).transpose()?;
         Ok(ResolutionData {
             entity,
             levels,
-            namespace_gone: false,
+            namespace_gone: registered.is_none_or(|r| r.status != NamespaceStatus::Active),
         })
     }
 
@@ -377,17 +229,29 @@ impl DynamoStore {
         before: Option<&str>,
     ) -> Result<AuditPage, StoreError> {
         let ns = self.ns().await?;
-        let ns = &*ns;
-        let ns = if entity_id == NAMESPACE_AUDIT_ENTITY {
-            SYSTEM_NAMESPACE
-        } else {
-            ns
-        };
+        if entity_id == NAMESPACE_AUDIT_ENTITY {
+            // table-level: only a handle on `default` reads it (by name and by id: a handle
+            // given a tenant's id directly keeps the default name)
+            let default_id = match &*self.ns_name {
+                DEFAULT_NAMESPACE => self.forward(DEFAULT_NAMESPACE).await?.map(|n| n.id),
+                _ => None,
+            };
+            if default_id.as_deref() != Some(&*ns) {
+                return Err(StoreError::Refused(format!(
+                    "the namespace audit ({NAMESPACE_AUDIT_ENTITY}) is table-level: only a \
+                     handle on the '{DEFAULT_NAMESPACE}' namespace reads it (this one works in \
+                     '{}', id {ns})",
+                    self.ns_name
+                )));
+            }
+        }
+        let ns = items::audit_ns(&ns, entity_id);
         let (pk, _) = keys::audit_key(ns, entity_id, "");
         let mut q = self
             .client
             .query()
             .table_name(&*self.table)
+            .consistent_read(true)
             .key_condition_expression("PK = :pk AND begins_with(SK, :prefix)")
             .expression_attribute_values(":pk", s(&pk))
             .expression_attribute_values(":prefix", s("#AUDIT#"))
@@ -446,6 +310,50 @@ impl DynamoStore {
                 _ => return Ok(out),
             }
         }
+    }
+
+    /// Read items by key (strongly consistent), 100 per `BatchGetItem`, retrying what
+    /// DynamoDB leaves unprocessed. Absent items are simply not returned.
+    async fn batch_get(&self, wanted: Vec<Item>) -> Result<Vec<Item>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in wanted.chunks(100) {
+            let req = KeysAndAttributes::builder()
+                .set_keys(Some(chunk.to_vec()))
+                .consistent_read(true)
+                .build()
+                .map_err(other)?;
+            let mut pending = Some(req);
+            for attempt in 0.. {
+                let Some(req) = pending.take() else { break };
+                if attempt >= 10 {
+                    return Err(StoreError::Unavailable(
+                        "BatchGetItem kept returning unprocessed keys".into(),
+                    ));
+                }
+                if attempt > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(10 << attempt.min(5)))
+                        .await;
+                }
+                let got = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&*self.table, req)
+                    .set_return_consumed_capacity(self.rcc())
+                    .send()
+                    .await
+                    .map_err(sdk_err)?;
+                self.track(Io::Read, got.consumed_capacity());
+                if let Some(items) = got.responses().and_then(|r| r.get(&*self.table)) {
+                    out.extend(items.iter().cloned());
+                }
+                pending = got
+                    .unprocessed_keys()
+                    .and_then(|u| u.get(&*self.table))
+                    .filter(|k| !k.keys().is_empty())
+                    .cloned();
+            }
+        }
+        Ok(out)
     }
 
     /// Delete (and put) items in batches of 25, retrying what DynamoDB leaves unprocessed.
@@ -517,13 +425,13 @@ impl DynamoStore {
         let mut requests = vec![WriteRequest::builder()
             .put_request(
                 PutRequest::builder()
-                    .set_item(Some(self.audit_item(ns, audit)))
+                    .set_item(Some(audit_item(ns, audit)))
                     .build()
                     .map_err(other)?,
             )
             .build()];
         for item in &items {
-            requests.push(delete_request(item)?);
+            requests.push(items::delete_request(item)?);
         }
         self.batch_write(requests).await?;
         Ok(true)
@@ -536,36 +444,13 @@ impl DynamoStore {
         let keys_found = self
             .query_all(Some("GSI1"), "GSI1PK = :p", &[(":p", g1pk)])
             .await?;
-        let mut out = Vec::new();
-        for chunk in keys_found.chunks(100) {
-            let mut wanted = KeysAndAttributes::builder().consistent_read(true);
-            for i in chunk {
-                wanted = wanted.keys(key_of(i));
-            }
-            let mut pending = Some(wanted.build().map_err(other)?);
-            while let Some(req) = pending.take() {
-                let got = self
-                    .client
-                    .batch_get_item()
-                    .request_items(&*self.table, req)
-                    .send()
-                    .await
-                    .map_err(sdk_err)?;
-                for item in got
-                    .responses()
-                    .and_then(|r| r.get(&*self.table))
-                    .into_iter()
-                    .flatten()
-                {
-                    out.push(parse_entity(item)?);
-                }
-                pending = got
-                    .unprocessed_keys()
-                    .and_then(|u| u.get(&*self.table))
-                    .filter(|k| !k.keys().is_empty())
-                    .cloned();
-            }
-        }
+        let wanted = keys_found.iter().map(items::key_of).collect();
+        let mut out = self
+            .batch_get(wanted)
+            .await?
+            .iter()
+            .map(items::parse_entity)
+            .collect::<Result<Vec<_>, _>>()?;
         out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
     }
@@ -623,81 +508,4 @@ impl DynamoStore {
             .collect();
         Ok(IdPage::from_sorted(ids, limit))
     }
-}
-
-/// The table key (PK, SK) of an item, e.g. one returned by a KEYS_ONLY index.
-fn key_of(item: &Item) -> Item {
-    ["PK", "SK"]
-        .iter()
-        .filter_map(|a| item.get(*a).map(|v| (a.to_string(), v.clone())))
-        .collect()
-}
-
-/// A batch request deleting `item` (by its table key).
-pub(super) fn delete_request(
-    item: &Item,
-) -> Result<aws_sdk_dynamodb::types::WriteRequest, StoreError> {
-    use aws_sdk_dynamodb::types::{DeleteRequest, WriteRequest};
-    Ok(WriteRequest::builder()
-        .delete_request(
-            DeleteRequest::builder()
-                .set_key(Some(key_of(item)))
-                .build()
-                .map_err(other)?,
-        )
-        .build())
-}
-
-fn parse_config(item: &Item) -> Result<StoredConfig, StoreError> {
-    let mut limits = Vec::new();
-    if let Some(AttributeValue::L(list)) = item.get("limits") {
-        for v in list {
-            let m = v.as_m().map_err(|_| other("config limit is not a map"))?;
-            let name = m
-                .get("name")
-                .and_then(|v| v.as_s().ok())
-                .ok_or_else(|| other("config limit lacks a name"))?;
-            let num = |k: &str| -> Result<u64, StoreError> {
-                n_attr(m, k)?
-                    .and_then(|v| u64::try_from(v).ok())
-                    .ok_or_else(|| other(format!("config limit '{name}' lacks {k}")))
-            };
-            limits.push(Limit::custom(
-                name.clone(),
-                num("capacity")?,
-                num("refill_amount")?,
-                std::time::Duration::from_millis(num("refill_period_ms")?),
-            ));
-        }
-    }
-    let on_unavailable = match item.get("on_unavailable").and_then(|v| v.as_s().ok()) {
-        None => None,
-        Some(v) => Some(
-            v.parse()
-                .map_err(|_| other(format!("bad on_unavailable '{v}'")))?,
-        ),
-    };
-    Ok(StoredConfig {
-        limits,
-        on_unavailable,
-        version: n_attr(item, "version")?.unwrap_or(0) as i64,
-    })
-}
-
-fn parse_audit(item: &Item) -> Result<AuditEvent, StoreError> {
-    let get = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
-    let action = get("action").unwrap_or_default();
-    Ok(AuditEvent {
-        event_id: get("event_id").ok_or_else(|| other("audit item lacks event_id"))?,
-        timestamp_ms: n_attr(item, "timestamp_ms")?.unwrap_or(0) as i64,
-        action: AuditAction::parse(&action)
-            .ok_or_else(|| other(format!("unknown audit action '{action}'")))?,
-        entity_id: get("entity_id").unwrap_or_default(),
-        resource: get("resource"),
-        principal: get("principal"),
-        details: get("details")
-            .map(|d| serde_json::from_str(&d).unwrap_or(serde_json::Value::String(d)))
-            .unwrap_or(serde_json::Value::Null),
-        expires_at_ms: n_attr(item, "ttl")?.map(|t| t as i64 * 1000),
-    })
 }

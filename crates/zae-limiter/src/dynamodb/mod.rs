@@ -12,13 +12,14 @@ mod bucket_item;
 mod counter;
 mod errors;
 mod expr;
+mod items;
 pub mod keys;
 mod namespace;
 mod plan;
 mod table;
 mod write;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -169,6 +170,10 @@ enum Io {
 impl DynamoStore {
     /// Build the client from `config` (no call is made).
     pub async fn connect(config: StoreConfig) -> Result<Self> {
+        crate::namespace::validate_namespace_name(&config.namespace)?;
+        if let Some(id) = &config.namespace_id {
+            crate::namespace::validate_namespace_id(id)?;
+        }
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
         if let Some(r) = &config.region {
             loader = loader.region(aws_config::Region::new(r.clone()));
@@ -349,7 +354,7 @@ impl Store for DynamoStore {
             .await
             .map_err(sdk_err)?;
         self.track(Io::Read, out.consumed_capacity());
-        out.item().map(parse_entity).transpose()
+        out.item().map(items::parse_entity).transpose()
     }
 
     async fn delete_entity(&self, entity_id: &str, audit: &AuditEvent) -> Result<bool, StoreError> {
@@ -450,39 +455,4 @@ impl Store for DynamoStore {
     ) -> Result<AuditPage, StoreError> {
         self.list_audit_items(entity_id, limit, before).await
     }
-}
-
-fn n_attr(item: &HashMap<String, AttributeValue>, name: &str) -> Result<Option<i128>, StoreError> {
-    match item.get(name) {
-        None => Ok(None),
-        Some(AttributeValue::N(n)) => n
-            .parse::<i128>()
-            .map(Some)
-            .map_err(|_| StoreError::Other(format!("attribute {name} is not an integer: {n}"))),
-        Some(other) => Err(StoreError::Other(format!(
-            "attribute {name} has the wrong type: {other:?}"
-        ))),
-    }
-}
-
-fn parse_entity(item: &HashMap<String, AttributeValue>) -> Result<Entity, StoreError> {
-    let s = |k: &str| match item.get(k) {
-        Some(AttributeValue::S(v)) => Some(v.clone()),
-        _ => None,
-    };
-    Ok(Entity {
-        id: s("entity_id")
-            .ok_or_else(|| StoreError::Other("entity item lacks entity_id".into()))?,
-        name: s("name"),
-        parent_id: s("parent_id"),
-        cascade: matches!(item.get("cascade"), Some(AttributeValue::Bool(true))),
-        metadata: match item.get("metadata") {
-            Some(AttributeValue::M(m)) => m
-                .iter()
-                .filter_map(|(k, v)| v.as_s().ok().map(|v| (k.clone(), v.clone())))
-                .collect(),
-            _ => BTreeMap::new(),
-        },
-        created_at_ms: n_attr(item, "created_at_ms")?.unwrap_or(0) as i64,
-    })
 }

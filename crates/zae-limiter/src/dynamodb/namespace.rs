@@ -2,83 +2,28 @@
 //! (`#NAMESPACE#{name}`, active namespaces only) and reverse by id (`#NSID#{id}`, every
 //! state). Registration writes both in one transaction guarded by `attribute_not_exists`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 
-use super::admin::delete_request;
-use super::{n_attr, sdk_err, DynamoStore};
-use crate::error::StoreError;
-use crate::namespace::{
-    new_namespace_id, NamespaceInfo, NamespaceStatus, DEFAULT_NAMESPACE, SYSTEM_NAMESPACE,
+use super::items::{
+    delete_request, forward_sk, key as table_key, namespace_item, parse_namespace, registry_pk,
+    reverse_sk, s, Item,
 };
+use super::{sdk_err, DynamoStore};
+use crate::error::StoreError;
+use crate::namespace::{new_namespace_id, NamespaceInfo, NamespaceStatus, DEFAULT_NAMESPACE};
 use crate::store::memory::{check_purgeable, check_recoverable};
 use crate::store::Store;
 
-type Item = HashMap<String, AttributeValue>;
-
-fn registry_pk() -> String {
-    format!("{SYSTEM_NAMESPACE}/SYSTEM#")
-}
-
-fn forward_sk(name: &str) -> String {
-    format!("#NAMESPACE#{name}")
-}
-
-fn reverse_sk(id: &str) -> String {
-    format!("#NSID#{id}")
-}
-
-fn s(v: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(v.into())
-}
-
+/// The key of a registry record.
 fn key(sk: String) -> Item {
-    HashMap::from([
-        ("PK".to_string(), s(registry_pk())),
-        ("SK".to_string(), s(sk)),
-    ])
+    table_key(registry_pk(), sk)
 }
 
 fn other(e: impl std::fmt::Display) -> StoreError {
     StoreError::Other(e.to_string())
-}
-
-fn record(sk: String, n: &NamespaceInfo) -> Item {
-    let mut item = key(sk);
-    item.extend([
-        ("namespace_id".to_string(), s(&n.id)),
-        ("namespace_name".to_string(), s(&n.name)),
-        ("status".to_string(), s(n.status.as_str())),
-        (
-            "created_at_ms".to_string(),
-            AttributeValue::N(n.created_at_ms.to_string()),
-        ),
-        ("GSI4PK".to_string(), s(SYSTEM_NAMESPACE)),
-        ("GSI4SK".to_string(), s(registry_pk())),
-    ]);
-    if let Some(d) = n.deleted_at_ms {
-        item.insert(
-            "deleted_at_ms".to_string(),
-            AttributeValue::N(d.to_string()),
-        );
-    }
-    item
-}
-
-fn parse(item: &Item) -> Result<NamespaceInfo, StoreError> {
-    let get = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
-    let status = get("status").unwrap_or_default();
-    Ok(NamespaceInfo {
-        name: get("namespace_name").ok_or_else(|| other("namespace record lacks its name"))?,
-        id: get("namespace_id").ok_or_else(|| other("namespace record lacks its id"))?,
-        status: NamespaceStatus::parse(&status)
-            .ok_or_else(|| other(format!("unknown namespace status '{status}'")))?,
-        created_at_ms: n_attr(item, "created_at_ms")?.unwrap_or(0) as i64,
-        deleted_at_ms: n_attr(item, "deleted_at_ms")?.map(|v| v as i64),
-    })
 }
 
 impl DynamoStore {
@@ -109,10 +54,10 @@ impl DynamoStore {
             .send()
             .await
             .map_err(sdk_err)?;
-        out.item().map(parse).transpose()
+        out.item().map(parse_namespace).transpose()
     }
 
-    async fn forward(&self, name: &str) -> Result<Option<NamespaceInfo>, StoreError> {
+    pub(super) async fn forward(&self, name: &str) -> Result<Option<NamespaceInfo>, StoreError> {
         self.get_record(forward_sk(name)).await
     }
 
@@ -132,7 +77,7 @@ impl DynamoStore {
                 .put(
                     Put::builder()
                         .table_name(&*self.table)
-                        .set_item(Some(record(sk, &info)))
+                        .set_item(Some(namespace_item(sk, &info)))
                         .condition_expression("attribute_not_exists(PK)")
                         .build()
                         .map_err(other)?,
@@ -192,7 +137,10 @@ impl DynamoStore {
                 &[(":pk", registry_pk()), (":p", "#NSID#".to_string())],
             )
             .await?;
-        let mut out = items.iter().map(parse).collect::<Result<Vec<_>, _>>()?;
+        let mut out = items
+            .iter()
+            .map(parse_namespace)
+            .collect::<Result<Vec<_>, _>>()?;
         out.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
         Ok(out)
     }
@@ -258,7 +206,7 @@ impl DynamoStore {
             .client
             .put_item()
             .table_name(&*self.table)
-            .set_item(Some(record(forward_sk(&info.name), &back)))
+            .set_item(Some(namespace_item(forward_sk(&info.name), &back)))
             .condition_expression("attribute_not_exists(PK)")
             .send()
             .await;
