@@ -221,17 +221,19 @@ impl RateLimiter {
     pub(crate) async fn acquire_spec(&self, req: AcquireSpec) -> Result<Lease> {
         req.validate()?;
         // one deadline for the whole operation: resolution, cascade and write
-        let outcome = match tokio::time::timeout(self.timeout(), self.acquire_inner(&req)).await {
-            Ok(r) => r,
-            Err(_) => Err(StoreFailure(
-                StoreError::Unavailable(format!(
-                    "no answer from the store within {:?}",
-                    self.timeout()
+        let deadline = self.deadline();
+        let outcome =
+            match tokio::time::timeout_at(deadline, self.acquire_inner(&req, deadline)).await {
+                Ok(r) => r,
+                Err(_) => Err(StoreFailure(
+                    StoreError::Unavailable(format!(
+                        "no answer from the store within {:?}",
+                        self.timeout()
+                    )),
+                    None,
+                    false,
                 )),
-                None,
-                false,
-            )),
-        };
+            };
         let (e, stored_policy, resolved) = match outcome {
             Ok(r) => return r,
             Err(StoreFailure(e, p, resolved)) => (e, p, resolved),
@@ -258,7 +260,11 @@ impl RateLimiter {
     }
 
     /// Outer `Err` = the store failed; inner = the decision.
-    async fn acquire_inner(&self, req: &AcquireSpec) -> Result<Result<Lease>, StoreFailure> {
+    async fn acquire_inner(
+        &self,
+        req: &AcquireSpec,
+        deadline: tokio::time::Instant,
+    ) -> Result<Result<Lease>, StoreFailure> {
         let data = self
             .resolution(&req.entity_id, &req.resource)
             .await
@@ -324,7 +330,7 @@ impl RateLimiter {
             .apply(
                 &changes,
                 now,
-                &crate::lease::op(&lease_id, "acquire", false),
+                &crate::lease::op(&lease_id, "acquire", false, deadline),
             )
             .await
             .map_err(fail)?;

@@ -20,8 +20,13 @@ pub(crate) fn new_lease_id() -> String {
 }
 
 /// The write `kind` of lease `id`.
-pub(crate) fn op(id: &str, kind: &str, exactly_once: bool) -> WriteOp {
-    WriteOp::new(format!("{id}:{kind}"), exactly_once)
+pub(crate) fn op(
+    id: &str,
+    kind: &str,
+    exactly_once: bool,
+    deadline: tokio::time::Instant,
+) -> WriteOp {
+    WriteOp::new(format!("{id}:{kind}"), exactly_once).with_deadline(deadline)
 }
 
 /// What a lease holds for one bucket (the entity's own, or its parent's when cascading).
@@ -211,7 +216,7 @@ impl Lease {
         }
         let lim = &self.limiter;
         let now = lim.now_ms();
-        let op = op(&self.id, &format!("consume{n}"), false);
+        let op = op(&self.id, &format!("consume{n}"), false, lim.deadline());
         match lim.call(lim.store().apply(&changes, now, &op)).await? {
             ApplyOutcome::Applied(states) => {
                 lim.observe(&states);
@@ -275,7 +280,7 @@ impl Lease {
 
     async fn write(&self, changes: Vec<BucketChange>, kind: &str) -> Result<()> {
         let lim = &self.limiter;
-        let op = op(&self.id, kind, true);
+        let op = op(&self.id, kind, true, lim.deadline());
         match lim
             .call(lim.store().apply(&changes, lim.now_ms(), &op))
             .await?
@@ -320,7 +325,7 @@ impl Drop for Lease {
         match &self.runtime {
             Some(rt) => {
                 let limiter = self.limiter.clone();
-                let op = op(&self.id, "rollback", true);
+                let op = op(&self.id, "rollback", true, limiter.deadline());
                 let guard = limiter.pending_rollback();
                 rt.spawn(async move {
                     let r = limiter

@@ -268,6 +268,11 @@ impl RateLimiter {
         self.inner.timeout
     }
 
+    /// When an operation starting now must be done.
+    pub(crate) fn deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + self.inner.timeout
+    }
+
     /// The policy given to the builder.
     pub(crate) fn default_policy(&self) -> OnUnavailable {
         self.inner.on_unavailable

@@ -569,3 +569,47 @@ async fn run_returns_the_value_when_the_commit_fails() {
     }
     assert_eq!(b.consumed("k", "rpm").await, 1_000);
 }
+
+/// What `Allow` does with each kind of failure of the write: a real outage (throttling after
+/// the SDK's retries) admits; contention, a validation error and an access error never do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_fails_open_only_for_real_outages() {
+    let b = bed().await;
+    let l = b.limiter(OnUnavailable::Allow, TIMEOUT);
+    // warm the config cache so only the write meets the fault
+    acquire(&l, "k", &rpm(10), 1)
+        .await
+        .unwrap()
+        .commit()
+        .await
+        .unwrap();
+    let cases: [(&str, fn(&Result<Lease, Error>) -> bool); 4] = [
+        ("ThrottlingException", |r| matches!(r, Ok(l) if l.is_noop())),
+        ("TransactionConflictException", |r| {
+            matches!(r, Err(Error::Contended { .. }))
+        }),
+        ("ValidationException", |r| matches!(r, Err(Error::Store(_)))),
+        ("AccessDeniedException", |r| {
+            matches!(r, Err(Error::Store(_)))
+        }),
+    ];
+    for (kind, expected) in cases {
+        b.faults
+            .set_for("UpdateItem", Fault::Error { status: 400, kind });
+        let started = Instant::now();
+        let r = acquire(&l, "k", &rpm(10), 1).await;
+        assert!(expected(&r), "{kind}: {r:?}");
+        assert!(
+            started.elapsed() < TIMEOUT + SLACK,
+            "{kind}: {:?}",
+            started.elapsed()
+        );
+        if let Ok(lease) = r {
+            lease.commit().await.unwrap();
+        }
+    }
+    b.faults.set(Fault::Pass);
+    // only the first acquire took a token: nothing was admitted blind but the throttled one
+    // (a no-op lease), and nothing was written twice
+    assert_eq!(b.consumed("k", "rpm").await, 1_000);
+}

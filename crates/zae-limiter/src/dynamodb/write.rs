@@ -141,8 +141,17 @@ impl DynamoStore {
                             "{why} (after {MAX_CONFLICTS} retries)"
                         )));
                     }
-                    let pause = backoff_ms(conflicts, rand::random::<f64>());
-                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                    let pause = Duration::from_millis(backoff_ms(conflicts, rand::random::<f64>()));
+                    // stop while the caller still listens: contention is not an outage
+                    if op
+                        .deadline
+                        .is_some_and(|d| tokio::time::Instant::now() + pause * 2 >= d)
+                    {
+                        return Err(StoreError::Contended(format!(
+                            "{why} (still conflicting at the deadline)"
+                        )));
+                    }
+                    tokio::time::sleep(pause).await;
                 }
             }
             n += 1;

@@ -146,6 +146,9 @@ pub struct WriteOp {
     /// client writes the same bucket meanwhile (refunds, adjustments). The DynamoDB store
     /// then uses an idempotent transaction; other writes use a cheaper last-writer guard.
     pub exactly_once: bool,
+    /// When the caller gives up. A store retrying under contention stops before it and
+    /// reports [`StoreError::Contended`], so contention is never mistaken for an outage.
+    pub deadline: Option<tokio::time::Instant>,
 }
 
 impl WriteOp {
@@ -154,7 +157,14 @@ impl WriteOp {
         WriteOp {
             id: id.into(),
             exactly_once,
+            deadline: None,
         }
+    }
+
+    /// The same write, to be given up at `deadline`.
+    pub fn with_deadline(mut self, deadline: tokio::time::Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
     }
 
     /// A fresh random id with `kind` as a readable suffix.

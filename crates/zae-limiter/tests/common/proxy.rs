@@ -44,6 +44,15 @@ pub enum Fault {
     /// Answer with this HTTP status and a DynamoDB-style JSON error, without forwarding
     /// (503 → `ServiceUnavailable`, anything else → `InternalServerError`).
     Status(u16),
+    /// Answer with this HTTP status and DynamoDB error type (e.g. 400
+    /// `TransactionConflictException`, `ThrottlingException`, `ValidationException`), without
+    /// forwarding.
+    Error {
+        /// HTTP status.
+        status: u16,
+        /// The `__type` suffix DynamoDB would send.
+        kind: &'static str,
+    },
     /// Forward the next `count` requests, read DynamoDB's full answer, then close the client
     /// connection without sending it: the write landed, the client never hears. After
     /// `count` such requests the proxy passes again.
@@ -306,12 +315,14 @@ async fn forward(upstream: SocketAddr, m: &Message) -> io::Result<Message> {
 }
 
 /// A DynamoDB-style error answer.
-fn error_response(status: u16, request_id: u64) -> Vec<u8> {
-    let (reason, kind) = match status {
+fn error_response(status: u16, request_id: u64, kind: Option<&str>) -> Vec<u8> {
+    let (reason, default_kind) = match status {
         503 => ("Service Unavailable", "ServiceUnavailable"),
         500 => ("Internal Server Error", "InternalServerError"),
+        400 => ("Bad Request", "ValidationException"),
         _ => ("Error", "InternalServerError"),
     };
+    let kind = kind.unwrap_or(default_kind);
     let body =
         format!(r#"{{"__type":"com.amazonaws.dynamodb.v20120810#{kind}","message":"injected"}}"#);
     format!(
@@ -352,11 +363,16 @@ async fn serve(client: TcpStream, shared: &Shared) -> io::Result<()> {
                 client.get_ref().set_zero_linger()?;
                 return Ok(()); // dropping the socket now sends RST
             }
-            Fault::Status(code) => {
+            fault @ (Fault::Status(_) | Fault::Error { .. }) => {
+                let (code, kind) = match fault {
+                    Fault::Error { status, kind } => (status, Some(kind)),
+                    Fault::Status(code) => (code, None),
+                    _ => unreachable!("matched above"),
+                };
                 let id = shared
                     .request_ids
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let answer = error_response(code, id);
+                let answer = error_response(code, id, kind);
                 client.get_mut().write_all(&answer).await?;
                 client.get_mut().flush().await?;
                 continue;
