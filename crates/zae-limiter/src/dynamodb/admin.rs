@@ -8,15 +8,14 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{Delete, KeysAndAttributes, Put, TransactWriteItem};
 
 use super::items::{
-    self, audit_item, config_item, entity_item, key, parse_audit, parse_config, parse_namespace,
-    registry_pk, reverse_sk, s, Item,
+    self, audit_item, config_item, entity_item, key, parse_audit, parse_config, s, Item,
 };
 use super::keys::{self, ENTITY_SK};
 use super::{sdk_err, DynamoStore, Io};
 use crate::config::{AuditEvent, AuditPage, ConfigScope, IdPage, ResolutionData, StoredConfig};
 use crate::entity::Entity;
 use crate::error::StoreError;
-use crate::namespace::{NamespaceStatus, DEFAULT_NAMESPACE, NAMESPACE_AUDIT_ENTITY};
+use crate::namespace::{DEFAULT_NAMESPACE, NAMESPACE_AUDIT_ENTITY};
 
 fn other(e: impl std::fmt::Display) -> StoreError {
     StoreError::Other(e.to_string())
@@ -191,8 +190,8 @@ impl DynamoStore {
         let entity_key = (keys::entity_pk(ns, entity_id), ENTITY_SK.to_string());
         let config_keys: Vec<(String, String)> =
             chain.iter().map(|c| keys::config_key(ns, c)).collect();
-        // the namespace's registry record: a deleted or purged namespace stops writing
-        let registry_key = (registry_pk(), reverse_sk(ns));
+        // the namespace's status marker: a deleted or purged namespace stops writing
+        let registry_key = items::status_key(ns);
         let wanted = [&entity_key, &registry_key]
             .into_iter()
             .chain(&config_keys)
@@ -213,12 +212,14 @@ impl DynamoStore {
         for ((slot, k), scope) in levels.iter_mut().zip(&config_keys).zip(&chain) {
             *slot = found.get(k).map(|i| parse_config(i, scope)).transpose()?;
         }
-        // (the parser checks that the record's id is the one in its key)
-        let registered = found.get(&registry_key).map(parse_namespace).transpose()?;
+        let active = found
+            .get(&registry_key)
+            .map(items::marker_active)
+            .transpose()?;
         Ok(ResolutionData {
             entity,
             levels,
-            namespace_gone: registered.is_none_or(|r| r.status != NamespaceStatus::Active),
+            namespace_gone: active != Some(true),
         })
     }
 

@@ -53,6 +53,37 @@ pub(super) fn reverse_sk(id: &str) -> String {
     format!("#NSID#{id}")
 }
 
+/// The namespace's own copy of its status, inside its key space (`{ns}/SYSTEM#` /
+/// `#STATUS`): a tenant whose IAM policy reaches only `{ns}/*` can still see that its
+/// namespace was deleted, without reading the table-level registry of every tenant. Purge
+/// deletes it with everything else (it carries the GSI4 keys).
+pub(super) fn status_key(ns: &str) -> (String, String) {
+    (format!("{ns}/SYSTEM#"), "#STATUS".to_string())
+}
+
+/// The status marker item of namespace `ns`.
+pub(super) fn status_item(ns: &str, status: crate::namespace::NamespaceStatus) -> Item {
+    let (pk, sk) = status_key(ns);
+    let mut item = key(pk.clone(), sk);
+    item.extend([
+        ("status".to_string(), s(status.as_str())),
+        ("GSI4PK".to_string(), s(ns)),
+        ("GSI4SK".to_string(), s(pk)),
+    ]);
+    item
+}
+
+/// Whether a status marker says the namespace is active (a corrupt marker is an error).
+pub(super) fn marker_active(item: &Item) -> Result<bool, StoreError> {
+    let status = item.get("status").and_then(|v| v.as_s().ok());
+    match status.and_then(|v| crate::namespace::NamespaceStatus::parse(v)) {
+        Some(st) => Ok(st == crate::namespace::NamespaceStatus::Active),
+        None => Err(StoreError::Other(format!(
+            "corrupt namespace status item: status is {status:?}"
+        ))),
+    }
+}
+
 pub(super) fn entity_item(ns: &str, e: &Entity) -> Item {
     let pk = keys::entity_pk(ns, &e.id);
     let mut item = key(pk.clone(), ENTITY_SK.to_string());

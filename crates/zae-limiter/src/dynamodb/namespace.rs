@@ -9,12 +9,12 @@ use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 
 use super::items::{
     delete_request, forward_sk, key as table_key, namespace_item, parse_namespace, registry_pk,
-    reverse_sk, s, Item,
+    reverse_sk, s, status_item, Item,
 };
 use super::{sdk_err, DynamoStore};
 use crate::error::StoreError;
+use crate::namespace::{check_purgeable, check_recoverable};
 use crate::namespace::{new_namespace_id, NamespaceInfo, NamespaceStatus, DEFAULT_NAMESPACE};
-use crate::store::memory::{check_purgeable, check_recoverable};
 use crate::store::Store;
 
 /// The key of a registry record.
@@ -84,11 +84,21 @@ impl DynamoStore {
                 )
                 .build())
         };
+        let marker = TransactWriteItem::builder()
+            .put(
+                Put::builder()
+                    .table_name(&*self.table)
+                    .set_item(Some(status_item(&info.id, NamespaceStatus::Active)))
+                    .build()
+                    .map_err(other)?,
+            )
+            .build();
         let res = self
             .client
             .transact_write_items()
             .transact_items(put(forward_sk(name))?)
             .transact_items(put(reverse_sk(&info.id))?)
+            .transact_items(marker)
             .send()
             .await;
         match res {
@@ -166,6 +176,14 @@ impl DynamoStore {
             None => req.update_expression("SET #s = :s REMOVE deleted_at_ms"),
         };
         req.send().await.map_err(sdk_err)?;
+        // the copy inside the namespace's key space, read on every config resolution
+        self.client
+            .put_item()
+            .table_name(&*self.table)
+            .set_item(Some(status_item(id, status)))
+            .send()
+            .await
+            .map_err(sdk_err)?;
         Ok(())
     }
 
