@@ -593,6 +593,24 @@ fn entity_create_show_children_delete() {
         .run(&["entity", "delete", "key-batch", "--output", "json"])
         .json();
     assert_eq!(v["deleted"], "key-batch");
+    // a parent with children is refused unless forced; forcing detaches the children
+    t.run(&[
+        "entity",
+        "create",
+        "key-late",
+        "--parent",
+        "acme",
+        "--cascade",
+    ])
+    .ok();
+    let e = t.run(&["entity", "delete", "acme"]).fails();
+    assert!(e.contains("children") && e.contains("key-late"), "{e}");
+    t.run(&["entity", "delete", "acme", "--force"]).ok();
+    let v = t
+        .run(&["entity", "show", "key-late", "--output", "json"])
+        .json();
+    assert!(v["parent_id"].is_null(), "{v}");
+    assert_eq!(v["cascade"], false);
     let out = t.run(&["audit", "list", "key-web"]).ok();
     assert!(
         out.lines().nth(2).unwrap().contains("entity_deleted"),

@@ -34,10 +34,16 @@ pub enum Cmd {
         /// Entity id.
         id: String,
     },
-    /// Delete an entity with its stored limits and buckets.
+    /// Delete an entity with its stored limits and buckets. An entity that has children is
+    /// refused unless --force, which first detaches the children (no parent, no cascade).
+    ///
+    /// Example: zae-limiter entity delete acme --force
     Delete {
         /// Entity id.
         id: String,
+        /// Detach the children first instead of refusing.
+        #[arg(long)]
+        force: bool,
     },
     /// List the children of an entity.
     Children {
@@ -145,9 +151,14 @@ pub async fn run(cli: &Cli, cmd: &Cmd) -> Result<(), String> {
                 }
             }
         }
-        Cmd::Delete { id } => {
+        Cmd::Delete { id, force } => {
             let limiter = store::limiter(cli).await?;
-            if !limiter.delete_entity(id).await.map_err(err)? {
+            let deleted = if *force {
+                limiter.delete_entity_forced(id).await
+            } else {
+                limiter.delete_entity(id).await
+            };
+            if !deleted.map_err(err)? {
                 return Err(format!("entity '{id}' not found"));
             }
             match cli.output {
