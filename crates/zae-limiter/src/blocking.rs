@@ -104,6 +104,21 @@ impl RateLimiter {
     pub fn get_entity(&self, entity_id: &str) -> Result<Option<Entity>> {
         self.rt.block_on(self.inner.get_entity(entity_id))
     }
+
+    /// See [`crate::RateLimiter::delete_entity`].
+    pub fn delete_entity(&self, entity_id: &str) -> Result<bool> {
+        self.rt.block_on(self.inner.delete_entity(entity_id))
+    }
+
+    /// See [`crate::RateLimiter::delete_entity_forced`].
+    pub fn delete_entity_forced(&self, entity_id: &str) -> Result<bool> {
+        self.rt.block_on(self.inner.delete_entity_forced(entity_id))
+    }
+
+    /// See [`crate::RateLimiter::flush`]: wait for the rollbacks of dropped leases.
+    pub fn flush(&self) {
+        self.rt.block_on(self.inner.flush())
+    }
 }
 
 /// A blocking acquire request.

@@ -583,7 +583,8 @@ async fn allow_fails_open_only_for_real_outages() {
         .commit()
         .await
         .unwrap();
-    let cases: [(&str, fn(&Result<Lease, Error>) -> bool); 4] = [
+    type Expect = fn(&Result<Lease, Error>) -> bool;
+    let cases: [(&str, Expect); 4] = [
         ("ThrottlingException", |r| matches!(r, Ok(l) if l.is_noop())),
         ("TransactionConflictException", |r| {
             matches!(r, Err(Error::Contended { .. }))

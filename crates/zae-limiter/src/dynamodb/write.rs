@@ -93,47 +93,34 @@ impl DynamoStore {
                     know.iter().map(|k| k.state().cloned()).collect(),
                 ));
             }
-            match self.attempt(&ns, changes, &writes, op, n).await? {
-                Attempt::Applied(states) => {
-                    let mut after: Vec<Option<BucketState>> =
-                        know.iter().map(|k| k.state().cloned()).collect();
-                    for ((i, p), s) in writes.into_iter().zip(states) {
-                        let s = s.unwrap_or(p.estimate);
-                        self.remember(&ns, &changes[i].key, &s);
-                        after[i] = Some(s);
+            let landed = match self.attempt(&ns, changes, &writes, op, n).await? {
+                Attempt::Applied(states) => Some(states),
+                Attempt::Failed(failed) => match &failed[..] {
+                    // an earlier attempt of this very write landed (its response was lost
+                    // and the request retried): ALL_OLD is the state right after it
+                    [(_, Some(item))]
+                        if writes.len() == 1 && landed_before(item.last_op.as_deref(), &op.id) =>
+                    {
+                        Some(vec![Some(item.state.clone())])
                     }
-                    return Ok(if refused {
-                        ApplyOutcome::Rejected(after)
-                    } else {
-                        ApplyOutcome::Applied(
-                            after.into_iter().map(Option::unwrap_or_default).collect(),
-                        )
-                    });
-                }
-                Attempt::Failed(failed) => {
-                    if let [(i, Some(item))] = &failed[..] {
-                        if writes.len() == 1 && landed_before(item.last_op.as_deref(), &op.id) {
-                            // an earlier attempt of this very write landed; ALL_OLD is the
-                            // state right after it
-                            self.remember(&ns, &changes[*i].key, &item.state);
-                            return Ok(ApplyOutcome::Applied(vec![item.state.clone()]));
+                    _ => {
+                        for (i, item) in failed {
+                            let state = item.map(|it| it.state);
+                            match &state {
+                                Some(s) => self.remember(&ns, &changes[i].key, s),
+                                None => self.forget(&ns, &changes[i].key),
+                            }
+                            know[i] = Knowledge::Exact(state);
                         }
-                    }
-                    for (i, item) in failed {
-                        let state = item.map(|it| it.state);
-                        match &state {
-                            Some(s) => self.remember(&ns, &changes[i].key, s),
-                            None => self.forget(&ns, &changes[i].key),
+                        replans += 1;
+                        if replans > MAX_REPLANS {
+                            return Err(StoreError::Contended(format!(
+                                "the bucket changed under {MAX_REPLANS} consecutive attempts"
+                            )));
                         }
-                        know[i] = Knowledge::Exact(state);
+                        None
                     }
-                    replans += 1;
-                    if replans > MAX_REPLANS {
-                        return Err(StoreError::Contended(format!(
-                            "the bucket changed under {MAX_REPLANS} consecutive attempts"
-                        )));
-                    }
-                }
+                },
                 Attempt::Conflict(why) => {
                     conflicts += 1;
                     if conflicts > MAX_CONFLICTS {
@@ -152,7 +139,25 @@ impl DynamoStore {
                         )));
                     }
                     tokio::time::sleep(pause).await;
+                    None
                 }
+            };
+            if let Some(states) = landed {
+                let mut after: Vec<Option<BucketState>> =
+                    know.iter().map(|k| k.state().cloned()).collect();
+                for ((i, p), s) in writes.into_iter().zip(states) {
+                    let s = s.unwrap_or(p.estimate);
+                    self.remember(&ns, &changes[i].key, &s);
+                    after[i] = Some(s);
+                }
+                // a refused request wrote only its rebases: still refused
+                return Ok(if refused {
+                    ApplyOutcome::Rejected(after)
+                } else {
+                    ApplyOutcome::Applied(
+                        after.into_iter().map(Option::unwrap_or_default).collect(),
+                    )
+                });
             }
             n += 1;
         }
