@@ -197,6 +197,9 @@ pub(crate) fn statuses_for(
         .collect()
 }
 
+/// The write an acquire has sent and not yet heard back about.
+type InFlight = parking_lot::Mutex<Option<(Vec<BucketChange>, crate::store::WriteOp)>>;
+
 /// A store failure, with the stored `on_unavailable` policy when it was already known and
 /// whether the request's limits had been resolved.
 struct StoreFailure(StoreError, Option<OnUnavailable>, bool);
@@ -222,8 +225,11 @@ impl RateLimiter {
         req.validate()?;
         // one deadline for the whole operation: resolution, cascade and write
         let deadline = self.deadline();
+        let in_flight: InFlight = parking_lot::Mutex::new(None);
         let outcome =
-            match tokio::time::timeout_at(deadline, self.acquire_inner(&req, deadline)).await {
+            match tokio::time::timeout_at(deadline, self.acquire_inner(&req, deadline, &in_flight))
+                .await
+            {
                 Ok(r) => r,
                 Err(_) => Err(StoreFailure(
                     StoreError::Unavailable(format!(
@@ -238,6 +244,10 @@ impl RateLimiter {
             Ok(r) => return r,
             Err(StoreFailure(e, p, resolved)) => (e, p, resolved),
         };
+        // a write whose answer never came may still have landed: give back what it took
+        if let Some((changes, op)) = in_flight.lock().take() {
+            self.compensate_later(changes, op);
+        }
         let policy = req
             .on_unavailable
             .or(stored_policy)
@@ -264,6 +274,7 @@ impl RateLimiter {
         &self,
         req: &AcquireSpec,
         deadline: tokio::time::Instant,
+        in_flight: &InFlight,
     ) -> Result<Result<Lease>, StoreFailure> {
         let data = self
             .resolution(&req.entity_id, &req.resource)
@@ -325,15 +336,14 @@ impl RateLimiter {
         let changes: Vec<BucketChange> = targets.iter().map(Target::change).collect();
         let lease_id = crate::lease::new_lease_id();
         let now = self.now_ms();
-        let outcome = self
-            .store()
-            .apply(
-                &changes,
-                now,
-                &crate::lease::op(&lease_id, "acquire", false, deadline),
-            )
-            .await
-            .map_err(fail)?;
+        let op = crate::lease::op(&lease_id, "acquire", false, deadline);
+        *in_flight.lock() = Some((changes.clone(), op.clone()));
+        let outcome = self.store().apply(&changes, now, &op).await;
+        if !matches!(outcome, Err(StoreError::Unavailable(_))) {
+            // a definite answer: applied, refused, or not applied at all
+            in_flight.lock().take();
+        }
+        let outcome = outcome.map_err(fail)?;
         Ok(match outcome {
             ApplyOutcome::Applied(states) => {
                 self.observe(&states);
@@ -357,6 +367,56 @@ impl RateLimiter {
         })
     }
 }
+
+impl RateLimiter {
+    /// In the background (see [`RateLimiter::flush`]): if the acquire write `op`, whose
+    /// answer never came, did land, give back what it took, exactly once.
+    fn compensate_later(&self, changes: Vec<BucketChange>, op: crate::store::WriteOp) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let limiter = self.clone();
+        let guard = self.pending_rollback();
+        rt.spawn(async move {
+            let _guard = guard;
+            // let a request still travelling arrive first
+            tokio::time::sleep(COMPENSATE_AFTER).await;
+            let store = limiter.store();
+            match limiter.call(store.write_landed(&changes, &op)).await {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not tell whether an abandoned acquire landed");
+                    return;
+                }
+            }
+            let refund: Vec<BucketChange> = changes
+                .into_iter()
+                .map(|mut c| {
+                    for l in &mut c.limits {
+                        l.amount = -l.amount;
+                        l.checked = false;
+                    }
+                    c.limits.retain(|l| l.amount != 0);
+                    c
+                })
+                .filter(|c| !c.limits.is_empty())
+                .collect();
+            if refund.is_empty() {
+                return;
+            }
+            let back = crate::store::WriteOp::new(format!("{}:compensate", op.id), true)
+                .with_deadline(limiter.deadline());
+            match limiter.call(store.apply(&refund, limiter.now_ms(), &back)).await {
+                Ok(_) => tracing::info!(op = %op.id, "gave back an abandoned acquire that landed"),
+                Err(e) => tracing::warn!(error = %e, "giving back an abandoned acquire failed"),
+            }
+        });
+    }
+}
+
+/// How long after giving up on an acquire the limiter checks whether it landed.
+const COMPENSATE_AFTER: Duration = Duration::from_millis(500);
 
 /// An acquire request being built. `.await` it to get a [`Lease`].
 #[must_use = "an acquire does nothing until awaited"]

@@ -614,3 +614,30 @@ async fn allow_fails_open_only_for_real_outages() {
     // (a no-op lease), and nothing was written twice
     assert_eq!(b.consumed("k", "rpm").await, 1_000);
 }
+
+/// An acquire abandoned at its deadline while its write was in flight: the write landed
+/// (nobody was admitted for it), the limiter finds its op id still on the item and gives
+/// the tokens back, exactly once; `flush` waits for that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_acquire_that_landed_is_given_back() {
+    let b = bed().await;
+    let l = b.limiter(OnUnavailable::Block, TIMEOUT);
+    acquire(&l, "k", &rpm(10), 1)
+        .await
+        .unwrap()
+        .commit()
+        .await
+        .unwrap();
+    b.faults.set_for("UpdateItem", Fault::HoldResponse);
+    let r = acquire(&l, "k", &rpm(10), 3).await;
+    assert!(matches!(r, Err(Error::Unavailable { .. })), "{r:?}");
+    assert!(b.faults.dropped() >= 1, "the write reached DynamoDB");
+    l.flush().await;
+    b.faults.set(Fault::Pass);
+    assert_eq!(
+        b.consumed("k", "rpm").await,
+        1_000,
+        "only the first acquire stays taken"
+    );
+    assert_eq!(b.available("k", &rpm(10), "rpm").await, 9);
+}

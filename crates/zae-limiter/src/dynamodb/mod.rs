@@ -326,6 +326,14 @@ impl Store for DynamoStore {
         self.apply_changes(changes, now, op).await
     }
 
+    async fn write_landed(
+        &self,
+        changes: &[BucketChange],
+        op: &WriteOp,
+    ) -> Result<bool, StoreError> {
+        self.landed(changes, op).await
+    }
+
     async fn get_bucket(&self, key: &BucketKey) -> Result<Option<BucketState>, StoreError> {
         self.read_bucket(key).await
     }

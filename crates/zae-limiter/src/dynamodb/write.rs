@@ -286,6 +286,33 @@ impl DynamoStore {
         }
     }
 
+    /// A single-bucket write guarded by `lo` landed if the item still names its op (no one
+    /// wrote the bucket since). Transactions and overwritten guards cannot be told.
+    pub(super) async fn landed(
+        &self,
+        changes: &[BucketChange],
+        op: &WriteOp,
+    ) -> Result<bool, StoreError> {
+        let [change] = changes else {
+            return Ok(false);
+        };
+        if op.exactly_once {
+            return Ok(false);
+        }
+        let ns = self.ns().await?;
+        let out = self
+            .client
+            .get_item()
+            .table_name(&*self.table)
+            .set_key(Some(Self::bucket_key(&ns, &change.key)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(sdk_err)?;
+        let item = out.item().map(parse_bucket).transpose()?;
+        Ok(item.is_some_and(|i| landed_before(i.last_op.as_deref(), &op.id)))
+    }
+
     /// Read one bucket with a consistent read.
     pub(super) async fn read_bucket(
         &self,

@@ -202,6 +202,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         op: &WriteOp,
     ) -> Result<ApplyOutcome, StoreError>;
 
+    /// Whether the write `op` of `changes`, whose outcome the caller never heard (its
+    /// deadline passed with the request in flight), is known to have been applied. A store
+    /// that cannot tell answers `false`; one that never loses an answer (the embedded
+    /// store) always does. The limiter then gives back what such a write took.
+    async fn write_landed(
+        &self,
+        _changes: &[BucketChange],
+        _op: &WriteOp,
+    ) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+
     /// Read one bucket (`None` if it was never written).
     async fn get_bucket(&self, key: &BucketKey) -> Result<Option<BucketState>, StoreError>;
 

@@ -53,6 +53,9 @@ pub enum Fault {
         /// The `__type` suffix DynamoDB would send.
         kind: &'static str,
     },
+    /// Forward the request and read DynamoDB's answer, but hold it until the fault changes,
+    /// then close without sending it: every attempt lands, the client hears nothing.
+    HoldResponse,
     /// Forward the next `count` requests, read DynamoDB's full answer, then close the client
     /// connection without sending it: the write landed, the client never hears. After
     /// `count` such requests the proxy passes again.
@@ -381,6 +384,12 @@ async fn serve(client: TcpStream, shared: &Shared) -> io::Result<()> {
                 forward(shared.upstream, &req).await?;
                 shared.counters.lock().dropped += 1;
                 return Ok(()); // close without answering
+            }
+            Fault::HoldResponse => {
+                forward(shared.upstream, &req).await?;
+                shared.counters.lock().dropped += 1;
+                let _ = generation.changed().await;
+                return Ok(());
             }
         }
         let resp = forward(shared.upstream, &req).await?;
