@@ -463,9 +463,7 @@ impl Store for MemoryStore {
                     state.limits.len()
                 )));
             }
-            size::check(size::bucket_item(&self.ns, key, state), || {
-                format!("the item of bucket {}/{}", key.entity_id, key.resource)
-            })?;
+            size::check_bucket(&self.ns, key, state)?;
         }
         for (change, state) in changes.iter().zip(&states) {
             if !state.limits.is_empty() {

@@ -225,6 +225,37 @@ pub(crate) fn bucket_item(ns: &str, key: &BucketKey, state: &BucketState) -> usi
     item.0 + limits + BUCKET_ALLOWANCE
 }
 
+/// A bound on [`bucket_item`] from the string lengths alone (no key built, no digit
+/// counted): each of the four key strings is at most ns + entity + resource + 64 fixed
+/// bytes, each number at most 22 bytes (39 digits and a sign), each attribute name at most
+/// 16 bytes plus the limit's name.
+fn bucket_bound(ns: &str, key: &BucketKey, state: &BucketState) -> usize {
+    let strings = ns.len() + key.entity_id.len() + key.resource.len();
+    5 * (strings + 64)
+        + 8 * 16
+        + state
+            .limits
+            .keys()
+            .map(|name| 6 * (16 + name.len() + 22))
+            .sum::<usize>()
+        + BUCKET_ALLOWANCE
+}
+
+/// Refuse a bucket item over [`MAX_ITEM_BYTES`] ([`bucket_item`]). On the hot path the
+/// [`bucket_bound`] settles it, unless names are far beyond the validated lengths.
+pub(crate) fn check_bucket(
+    ns: &str,
+    key: &BucketKey,
+    state: &BucketState,
+) -> Result<(), StoreError> {
+    if bucket_bound(ns, key, state) <= MAX_ITEM_BYTES {
+        return Ok(());
+    }
+    check(bucket_item(ns, key, state), || {
+        format!("the item of bucket {}/{}", key.entity_id, key.resource)
+    })
+}
+
 /// Refuse an item of `size` bytes over [`MAX_ITEM_BYTES`]; `what` names it.
 pub(crate) fn check(size: usize, what: impl FnOnce() -> String) -> Result<(), StoreError> {
     if size > MAX_ITEM_BYTES {
@@ -557,6 +588,52 @@ mod tests {
         let size = bucket_item(NS, &BucketKey::new("e".repeat(256), "r".repeat(64)), &state);
         // 32 limits of 64-character names stay far below the limit
         assert!(size > 32 * 6 * 64 && size < MAX_ITEM_BYTES / 10, "{size}");
+    }
+
+    #[test]
+    fn the_bucket_bound_is_never_below_the_estimate() {
+        let p = BucketParams::new(1_000_000_000_000, 1, 366 * 86_400_000);
+        for (name_len, count, id_len) in [
+            (1, 1, 1),
+            (64, 32, 256),
+            (5_000, 3, 10),
+            (70_000, 6, 300_000),
+        ] {
+            let mut state = BucketState::default();
+            for i in 0..count {
+                let l = LimitState {
+                    params: p,
+                    version: -1,
+                    level: i128::MIN / 3,
+                    consumed: i128::MAX / 7,
+                };
+                state
+                    .limits
+                    .insert(format!("{i}{}", "n".repeat(name_len)), l);
+            }
+            let key = BucketKey::new("e".repeat(id_len), "r");
+            let size = bucket_item(NS, &key, &state);
+            assert!(bucket_bound(NS, &key, &state) >= size);
+            match check_bucket(NS, &key, &state) {
+                Ok(()) => assert!(size <= MAX_ITEM_BYTES, "{size}"),
+                Err(StoreError::Refused(m)) => {
+                    assert!(size > MAX_ITEM_BYTES, "{size}");
+                    assert!(m.starts_with("the item of bucket eee"), "{m}");
+                }
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        let mut state = BucketState::default();
+        state.limits.insert(
+            "n".repeat(70_000),
+            LimitState {
+                params: p,
+                version: 0,
+                level: 0,
+                consumed: 0,
+            },
+        );
+        assert!(check_bucket(NS, &BucketKey::new("e", "r"), &state).is_err());
     }
 
     #[test]
