@@ -338,6 +338,53 @@ async fn a_deleted_entity_takes_its_buckets_and_may_come_back() {
     assert_eq!(store.bucket_count(), 1, "x only");
 }
 
+#[tokio::test]
+async fn available_reads_the_same_before_and_after_eviction() {
+    let (store, limiter, clock) = setup();
+    let limits = [
+        Limit::per_minute("rpm", 10),
+        Limit::per_minute("tpm", 1_000).burst(1_500),
+    ];
+    // light use, a drained bucket, one in debt
+    take(&limiter, "light", &limits, &[("rpm", 1), ("tpm", 10)]).await;
+    take(&limiter, "drained", &limits, &[("rpm", 10), ("tpm", 1_500)]).await;
+    let lease = limiter
+        .acquire("debtor", "api")
+        .limits(limits.to_vec())
+        .consume([("tpm", 100)])
+        .await
+        .unwrap();
+    lease.adjust("tpm", 3_000).unwrap();
+    lease.commit().await.unwrap();
+    let ids = ["light", "drained", "debtor", "never"];
+    let mut dropped = 0;
+    for step_ms in [500, 1_000, 5_000, 30_000, 60_000, 60_000, 120_000, 300_000] {
+        clock.advance(Duration::from_millis(step_ms));
+        let mut before = Vec::new();
+        for id in ids {
+            before.push((
+                limiter.available(id, "api", &limits).await.unwrap(),
+                limiter
+                    .time_until_available(id, "api", &limits, [("rpm", 1), ("tpm", 500)])
+                    .await
+                    .unwrap(),
+            ));
+        }
+        dropped += store.evict_expired(clock.now_ms());
+        for (id, want) in ids.iter().zip(&before) {
+            let have = (
+                limiter.available(id, "api", &limits).await.unwrap(),
+                limiter
+                    .time_until_available(id, "api", &limits, [("rpm", 1), ("tpm", 500)])
+                    .await
+                    .unwrap(),
+            );
+            assert_eq!(&have, want, "{id} at +{step_ms} ms");
+        }
+    }
+    assert_eq!((dropped, store.bucket_count()), (3, 0));
+}
+
 /// One step of the eviction property: an apply on one of a few buckets.
 #[derive(Debug, Clone)]
 struct Step {
