@@ -10,8 +10,8 @@ use zae_limiter::store::{
     apply_exact, ApplyOutcome, BucketChange, BucketKey, BucketState, LimitChange, WriteOp,
 };
 use zae_limiter::{
-    AuditAction, AuditEvent, Clock, Error, Limit, ManualClock, MemoryStore, NewEntity, RateLimiter,
-    Store, StoreError,
+    AuditAction, AuditEvent, Clock, Entity, Error, Limit, ManualClock, MemoryStore, NewEntity,
+    RateLimiter, Store, StoreError,
 };
 
 /// 2026-01-01T00:00:00Z
@@ -145,21 +145,66 @@ async fn a_bucket_never_holds_more_than_32_limits() {
 #[tokio::test]
 async fn oversized_metadata_is_refused() {
     let (store, limiter, _) = setup();
-    let big = NewEntity::new("big").metadata("blob", "x".repeat(400 * 1024));
-    let m = invalid_request(limiter.create_entity(big).await);
+    // the limiter bounds metadata long before an item could reach 400 KB
+    let r = limiter
+        .create_entity(NewEntity::new("big").metadata("blob", "x".repeat(2_000)))
+        .await;
+    assert!(
+        matches!(
+            &r,
+            Err(Error::Validation {
+                field: "metadata",
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    // the store itself refuses an item DynamoDB would refuse, whoever calls it
+    let entity = |id: &str, len: usize| Entity {
+        id: id.into(),
+        name: None,
+        parent_id: None,
+        cascade: false,
+        metadata: [("blob".to_string(), "x".repeat(len))].into(),
+        created_at_ms: T0,
+    };
+    let audit = |id: &str, details: serde_json::Value| AuditEvent {
+        event_id: format!("1767225600000-000001-{id}"),
+        timestamp_ms: T0,
+        action: AuditAction::EntityCreated,
+        entity_id: id.into(),
+        resource: None,
+        principal: None,
+        details,
+        expires_at_ms: None,
+    };
+    let big = entity("big", 400 * 1024);
+    let m = refused(
+        store
+            .create_entity(&big, &audit("big", serde_json::Value::Null))
+            .await,
+    );
     assert!(m.starts_with("the item of entity 'big' would be 4"), "{m}");
     assert!(m.ends_with("a DynamoDB item holds at most 409600"), "{m}");
-    assert_eq!(limiter.get_entity("big").await.unwrap(), None);
+    assert_eq!(store.get_entity("big").await.unwrap(), None);
     assert_eq!(store.audit_event_count(), 0, "nothing recorded");
     // the entity item fits, but its audit event carries the metadata too (plus the keys)
-    let almost = NewEntity::new("almost").metadata("blob", "x".repeat(400 * 1024 - 200));
-    let m = invalid_request(limiter.create_entity(almost).await);
+    let almost = entity("almost", 400 * 1024 - 200);
+    let details = serde_json::json!({ "new": &almost });
+    let m = refused(
+        store
+            .create_entity(&almost, &audit("almost", details))
+            .await,
+    );
     assert!(m.starts_with("the audit event '"), "{m}");
     assert!(m.contains("' of 'almost' would be "), "{m}");
-    assert_eq!(limiter.get_entity("almost").await.unwrap(), None);
+    assert_eq!(store.get_entity("almost").await.unwrap(), None);
     // well below: fine
-    let ok = NewEntity::new("ok").metadata("blob", "x".repeat(300 * 1024));
-    limiter.create_entity(ok).await.unwrap();
+    let ok = entity("ok", 300 * 1024);
+    store
+        .create_entity(&ok, &audit("ok", serde_json::Value::Null))
+        .await
+        .unwrap();
     assert_eq!(store.audit_event_count(), 1);
 }
 

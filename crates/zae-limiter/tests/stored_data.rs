@@ -280,7 +280,6 @@ mod memory {
     );
 
     #[tokio::test]
-    #[ignore = "needs MemoryStore::list_audit to refuse $NAMESPACE outside `default` (store/memory.rs)"]
     async fn tenants_do_not_read_the_namespace_audit() {
         super::tenants_do_not_read_the_namespace_audit(crate::common::memory_store().await).await;
     }

@@ -357,3 +357,28 @@ pub async fn flush_waits_for_background_rollbacks(store: Arc<dyn Store>) {
     assert_eq!(consumed(&store, "k", "rpm").await, 0);
     assert_eq!(tokens(&l, "k", &lim, "rpm").await, 50);
 }
+
+/// A tenant handle stops writing once its namespace is deleted (within its cache TTL), and
+/// writes again once it is recovered.
+pub async fn a_deleted_namespace_stops_its_handles(store: Arc<dyn Store>) {
+    let clock = ManualClock::new(T0);
+    let admin = client(&store, &clock);
+    let info = admin.register_namespace("tenant-x").await.unwrap();
+    let tenant = admin.namespace("tenant-x").await.unwrap();
+    let lim = [Limit::per_minute("rpm", 10)];
+    let take = || {
+        tenant
+            .acquire("k", "gpt-4")
+            .limits(lim.clone())
+            .consume([("rpm", 1)])
+    };
+    take().await.unwrap().commit().await.unwrap();
+    admin.delete_namespace("tenant-x").await.unwrap();
+    // the cached resolution may still admit until its TTL (an hour here) ends
+    clock.advance(Duration::from_secs(3_601));
+    let r = take().await;
+    assert!(matches!(r, Err(Error::NamespaceNotFound(_))), "{r:?}");
+    admin.recover_namespace(&info.id).await.unwrap();
+    clock.advance(Duration::from_secs(3_601));
+    take().await.unwrap().commit().await.unwrap();
+}

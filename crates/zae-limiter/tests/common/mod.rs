@@ -82,6 +82,7 @@ macro_rules! conformance_suite {
             parameter_changes_take_effect_and_never_flip_flop,
             limit_count_is_bounded_everywhere,
             flush_waits_for_background_rollbacks,
+            a_deleted_namespace_stops_its_handles,
         );
     };
 }

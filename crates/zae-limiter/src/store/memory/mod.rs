@@ -30,13 +30,12 @@ use crate::entity::Entity;
 use crate::error::StoreError;
 use crate::limit::MAX_LIMITS;
 use crate::namespace::{
-    new_namespace_id, NamespaceInfo, NamespaceStatus, DEFAULT_NAMESPACE, NAMESPACE_AUDIT_ENTITY,
-    SYSTEM_NAMESPACE,
+    check_purgeable, check_recoverable, new_namespace_id, NamespaceInfo, NamespaceStatus,
+    DEFAULT_NAMESPACE, NAMESPACE_AUDIT_ENTITY, SYSTEM_NAMESPACE,
 };
 use packed::Record;
 
 // Re-exported until src/dynamodb/namespace.rs imports them from `crate::namespace`.
-pub(crate) use crate::namespace::{check_purgeable, check_recoverable};
 
 /// Most expired audit events a call that records one (or an apply) drops.
 const AUDIT_SWEEP_PER_CALL: usize = 8;
@@ -696,11 +695,16 @@ impl Store for MemoryStore {
         resource: &str,
     ) -> Result<ResolutionData, StoreError> {
         let mut guard = self.shared.lock();
+        // a deleted or purged namespace stops writing
+        let namespace_gone = guard
+            .registry
+            .get(&*self.ns)
+            .is_none_or(|n| n.status != NamespaceStatus::Active);
         let inner = guard.space(&self.ns);
         Ok(ResolutionData {
             entity: inner.entities.get(entity_id).cloned(),
             levels: ConfigScope::chain(entity_id, resource).map(|s| inner.configs.get(&s).cloned()),
-            namespace_gone: false,
+            namespace_gone,
         })
     }
 
@@ -741,6 +745,15 @@ impl Store for MemoryStore {
         before: Option<&str>,
     ) -> Result<AuditPage, StoreError> {
         let mut guard = self.shared.lock();
+        // the namespace audit is table-level: only a handle on `default` reads it
+        if entity_id == NAMESPACE_AUDIT_ENTITY
+            && guard.active(DEFAULT_NAMESPACE).map(|n| n.id.as_str()) != Some(&*self.ns)
+        {
+            return Err(StoreError::Refused(format!(
+                "the namespace audit ({NAMESPACE_AUDIT_ENTITY}) is table-level: only a handle \
+                 on the '{DEFAULT_NAMESPACE}' namespace reads it"
+            )));
+        }
         let latest = guard.latest_ms;
         let inner = guard.space(audit_space(&self.ns, entity_id));
         let Some(events) = inner.audit.get(entity_id) else {
