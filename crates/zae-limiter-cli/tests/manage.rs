@@ -604,7 +604,10 @@ fn entity_create_show_children_delete() {
     ])
     .ok();
     let e = t.run(&["entity", "delete", "acme"]).fails();
-    assert!(e.contains("1 child (key-late)") && e.contains("force"), "{e}");
+    assert!(
+        e.contains("1 child (key-late)") && e.contains("force"),
+        "{e}"
+    );
     t.run(&["entity", "delete", "acme", "--force"]).ok();
     let v = t
         .run(&["entity", "show", "key-late", "--output", "json"])
