@@ -8,6 +8,7 @@
 //! retry, and a real rejection needs no further call.
 
 mod admin;
+mod batch;
 mod bucket_item;
 mod counter;
 mod errors;

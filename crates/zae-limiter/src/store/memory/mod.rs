@@ -11,7 +11,13 @@
 //!   entity keeps a few entries at most. Deleted entities and purged namespaces leave stale
 //!   entries, skipped when they come up.
 //! - Item sizes ([`size`]) follow the attributes `src/dynamodb/admin.rs` writes.
+//! - The rest by idea: the namespace registry and lifecycle ([`namespaces`]), eviction
+//!   ([`evict`]), audit events ([`audit`]), entities and configs ([`entities`]).
 
+mod audit;
+mod entities;
+mod evict;
+mod namespaces;
 mod packed;
 mod size;
 
@@ -29,45 +35,11 @@ use crate::config::{AuditEvent, AuditPage, ConfigScope, IdPage, ResolutionData, 
 use crate::entity::Entity;
 use crate::error::StoreError;
 use crate::limit::MAX_LIMITS;
-use crate::namespace::{
-    check_purgeable, check_recoverable, new_namespace_id, NamespaceInfo, NamespaceStatus,
-    DEFAULT_NAMESPACE, NAMESPACE_AUDIT_ENTITY, SYSTEM_NAMESPACE,
-};
+use crate::namespace::{NamespaceInfo, NamespaceStatus, DEFAULT_NAMESPACE};
+use evict::{due, AuditDue, Due};
 use packed::Record;
 
 // Re-exported until src/dynamodb/namespace.rs imports them from `crate::namespace`.
-
-/// Most expired audit events a call that records one (or an apply) drops.
-const AUDIT_SWEEP_PER_CALL: usize = 8;
-
-/// A scheduled look at one entity's buckets.
-#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Due {
-    at: i64,
-    ns: Arc<str>,
-    entity: Arc<str>,
-}
-
-/// When an audit event expires.
-#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct AuditDue {
-    at: i64,
-    ns: Arc<str>,
-    entity: String,
-    event: String,
-}
-
-/// When a bucket may be dropped: full again, plus the grace.
-fn due(state: &BucketState) -> i64 {
-    state.full_at_ms().map_or(i64::MIN, |t| {
-        t.saturating_add(MemoryStore::EVICTION_GRACE_MS)
-    })
-}
-
-/// True once an event's retention ended at store time `latest_ms`.
-fn expired(e: &AuditEvent, latest_ms: i64) -> bool {
-    e.expires_at_ms.is_some_and(|x| x < latest_ms)
-}
 
 /// The data of one namespace.
 #[derive(Debug)]
@@ -137,18 +109,6 @@ impl Inner {
             entity,
         })
     }
-
-    /// Record an audit event; true when it is new.
-    fn record(&mut self, audit: &AuditEvent) -> bool {
-        let new = self
-            .audit
-            .entry(audit.entity_id.clone())
-            .or_default()
-            .insert(audit.event_id.clone(), audit.clone())
-            .is_none();
-        self.audit_count += usize::from(new);
-        new
-    }
 }
 
 /// Every namespace's data (by id), the registry (by id), and what eviction needs.
@@ -162,15 +122,6 @@ struct Shared {
     audit_due: BinaryHeap<Reverse<AuditDue>>,
     /// The latest time callers passed in (audit expiry).
     latest_ms: i64,
-}
-
-/// Namespace changes are filed in the table-level namespace.
-fn audit_space<'a>(ns: &'a str, entity_id: &str) -> &'a str {
-    if entity_id == NAMESPACE_AUDIT_ENTITY {
-        SYSTEM_NAMESPACE
-    } else {
-        ns
-    }
 }
 
 fn space_in<'a>(spaces: &'a mut HashMap<Arc<str>, Inner>, id: &str) -> &'a mut Inner {
@@ -191,120 +142,6 @@ impl Shared {
 
     fn space(&mut self, id: &str) -> &mut Inner {
         space_in(&mut self.spaces, id)
-    }
-
-    fn active(&self, name: &str) -> Option<&NamespaceInfo> {
-        self.registry
-            .values()
-            .find(|n| n.name == name && n.status == NamespaceStatus::Active)
-    }
-
-    fn register(&mut self, name: &str, now_ms: i64) -> NamespaceInfo {
-        if let Some(n) = self.active(name) {
-            return n.clone();
-        }
-        let info = NamespaceInfo {
-            name: name.to_string(),
-            id: new_namespace_id(),
-            status: NamespaceStatus::Active,
-            created_at_ms: now_ms,
-            deleted_at_ms: None,
-        };
-        self.registry.insert(info.id.clone(), info.clone());
-        info
-    }
-
-    /// A time passed in by a caller: advances the store's time and drops some expired
-    /// audit events.
-    fn observe(&mut self, now_ms: i64) {
-        self.latest_ms = self.latest_ms.max(now_ms);
-        self.sweep_audit(AUDIT_SWEEP_PER_CALL);
-    }
-
-    /// Record `audit` in namespace `ns` (namespace events: in the table-level one).
-    fn record_audit(&mut self, ns: &str, audit: &AuditEvent) {
-        let inner = space_in(&mut self.spaces, audit_space(ns, &audit.entity_id));
-        if inner.record(audit) {
-            if let Some(at) = audit.expires_at_ms {
-                self.audit_due.push(Reverse(AuditDue {
-                    at,
-                    ns: inner.id.clone(),
-                    entity: audit.entity_id.clone(),
-                    event: audit.event_id.clone(),
-                }));
-            }
-        }
-        self.observe(audit.timestamp_ms);
-    }
-
-    /// Look at up to `budget` due entities at `now_ms`, dropping their buckets that are full
-    /// again and rescheduling the others. Returns how many buckets were dropped.
-    fn sweep_buckets(&mut self, now_ms: i64, budget: usize) -> usize {
-        let mut dropped = 0;
-        for _ in 0..budget {
-            match self.bucket_due.peek() {
-                Some(Reverse(d)) if d.at <= now_ms => {}
-                _ => break,
-            }
-            let Reverse(d) = self.bucket_due.pop().expect("peeked");
-            let Some(inner) = self.spaces.get_mut(&*d.ns) else {
-                continue; // purged
-            };
-            let Some(rec) = inner.buckets.get_mut(&*d.entity) else {
-                continue; // entity deleted
-            };
-            if rec.scheduled() != d.at {
-                continue; // stale: rescheduled since
-            }
-            let mut next = i64::MAX;
-            let n = rec.retain(|_, state| {
-                let at = due(state);
-                if at <= now_ms {
-                    return false;
-                }
-                next = next.min(at);
-                true
-            });
-            inner.bucket_count -= n;
-            dropped += n;
-            if rec.is_empty() {
-                inner.buckets.remove(&*d.entity);
-            } else {
-                rec.set_scheduled(next);
-                self.bucket_due.push(Reverse(Due { at: next, ..d }));
-            }
-        }
-        dropped
-    }
-
-    /// Drop up to `budget` audit events expired at the store's time.
-    fn sweep_audit(&mut self, budget: usize) -> usize {
-        let mut dropped = 0;
-        for _ in 0..budget {
-            match self.audit_due.peek() {
-                Some(Reverse(d)) if d.at < self.latest_ms => {}
-                _ => break,
-            }
-            let Reverse(d) = self.audit_due.pop().expect("peeked");
-            let Some(inner) = self.spaces.get_mut(&*d.ns) else {
-                continue;
-            };
-            let Some(events) = inner.audit.get_mut(&d.entity) else {
-                continue;
-            };
-            if events
-                .get(&d.event)
-                .is_some_and(|e| e.expires_at_ms == Some(d.at))
-            {
-                events.remove(&d.event);
-                inner.audit_count -= 1;
-                dropped += 1;
-                if events.is_empty() {
-                    inner.audit.remove(&d.entity);
-                }
-            }
-        }
-        dropped
     }
 }
 
@@ -386,67 +223,6 @@ impl MemoryStore {
     fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
         f(self.shared.lock().space(&self.ns))
     }
-
-    /// Buckets held, in every namespace of the store (diagnostics: O(namespaces)). Buckets
-    /// full again count until they are dropped (at most [`SWEEP_PER_APPLY`](Self::SWEEP_PER_APPLY) entities per
-    /// apply, or all at once by [`evict_expired`](Self::evict_expired)).
-    pub fn bucket_count(&self) -> usize {
-        self.shared
-            .lock()
-            .spaces
-            .values()
-            .map(|s| s.bucket_count)
-            .sum()
-    }
-
-    /// Audit events held, in every namespace of the store (diagnostics), expired ones
-    /// included until they are dropped.
-    pub fn audit_event_count(&self) -> usize {
-        self.shared
-            .lock()
-            .spaces
-            .values()
-            .map(|s| s.audit_count)
-            .sum()
-    }
-
-    /// Drop, in every namespace, each bucket that is full again at `now_ms` (plus
-    /// [`EVICTION_GRACE_MS`](Self::EVICTION_GRACE_MS)) and each audit event expired at the
-    /// store's time (`now_ms` counts as a time seen). Returns how many buckets were dropped.
-    /// Costs O(k log n) for k due entries, then releases the spare capacity of each table
-    /// now less than a quarter full (O(its size), paid for by the removals that emptied it).
-    /// [`Store::apply`] does the same incrementally.
-    pub fn evict_expired(&self, now_ms: i64) -> usize {
-        let mut shared = self.shared.lock();
-        shared.latest_ms = shared.latest_ms.max(now_ms);
-        shared.sweep_audit(usize::MAX);
-        let dropped = shared.sweep_buckets(now_ms, usize::MAX);
-        fn mostly_empty(len: usize, capacity: usize) -> bool {
-            len.saturating_mul(4) < capacity
-        }
-        for s in shared.spaces.values_mut() {
-            if mostly_empty(s.buckets.len(), s.buckets.capacity()) {
-                s.buckets.shrink_to_fit();
-            }
-        }
-        if mostly_empty(shared.bucket_due.len(), shared.bucket_due.capacity()) {
-            shared.bucket_due.shrink_to_fit();
-        }
-        if mostly_empty(shared.audit_due.len(), shared.audit_due.capacity()) {
-            shared.audit_due.shrink_to_fit();
-        }
-        dropped
-    }
-
-    /// Refuse an audit event DynamoDB would refuse.
-    fn check_audit(&self, audit: &AuditEvent) -> Result<(), StoreError> {
-        size::check(size::audit_item(&self.ns, audit), || {
-            format!(
-                "the audit event '{}' of '{}'",
-                audit.event_id, audit.entity_id
-            )
-        })
-    }
 }
 
 #[async_trait]
@@ -500,9 +276,7 @@ impl Store for MemoryStore {
     }
 
     async fn create_entity(&self, entity: &Entity, audit: &AuditEvent) -> Result<(), StoreError> {
-        size::check(size::entity_item(&self.ns, entity), || {
-            format!("the item of entity '{}'", entity.id)
-        })?;
+        self.check_entity(entity)?;
         self.check_audit(audit)?;
         let mut shared = self.shared.lock();
         let inner = shared.space(&self.ns);
@@ -515,9 +289,7 @@ impl Store for MemoryStore {
     }
 
     async fn update_entity(&self, entity: &Entity, audit: &AuditEvent) -> Result<bool, StoreError> {
-        size::check(size::entity_item(&self.ns, entity), || {
-            format!("the item of entity '{}'", entity.id)
-        })?;
+        self.check_entity(entity)?;
         self.check_audit(audit)?;
         let mut shared = self.shared.lock();
         let inner = shared.space(&self.ns);
@@ -540,45 +312,17 @@ impl Store for MemoryStore {
             return Ok(false);
         }
         self.check_audit(audit)?;
-        inner.entities.remove(entity_id);
-        inner.configs.retain(|scope, _| match scope {
-            ConfigScope::Entity { entity_id: e, .. }
-            | ConfigScope::EntityDefault { entity_id: e } => e != entity_id,
-            _ => true,
-        });
-        if let Some(rec) = inner.buckets.remove(entity_id) {
-            inner.bucket_count -= rec.len();
-        }
+        inner.remove_entity(entity_id);
         shared.record_audit(&self.ns, audit);
         Ok(true)
     }
 
     async fn children(&self, parent_id: &str) -> Result<Vec<Entity>, StoreError> {
-        let mut guard = self.shared.lock();
-        let inner = guard.space(&self.ns);
-        let mut out: Vec<Entity> = inner
-            .entities
-            .values()
-            .filter(|e| e.parent_id.as_deref() == Some(parent_id))
-            .cloned()
-            .collect();
-        out.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(out)
+        Ok(self.with(|i| i.children(parent_id)))
     }
 
     async fn resources_with_defaults(&self) -> Result<Vec<String>, StoreError> {
-        let mut guard = self.shared.lock();
-        let inner = guard.space(&self.ns);
-        let mut out: Vec<String> = inner
-            .configs
-            .keys()
-            .filter_map(|s| match s {
-                ConfigScope::Resource { resource } => Some(resource.clone()),
-                _ => None,
-            })
-            .collect();
-        out.sort();
-        Ok(out)
+        Ok(self.with(|i| i.resources_with_defaults()))
     }
 
     async fn entities_with_limits(
@@ -587,34 +331,12 @@ impl Store for MemoryStore {
         limit: usize,
         after: Option<&str>,
     ) -> Result<IdPage, StoreError> {
-        let mut guard = self.shared.lock();
-        let inner = guard.space(&self.ns);
-        let mut out: Vec<String> = inner
-            .configs
-            .keys()
-            .filter_map(|s| match s {
-                ConfigScope::Entity {
-                    entity_id,
-                    resource: r,
-                } if r == resource && after.is_none_or(|a| entity_id.as_str() > a) => {
-                    Some(entity_id.clone())
-                }
-                _ => None,
-            })
-            .collect();
-        out.sort();
-        Ok(IdPage::from_sorted(out, limit))
+        Ok(self.with(|i| i.entities_with_limits(resource, limit, after)))
     }
 
     async fn scoped(&self, name: &str) -> Result<Option<Arc<dyn Store>>, StoreError> {
-        let mut shared = self.shared.lock();
-        let id = match shared.active(name) {
-            Some(n) => n.id.clone(),
-            None if name == DEFAULT_NAMESPACE => {
-                let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
-                shared.register(name, now).id
-            }
-            None => return Ok(None),
+        let Some(id) = self.shared.lock().scope_id(name) else {
+            return Ok(None);
         };
         Ok(Some(Arc::new(MemoryStore {
             shared: self.shared.clone(),
@@ -641,27 +363,11 @@ impl Store for MemoryStore {
     async fn delete_namespace(&self, name: &str, now_ms: i64) -> Result<bool, StoreError> {
         let mut shared = self.shared.lock();
         shared.observe(now_ms);
-        let Some(id) = shared.active(name).map(|n| n.id.clone()) else {
-            return Ok(false);
-        };
-        let n = shared.registry.get_mut(&id).expect("found above");
-        n.status = NamespaceStatus::Deleted;
-        n.deleted_at_ms = Some(now_ms);
-        Ok(true)
+        Ok(shared.delete_namespace(name, now_ms))
     }
 
     async fn recover_namespace(&self, id: &str) -> Result<NamespaceInfo, StoreError> {
-        let mut shared = self.shared.lock();
-        let info = shared
-            .registry
-            .get(id)
-            .cloned()
-            .ok_or_else(|| StoreError::NamespaceNotFound(id.to_string()))?;
-        check_recoverable(&info, shared.active(&info.name))?;
-        let n = shared.registry.get_mut(id).expect("found above");
-        n.status = NamespaceStatus::Active;
-        n.deleted_at_ms = None;
-        Ok(n.clone())
+        self.shared.lock().recover_namespace(id)
     }
 
     async fn purge_namespace(
@@ -669,18 +375,7 @@ impl Store for MemoryStore {
         id: &str,
         progress: &(dyn Fn(usize) + Send + Sync),
     ) -> Result<usize, StoreError> {
-        let mut shared = self.shared.lock();
-        let Some(info) = shared.registry.get(id).cloned() else {
-            return Ok(0);
-        };
-        check_purgeable(&info)?;
-        // the heap entries of the namespace go stale and are dropped when they come up
-        let removed = shared.spaces.remove(id).map_or(0, |s| {
-            s.bucket_count + s.entities.len() + s.configs.len() + s.audit_count
-        });
-        progress(removed);
-        shared.registry.remove(id);
-        Ok(removed)
+        self.shared.lock().purge_namespace(id, progress)
     }
 
     async fn record_audit(&self, audit: &AuditEvent) -> Result<(), StoreError> {
@@ -719,13 +414,7 @@ impl Store for MemoryStore {
         audit: &AuditEvent,
     ) -> Result<(), StoreError> {
         if let Some(c) = config {
-            size::check(size::config_item(&self.ns, scope, c), || {
-                format!(
-                    "the config item at level {} ({})",
-                    scope.level(),
-                    scope.audit_entity()
-                )
-            })?;
+            self.check_config(scope, c)?;
         }
         self.check_audit(audit)?;
         let mut shared = self.shared.lock();
@@ -744,39 +433,8 @@ impl Store for MemoryStore {
         limit: usize,
         before: Option<&str>,
     ) -> Result<AuditPage, StoreError> {
-        let mut guard = self.shared.lock();
-        // the namespace audit is table-level: only a handle on `default` reads it
-        if entity_id == NAMESPACE_AUDIT_ENTITY
-            && guard.active(DEFAULT_NAMESPACE).map(|n| n.id.as_str()) != Some(&*self.ns)
-        {
-            return Err(StoreError::Refused(format!(
-                "the namespace audit ({NAMESPACE_AUDIT_ENTITY}) is table-level: only a handle \
-                 on the '{DEFAULT_NAMESPACE}' namespace reads it"
-            )));
-        }
-        let latest = guard.latest_ms;
-        let inner = guard.space(audit_space(&self.ns, entity_id));
-        let Some(events) = inner.audit.get(entity_id) else {
-            return Ok(AuditPage {
-                events: Vec::new(),
-                next: None,
-            });
-        };
-        let older = events
-            .range::<str, _>((
-                std::ops::Bound::Unbounded,
-                before.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded),
-            ))
-            .rev()
-            .filter(|(_, e)| !expired(e, latest));
-        let mut page: Vec<AuditEvent> = older.take(limit + 1).map(|(_, e)| e.clone()).collect();
-        let more = page.len() > limit;
-        page.truncate(limit);
-        let next = if more {
-            page.last().map(|e| e.event_id.clone())
-        } else {
-            None
-        };
-        Ok(AuditPage { events: page, next })
+        self.shared
+            .lock()
+            .list_audit(&self.ns, entity_id, limit, before)
     }
 }
