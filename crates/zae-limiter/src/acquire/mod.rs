@@ -135,8 +135,10 @@ impl RateLimiter {
         let policy = data.on_unavailable();
         let fail = |e| StoreFailure(e, policy, true);
         if data.namespace_gone {
-            return Ok(Err(Error::NamespaceNotFound(
-                "this handle's namespace was deleted".into(),
+            return Ok(Err(Error::Conflict(
+                "the namespace of this limiter was deleted or purged: nothing is admitted in \
+                 it (recover it, or use another namespace)"
+                    .into(),
             )));
         }
         let (limits, version) = match pick_limits(&data, &req.limits, &req.entity_id, &req.resource)
