@@ -200,6 +200,14 @@ impl Lease {
     pub fn consumed(&self) -> BTreeMap<String, i64> {
         self.inner.consumed()
     }
+    /// See [`crate::Lease::limits`].
+    pub fn limits(&self) -> &[Limit] {
+        self.inner.limits()
+    }
+    /// See [`crate::Lease::statuses`].
+    pub fn statuses(&self) -> &[crate::LimitStatus] {
+        self.inner.statuses()
+    }
     /// See [`crate::Lease::is_noop`].
     pub fn is_noop(&self) -> bool {
         self.inner.is_noop()

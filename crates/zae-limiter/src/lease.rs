@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 use crate::acquire::statuses_for;
 use crate::bucket::MILLI;
 use crate::error::{Error, Result};
-use crate::exceeded::RateLimitExceeded;
+use crate::exceeded::{LimitStatus, RateLimitExceeded};
 use crate::limit::{Limit, MAX_AMOUNT};
 use crate::limiter::RateLimiter;
 use crate::store::{ApplyOutcome, BucketChange, BucketKey, LimitChange, WriteOp};
@@ -101,13 +101,27 @@ pub struct Lease {
     id: String,
     state: Mutex<State>,
     runtime: Option<tokio::runtime::Handle>,
+    /// The limits of the entity's own bucket.
+    limits: Vec<Limit>,
+    /// Every limit's status right after the acquire, own bucket first.
+    statuses: Vec<LimitStatus>,
 }
 
 impl Lease {
-    pub(crate) fn new(limiter: RateLimiter, id: String, entries: Vec<LeaseEntry>) -> Self {
+    pub(crate) fn new(
+        limiter: RateLimiter,
+        id: String,
+        entries: Vec<LeaseEntry>,
+        statuses: Vec<LimitStatus>,
+    ) -> Self {
         Lease {
             limiter,
             id,
+            limits: entries
+                .first()
+                .map(|e| e.limits.clone())
+                .unwrap_or_default(),
+            statuses,
             state: Mutex::new(State {
                 active: true,
                 entries,
@@ -120,12 +134,45 @@ impl Lease {
     /// The lease handed out when the store is unavailable and the policy is `Allow`:
     /// every operation succeeds and nothing is written.
     pub(crate) fn noop(limiter: RateLimiter) -> Self {
-        Self::new(limiter, new_lease_id(), Vec::new())
+        Self::new(limiter, new_lease_id(), Vec::new(), Vec::new())
     }
 
     /// True for the no-op lease given when the store was unavailable and the policy allows.
     pub fn is_noop(&self) -> bool {
         self.state.lock().entries.is_empty()
+    }
+
+    /// The limits this lease was granted under for the entity's own bucket: the stored
+    /// config that won the resolution, else the limits passed to the acquire. Empty for the
+    /// no-op lease.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> zae_limiter::Result<()> {
+    /// use zae_limiter::{Limit, MemoryStore, RateLimiter};
+    ///
+    /// let limiter = RateLimiter::builder(MemoryStore::new()).build();
+    /// let lease = limiter.acquire("k", "r").limits([Limit::per_minute("rpm", 10)])
+    ///     .consume([("rpm", 3)]).await?;
+    /// assert_eq!(lease.limits()[0].capacity(), 10);
+    /// let rpm = &lease.statuses()[0];
+    /// assert_eq!((rpm.name(), rpm.available, rpm.limit.capacity()), ("rpm", 7, 10));
+    /// lease.commit().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn limits(&self) -> &[Limit] {
+        &self.limits
+    }
+
+    /// The status of every limit right after the acquire, from the states the store
+    /// returned with its write (no extra call): the entity's own bucket first, then the
+    /// parent's when cascading, as in [`RateLimitExceeded::statuses`]. `available` is what
+    /// was left after the take, `requested` what the acquire took, `exceeded` whether the
+    /// same amounts again would be refused right now, and `retry_after` how long until they
+    /// would pass (zero if at once) — what `RateLimit` / `x-ratelimit-*` headers of a
+    /// successful response need. Later `consume`, `adjust` or other clients are not
+    /// reflected. Empty for the no-op lease.
+    pub fn statuses(&self) -> &[LimitStatus] {
+        &self.statuses
     }
 
     /// Tokens this lease has taken so far per limit (own bucket), adjustments included.

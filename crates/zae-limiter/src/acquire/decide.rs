@@ -57,7 +57,7 @@ pub(crate) fn amounts<'a>(
 }
 
 /// The amounts a parent takes: those of the limits it shares with the child, by name.
-pub(super) fn shared_amounts(limits: &[Limit], named: &[(String, u64)]) -> Vec<u64> {
+pub(crate) fn shared_amounts(limits: &[Limit], named: &[(String, u64)]) -> Vec<u64> {
     limits
         .iter()
         .map(|l| {

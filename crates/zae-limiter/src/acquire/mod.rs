@@ -16,8 +16,7 @@ use crate::limit::Limit;
 use crate::limiter::RateLimiter;
 use crate::store::{ApplyOutcome, BucketChange, BucketKey, LimitChange};
 
-use decide::shared_amounts;
-pub(crate) use decide::{amounts, pick_limits, statuses_for, to_tokens};
+pub(crate) use decide::{amounts, pick_limits, shared_amounts, statuses_for, to_tokens};
 pub(crate) use request::AcquireSpec;
 pub use request::{Acquire, RunError};
 
@@ -201,11 +200,16 @@ impl RateLimiter {
         Ok(match outcome {
             ApplyOutcome::Applied(states) => {
                 self.observe(&states);
+                let statuses = targets
+                    .iter()
+                    .zip(&states)
+                    .flat_map(|(t, s)| statuses_for(&t.key, Some(s), &t.limits, &t.amounts, now))
+                    .collect();
                 let entries = targets
                     .into_iter()
                     .map(|t| LeaseEntry::new(t.key, t.limits, t.version, &t.amounts))
                     .collect();
-                Ok(Lease::new(self.clone(), lease_id, entries))
+                Ok(Lease::new(self.clone(), lease_id, entries, statuses))
             }
             ApplyOutcome::Rejected(seen) => {
                 self.observe(seen.iter().flatten());

@@ -385,3 +385,114 @@ pub async fn a_deleted_namespace_stops_its_handles(store: Arc<dyn Store>) {
     clock.advance(Duration::from_secs(3_601));
     take().await.unwrap().commit().await.unwrap();
 }
+
+/// `available` and `time_until_available` of a cascading child count the parent's bucket:
+/// they agree with what an acquire is allowed.
+pub async fn available_of_a_child_counts_its_parent(store: Arc<dyn Store>) {
+    let clock = ManualClock::new(T0);
+    let l = client(&store, &clock);
+    l.create_entity(NewEntity::new("org")).await.unwrap();
+    l.create_entity(NewEntity::new("key").parent("org").cascade(true))
+        .await
+        .unwrap();
+    let child = [Limit::per_minute("rpm", 100)];
+    let parent = [Limit::per_minute("rpm", 10)];
+    let scope = ConfigScope::Entity {
+        entity_id: "org".into(),
+        resource: "gpt-4".into(),
+    };
+    l.set_config(&scope, StoredConfig::limits(parent.clone()))
+        .await
+        .unwrap();
+    let lease = l
+        .acquire("key", "gpt-4")
+        .limits(child.clone())
+        .consume([("rpm", 3)])
+        .await
+        .unwrap();
+    lease.commit().await.unwrap();
+    assert_eq!(tokens(&l, "key", &child, "rpm").await, 7);
+    assert_eq!(tokens(&l, "org", &parent, "rpm").await, 7);
+    let wait = l
+        .time_until_available("key", "gpt-4", &child, [("rpm", 8)])
+        .await
+        .unwrap();
+    assert!(wait > Duration::ZERO, "{wait:?}");
+    // the parent refills 1 token per 6 s: the 8th is there after 6 s
+    assert_eq!(wait, Duration::from_secs(6));
+    assert!(l
+        .time_until_available("key", "gpt-4", &child, [("rpm", 7)])
+        .await
+        .unwrap()
+        .is_zero());
+    let r = l
+        .acquire("key", "gpt-4")
+        .limits(child.clone())
+        .consume([("rpm", 8)])
+        .await;
+    match r {
+        Err(Error::RateLimited(e)) => {
+            assert_eq!(e.violations().next().unwrap().entity_id, "org")
+        }
+        other => panic!("expected a rejection by the parent, got {other:?}"),
+    }
+    // a parent that is not cascaded to does not count
+    l.create_entity(NewEntity::new("solo").parent("org"))
+        .await
+        .unwrap();
+    assert_eq!(tokens(&l, "solo", &child, "rpm").await, 100);
+}
+
+/// A lease tells the limits it was granted under and every limit's status after the take.
+pub async fn a_lease_reports_its_limits_and_statuses(store: Arc<dyn Store>) {
+    let clock = ManualClock::new(T0);
+    let l = client(&store, &clock);
+    let limits = [
+        Limit::per_minute("rpm", 10),
+        Limit::per_minute("tpm", 1_000),
+    ];
+    let lease = l
+        .acquire("k", "gpt-4")
+        .limits(limits.clone())
+        .consume([("rpm", 3)])
+        .await
+        .unwrap();
+    assert_eq!(lease.limits(), &limits[..]);
+    let s = lease.statuses();
+    assert_eq!(s.len(), 2);
+    assert_eq!((s[0].name(), s[0].available, s[0].requested), ("rpm", 7, 3));
+    assert!(!s[0].exceeded);
+    assert_eq!(s[0].retry_after, Some(Duration::ZERO));
+    assert_eq!((s[1].name(), s[1].available), ("tpm", 1_000));
+    assert_eq!(s[0].entity_id, "k");
+    lease.commit().await.unwrap();
+
+    // the stored config wins over the passed limits, and a cascade reports the parent too
+    l.create_entity(NewEntity::new("org")).await.unwrap();
+    l.create_entity(NewEntity::new("key").parent("org").cascade(true))
+        .await
+        .unwrap();
+    let scope = ConfigScope::Entity {
+        entity_id: "key".into(),
+        resource: "gpt-4".into(),
+    };
+    l.set_config(&scope, StoredConfig::limits([Limit::per_minute("rpm", 20)]))
+        .await
+        .unwrap();
+    let lease = l
+        .acquire("key", "gpt-4")
+        .limits([Limit::per_minute("rpm", 10)])
+        .parent_limits([Limit::per_minute("rpm", 5)])
+        .consume([("rpm", 4)])
+        .await
+        .unwrap();
+    assert_eq!(lease.limits(), &[Limit::per_minute("rpm", 20)][..]);
+    let s = lease.statuses();
+    assert_eq!(s.len(), 2);
+    assert_eq!((&*s[0].entity_id, s[0].available), ("key", 16));
+    assert_eq!((&*s[1].entity_id, s[1].available), ("org", 1));
+    // the same 4 again would be refused by the parent: 3 more tokens, 12 s each
+    assert!(s[1].exceeded);
+    assert_eq!(s[1].retry_after, Some(Duration::from_secs(36)));
+    lease.commit().await.unwrap();
+}

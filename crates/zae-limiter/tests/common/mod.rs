@@ -83,6 +83,8 @@ macro_rules! conformance_suite {
             limit_count_is_bounded_everywhere,
             flush_waits_for_background_rollbacks,
             a_deleted_namespace_stops_its_handles,
+            available_of_a_child_counts_its_parent,
+            a_lease_reports_its_limits_and_statuses,
         );
     };
 }
