@@ -440,3 +440,59 @@ async fn audit_principal_falls_back_to_the_sts_caller_identity() {
     let ev = explicit.audit_events("c", 1, None).await.unwrap().events;
     assert_eq!(ev[0].principal.as_deref(), Some("ops"));
 }
+
+/// A store built from a hand-made `SdkConfig` (no default chain) or from a ready client
+/// works, and still counts its calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bring_your_own_sdk_config_or_client() {
+    use aws_sdk_dynamodb::config::{Credentials, Region, SharedCredentialsProvider};
+    let table = common::dynamo().await.table_name().to_string();
+    let sdk = aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(common::dynamodb_endpoint())
+        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+            "test",
+            "test",
+            None,
+            None,
+            "hand-made",
+        )))
+        .build();
+    let lim = [Limit::per_minute("rpm", 10)];
+    let check = |store: DynamoStore, entity: &'static str| {
+        let lim = lim.clone();
+        async move {
+            let l = RateLimiter::builder(store.clone()).build();
+            let lease = l
+                .acquire(entity, "gpt-4")
+                .limits(lim.clone())
+                .consume([("rpm", 3)])
+                .await
+                .unwrap();
+            assert_eq!(lease.statuses()[0].available, 7);
+            lease.commit().await.unwrap();
+            assert_eq!(l.available(entity, "gpt-4", &lim).await.unwrap()["rpm"], 7);
+            assert!(store.call_counts().get("UpdateItem").copied().unwrap_or(0) >= 1);
+        }
+    };
+    let from_sdk = DynamoStore::connect(StoreConfig::new(table.clone()).sdk_config(sdk.clone()))
+        .await
+        .unwrap();
+    check(from_sdk, "via-sdk-config").await;
+
+    let client = aws_sdk_dynamodb::Client::new(&sdk);
+    let from_client = DynamoStore::from_client(client, StoreConfig::new(table.clone())).unwrap();
+    check(from_client, "via-client").await;
+
+    // overrides of StoreConfig apply on top of the given config: a wrong endpoint fixed
+    let wrong = sdk.to_builder().endpoint_url("http://127.0.0.1:9").build();
+    let fixed = DynamoStore::connect(
+        StoreConfig::new(table)
+            .sdk_config(wrong)
+            .endpoint_url(common::dynamodb_endpoint()),
+    )
+    .await
+    .unwrap();
+    check(fixed, "via-override").await;
+}

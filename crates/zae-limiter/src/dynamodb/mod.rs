@@ -54,6 +54,7 @@ pub struct StoreConfig {
     sts_endpoint_url: Option<String>,
     attempt_timeout: Duration,
     max_attempts: u32,
+    sdk_config: Option<aws_config::SdkConfig>,
 }
 
 impl StoreConfig {
@@ -71,6 +72,7 @@ impl StoreConfig {
             sts_endpoint_url: None,
             attempt_timeout: Duration::from_millis(1_000),
             max_attempts: 3,
+            sdk_config: None,
         }
     }
     /// AWS region (otherwise from the environment / profile).
@@ -130,9 +132,96 @@ impl StoreConfig {
         self.max_attempts = attempts.max(1);
         self
     }
+    /// Build the clients from this AWS configuration instead of loading the standard chain
+    /// (your own credentials provider, HTTP client, region, ...). [`region`](Self::region),
+    /// [`endpoint_url`](Self::endpoint_url), [`static_credentials`](Self::static_credentials)
+    /// and [`sts_endpoint_url`](Self::sts_endpoint_url) still apply on top of it, and so do
+    /// [`attempt_timeout`](Self::attempt_timeout) and [`max_attempts`](Self::max_attempts)
+    /// (they replace the config's timeout and retry settings for DynamoDB). Call counting
+    /// ([`DynamoStore::call_counts`]) works as usual.
+    ///
+    /// ```no_run
+    /// # async fn f() -> zae_limiter::Result<()> {
+    /// use zae_limiter::{DynamoStore, StoreConfig};
+    ///
+    /// let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+    ///     .profile_name("rate-limits")
+    ///     .load()
+    ///     .await;
+    /// let store = DynamoStore::connect(StoreConfig::new("limits").sdk_config(sdk)).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn sdk_config(mut self, sdk: aws_config::SdkConfig) -> Self {
+        self.sdk_config = Some(sdk);
+        self
+    }
     /// The table name.
     pub fn table_name(&self) -> &str {
         &self.table_name
+    }
+
+    fn validate(&self) -> Result<()> {
+        crate::namespace::validate_namespace_name(&self.namespace)?;
+        if let Some(id) = &self.namespace_id {
+            crate::namespace::validate_namespace_id(id)?;
+        }
+        Ok(())
+    }
+
+    fn credentials(&self) -> Option<aws_sdk_dynamodb::config::Credentials> {
+        self.static_credentials.as_ref().map(|(k, s)| {
+            aws_sdk_dynamodb::config::Credentials::new(k, s, None, None, "zae-limiter-static")
+        })
+    }
+
+    /// The region to set on a service config whose base has `base` (`None`: keep it).
+    fn region_over(&self, base: Option<&aws_config::Region>) -> Option<aws_config::Region> {
+        match (&self.region, base) {
+            (Some(r), _) => Some(aws_config::Region::new(r.clone())),
+            // DynamoDB Local and friends need some region
+            (None, None) if self.endpoint_url.is_some() => {
+                Some(aws_config::Region::new("us-east-1"))
+            }
+            _ => None,
+        }
+    }
+
+    /// Region, endpoint and credential overrides on a DynamoDB service config.
+    fn dynamodb_overrides(
+        &self,
+        mut b: aws_sdk_dynamodb::config::Builder,
+        base_region: Option<&aws_config::Region>,
+    ) -> aws_sdk_dynamodb::config::Builder {
+        if let Some(r) = self.region_over(base_region) {
+            b = b.region(r);
+        }
+        if let Some(url) = &self.endpoint_url {
+            b = b.endpoint_url(url);
+        }
+        if let Some(c) = self.credentials() {
+            b = b.credentials_provider(c);
+        }
+        b
+    }
+
+    /// The STS client asking for the caller identity: best effort, one attempt.
+    fn sts_client(&self, sdk: &aws_config::SdkConfig) -> aws_sdk_sts::Client {
+        let mut b = aws_sdk_sts::config::Builder::from(sdk)
+            .retry_config(aws_sdk_sts::config::retry::RetryConfig::standard().with_max_attempts(1));
+        if let Some(r) = self.region_over(sdk.region()) {
+            b = b.region(r);
+        }
+        if let Some(url) = self
+            .sts_endpoint_url
+            .as_ref()
+            .or(self.endpoint_url.as_ref())
+        {
+            b = b.endpoint_url(url);
+        }
+        if let Some(c) = self.credentials() {
+            b = b.credentials_provider(c);
+        }
+        aws_sdk_sts::Client::from_conf(b.build())
     }
 }
 
@@ -169,33 +258,29 @@ enum Io {
 }
 
 impl DynamoStore {
-    /// Build the client from `config` (no call is made).
+    /// Build the client from `config` (no call is made): from the standard AWS chain, or
+    /// from the [`StoreConfig::sdk_config`] given.
     pub async fn connect(config: StoreConfig) -> Result<Self> {
-        crate::namespace::validate_namespace_name(&config.namespace)?;
-        if let Some(id) = &config.namespace_id {
-            crate::namespace::validate_namespace_id(id)?;
-        }
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-        if let Some(r) = &config.region {
-            loader = loader.region(aws_config::Region::new(r.clone()));
-        } else if config.endpoint_url.is_some() {
-            loader = loader.region(aws_config::Region::new("us-east-1"));
-        }
-        if let Some(url) = &config.endpoint_url {
-            loader = loader.endpoint_url(url);
-        }
-        if let Some((k, s)) = &config.static_credentials {
-            loader = loader.credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-                k,
-                s,
-                None,
-                None,
-                "zae-limiter-static",
-            ));
-        }
-        let sdk = loader.load().await;
+        config.validate()?;
+        let sdk = match &config.sdk_config {
+            Some(sdk) => sdk.clone(),
+            None => {
+                let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+                if let Some(r) = config.region_over(None) {
+                    loader = loader.region(r);
+                }
+                if let Some(url) = &config.endpoint_url {
+                    loader = loader.endpoint_url(url);
+                }
+                if let Some(c) = config.credentials() {
+                    loader = loader.credentials_provider(c);
+                }
+                loader.load().await
+            }
+        };
         let calls = CallCounter::default();
-        let conf = aws_sdk_dynamodb::config::Builder::from(&sdk)
+        let conf = config
+            .dynamodb_overrides(aws_sdk_dynamodb::config::Builder::from(&sdk), sdk.region())
             .interceptor(calls.clone())
             .timeout_config(
                 aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
@@ -210,15 +295,63 @@ impl DynamoStore {
                     .with_max_backoff(Duration::from_millis(400)),
             )
             .build();
-        // the caller identity is best effort: one attempt, no retries
-        let mut sts = aws_sdk_sts::config::Builder::from(&sdk)
-            .retry_config(aws_sdk_sts::config::retry::RetryConfig::standard().with_max_attempts(1));
-        if let Some(url) = &config.sts_endpoint_url {
-            sts = sts.endpoint_url(url);
-        }
-        Ok(DynamoStore {
-            client: Client::from_conf(conf),
-            sts: aws_sdk_sts::Client::from_conf(sts.build()),
+        let sts = config.sts_client(&sdk);
+        Ok(Self::assemble(Client::from_conf(conf), sts, config, calls))
+    }
+
+    /// Use a DynamoDB client you built yourself; `config` gives the table, namespace and
+    /// caches. The client keeps its own settings: its timeouts and retries are used as they
+    /// are (`attempt_timeout` and `max_attempts` of `config` do not apply, so give the
+    /// client an attempt timeout yourself if the limiter's deadline is to allow a retry);
+    /// `region`, `endpoint_url` and `static_credentials` apply on top when set. The call
+    /// counter is added to a copy of the client's config, so
+    /// [`call_counts`](Self::call_counts) works. A client does not give out its credentials,
+    /// so the caller identity (the audit principal when none is given) is asked of STS
+    /// with the [`StoreConfig::sdk_config`] when one is given, else with the client's region
+    /// and HTTP client and `static_credentials` (without them no identity is found: give
+    /// the limiter a `principal`); `sts_endpoint_url`, else `endpoint_url`, applies. No call
+    /// is made.
+    ///
+    /// ```no_run
+    /// # async fn f() -> zae_limiter::Result<()> {
+    /// use zae_limiter::{DynamoStore, StoreConfig};
+    ///
+    /// let sdk = aws_config::load_from_env().await;
+    /// let client = aws_sdk_dynamodb::Client::new(&sdk);
+    /// let store = DynamoStore::from_client(client, StoreConfig::new("limits"))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn from_client(client: Client, config: StoreConfig) -> Result<Self> {
+        config.validate()?;
+        let own = client.config();
+        let calls = CallCounter::default();
+        let conf = config
+            .dynamodb_overrides(own.to_builder(), own.region())
+            .interceptor(calls.clone())
+            .build();
+        // a client does not give out its credentials: STS needs them from elsewhere
+        let sdk = config.sdk_config.clone().unwrap_or_else(|| {
+            let mut sdk = aws_config::SdkConfig::builder()
+                .behavior_version(aws_config::BehaviorVersion::latest());
+            sdk.set_region(own.region().cloned());
+            sdk.set_http_client(own.http_client());
+            sdk.set_sleep_impl(own.sleep_impl());
+            sdk.set_time_source(own.time_source());
+            sdk.build()
+        });
+        let sts = config.sts_client(&sdk);
+        Ok(Self::assemble(Client::from_conf(conf), sts, config, calls))
+    }
+
+    fn assemble(
+        client: Client,
+        sts: aws_sdk_sts::Client,
+        config: StoreConfig,
+        calls: CallCounter,
+    ) -> Self {
+        DynamoStore {
+            client,
+            sts,
             table: config.table_name.into(),
             ns_name: config.namespace.into(),
             ns_id: Arc::new(match config.namespace_id {
@@ -232,7 +365,7 @@ impl DynamoStore {
             capacity: config
                 .track_capacity
                 .then(|| Arc::new(Mutex::new(ConsumedCapacity::default()))),
-        })
+        }
     }
 
     /// Capacity consumed so far (all zero unless
