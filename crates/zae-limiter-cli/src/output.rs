@@ -10,7 +10,7 @@ use clap::ValueEnum;
 pub mod exit {
     /// Any other failure.
     pub const ERROR: u8 = 1;
-    /// Usage: arguments clap rejected, or input the library rejected before doing anything.
+    /// Usage: arguments clap rejected, or input the CLI rejected after clap (`--consume`).
     pub const USAGE: u8 = 2;
     /// Refused: a limit would be exceeded.
     pub const RATE_LIMITED: u8 = 3;
@@ -60,7 +60,8 @@ impl From<zae_limiter::Error> for CliError {
             // a missing table is reported as unavailable by the library: not an outage
             Error::Unavailable { message } if message.contains(MISSING_TABLE) => exit::ERROR,
             Error::Unavailable { .. } => exit::UNAVAILABLE,
-            Error::Validation { .. } => exit::USAGE,
+            // also state, not only arguments ("no limits given or stored"): an error; the
+            // CLI's own checks of what clap cannot parse use CliError::usage
             _ => exit::ERROR,
         };
         CliError::new(code, e.to_string())
