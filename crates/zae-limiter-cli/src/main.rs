@@ -1,4 +1,6 @@
 //! `zae-limiter`: the command-line interface. Parses arguments and calls the library.
+//!
+//! Exit codes: 0 ok, 1 error, 2 usage, 3 rate limited (refused), 4 store unavailable.
 
 mod commands;
 mod output;
@@ -9,25 +11,17 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = match commands::Cli::try_parse() {
-        Ok(cli) => cli,
-        // --help and --version print in full; usage errors as one line
-        Err(e) if !e.use_stderr() => {
-            let _ = e.print();
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!("{first} (see --help)");
-            return ExitCode::from(2);
-        }
-    };
+    output::quiet_broken_pipe();
+    // clap's own rendering, in full: usage errors on stderr with exit 2, --help / --version
+    // on stdout with exit 0
+    let cli = commands::Cli::try_parse().unwrap_or_else(|e| e.exit());
     match commands::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
+            if !e.message.is_empty() {
+                eprintln!("{}", e.line());
+            }
+            ExitCode::from(e.code)
         }
     }
 }

@@ -32,7 +32,11 @@ impl Run {
     /// Assert the failure contract: exit 1, nothing on stdout, one `error: ...` line on
     /// stderr. Returns that line.
     fn fails(self) -> String {
-        assert_eq!(self.code, 1, "expected exit 1: {self:?}");
+        self.fails_with(1)
+    }
+    /// [`Run::fails`] with exit `code` (2 usage, 3 rate limited, 4 unavailable).
+    fn fails_with(self, code: i32) -> String {
+        assert_eq!(self.code, code, "expected exit {code}: {self:?}");
         assert!(self.out.is_empty(), "stdout should be empty: {self:?}");
         let lines: Vec<&str> = self.err.lines().collect();
         assert_eq!(lines.len(), 1, "expected one stderr line: {self:?}");
@@ -653,10 +657,10 @@ fn bad_input_fails_with_one_line() {
     );
     let e = t.run(&["system", "set-defaults"]).fails();
     assert!(e.contains("nothing to set"), "{e}");
-    let e = t
-        .run(&["system", "set-defaults", "--on-unavailable", "maybe"])
-        .fails();
-    assert!(e.contains("block, allow"), "{e}");
+    // checked by clap: exit 2 with clap's message in full
+    let r = t.run(&["system", "set-defaults", "--on-unavailable", "maybe"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.err.contains("[possible values: block, allow]"), "{r:?}");
     let e = t.run(&["entity", "set-limits", "k"]).fails();
     assert!(e.contains("at least one limit"), "{e}");
     let e = t.run(&["audit", "list", "k", "--limit", "0"]).fails();
@@ -762,12 +766,15 @@ fn namespaces_register_isolate_delete_recover_purge() {
 }
 
 #[test]
-fn usage_errors_are_one_line() {
+fn usage_errors_are_clap_in_full() {
     let t = Table::new("usage");
     let r = t.run(&["entity", "show"]);
     assert_eq!(r.code, 2, "{r:?}");
-    assert_eq!(r.err.lines().count(), 1, "{r:?}");
     assert!(r.err.starts_with("error: "), "{r:?}");
+    assert!(
+        r.err.contains("Usage: zae-limiter entity show <ID>"),
+        "{r:?}"
+    );
 }
 
 #[test]
@@ -813,7 +820,9 @@ fn acquire_and_available_resolve_stored_levels() {
             .json();
         assert_eq!(v["acquired"], true);
     }
-    let line = t.run(&["acquire", "k", "gpt-4o", "-c", "rpm=1"]).fails();
+    let line = t
+        .run(&["acquire", "k", "gpt-4o", "-c", "rpm=1"])
+        .fails_with(3);
     assert!(
         line.contains("rate limit exceeded for k/gpt-4o: [rpm]")
             && line.contains("Retry-After: 1800"),
@@ -826,6 +835,8 @@ fn acquire_and_available_resolve_stored_levels() {
     assert_eq!(avail("proj", "gpt-4o"), 198); // entity default, took the cascade
     assert_eq!(avail("other", "gpt-4o"), 500); // resource default
     assert_eq!(avail("other", "embeddings"), 1000); // system default
-    let line = t.run(&["acquire", "k", "gpt-4o", "-c", "rpm"]).fails();
+    let line = t
+        .run(&["acquire", "k", "gpt-4o", "-c", "rpm"])
+        .fails_with(2);
     assert!(line.contains("NAME=AMOUNT"), "{line}");
 }

@@ -3,11 +3,11 @@
 //! `-l` as the fallback).
 
 use serde_json::json;
-use zae_limiter::Error;
+use zae_limiter::{Error, Limit};
 
-use super::store::{limiter, parse_limits, print_json};
+use super::store::{limit_arg, limiter, print_json};
 use super::Cli;
-use crate::output::{table, Output};
+use crate::output::{emit, escape, exit, table, CliError, Output};
 
 /// Options of `acquire`.
 #[derive(Debug, clap::Args)]
@@ -20,8 +20,8 @@ pub struct AcquireArgs {
     #[arg(short = 'c', long = "consume", value_name = "NAME=AMOUNT")]
     consume: Vec<String>,
     /// Fallback limits when none are stored, `name:rate[/period][:burst]` (repeatable).
-    #[arg(short = 'l', long = "limit", value_name = "SPEC")]
-    limits: Vec<String>,
+    #[arg(short = 'l', long = "limit", value_name = "SPEC", value_parser = limit_arg)]
+    limits: Vec<Limit>,
 }
 
 /// Options of `available`.
@@ -32,20 +32,28 @@ pub struct AvailableArgs {
     /// The resource.
     resource: String,
     /// Fallback limits when none are stored, `name:rate[/period][:burst]` (repeatable).
-    #[arg(short = 'l', long = "limit", value_name = "SPEC")]
-    limits: Vec<String>,
+    #[arg(short = 'l', long = "limit", value_name = "SPEC", value_parser = limit_arg)]
+    limits: Vec<Limit>,
 }
 
-fn parse_consume(pairs: &[String]) -> Result<Vec<(String, u64)>, String> {
+/// `--consume NAME=AMOUNT`; a bad value is a usage error (exit 2), the value echoed escaped.
+fn parse_consume(pairs: &[String]) -> Result<Vec<(String, u64)>, CliError> {
     pairs
         .iter()
         .map(|p| {
-            let (k, v) = p
-                .split_once('=')
-                .ok_or_else(|| format!("--consume '{p}': expected NAME=AMOUNT, e.g. tpm=500"))?;
-            let n = v
-                .parse::<u64>()
-                .map_err(|_| format!("--consume '{p}': '{v}' is not a whole number"))?;
+            let (k, v) = p.split_once('=').ok_or_else(|| {
+                CliError::usage(format!(
+                    "--consume '{}': expected NAME=AMOUNT, e.g. tpm=500",
+                    escape(p)
+                ))
+            })?;
+            let n = v.parse::<u64>().map_err(|_| {
+                CliError::usage(format!(
+                    "--consume '{}': '{}' is not a whole number",
+                    escape(p),
+                    escape(v)
+                ))
+            })?;
             Ok((k.to_string(), n))
         })
         .collect()
@@ -58,33 +66,32 @@ async fn print_available(
     resource: &str,
     limits: &[zae_limiter::Limit],
     extra: serde_json::Value,
-) -> Result<(), String> {
-    let left = limiter
-        .available(entity, resource, limits)
-        .await
-        .map_err(|e| e.to_string())?;
+) -> Result<(), CliError> {
+    let left = limiter.available(entity, resource, limits).await?;
     match cli.output {
         Output::Json => {
             let mut doc = json!({ "entity_id": entity, "resource": resource, "available": left });
             if let (Some(d), Some(x)) = (doc.as_object_mut(), extra.as_object()) {
                 d.extend(x.clone());
             }
-            print_json(&doc)
+            Ok(print_json(&doc)?)
         }
         Output::Table => {
             let rows: Vec<Vec<String>> = left
                 .iter()
                 .map(|(k, v)| vec![k.clone(), v.to_string()])
                 .collect();
-            println!("{}", table(&["limit", "available"], &rows));
+            emit(&table(&["limit", "available"], &rows));
             Ok(())
         }
     }
 }
 
-pub async fn acquire(cli: &Cli, args: &AcquireArgs) -> Result<(), String> {
+/// Refused: exit 3, with the `RateLimitExceeded` document on stdout (`--output json`) or a
+/// line with the retry-after on stderr.
+pub async fn acquire(cli: &Cli, args: &AcquireArgs) -> Result<(), CliError> {
     let consume = parse_consume(&args.consume)?;
-    let limits = parse_limits(&args.limits)?;
+    let limits = args.limits.clone();
     let limiter = limiter(cli).await?;
     let lease = limiter
         .acquire(&args.entity, &args.resource)
@@ -94,15 +101,15 @@ pub async fn acquire(cli: &Cli, args: &AcquireArgs) -> Result<(), String> {
     match lease {
         Ok(lease) => {
             let taken = lease.consumed();
-            lease.commit().await.map_err(|e| e.to_string())?;
+            lease.commit().await?;
             if cli.output == Output::Table {
                 let list: Vec<String> = taken.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                println!(
+                emit(&format!(
                     "Acquired {} on {}: {}",
                     args.entity,
                     args.resource,
                     list.join(", ")
-                );
+                ));
             }
             print_available(
                 cli,
@@ -114,16 +121,26 @@ pub async fn acquire(cli: &Cli, args: &AcquireArgs) -> Result<(), String> {
             )
             .await
         }
-        Err(Error::RateLimited(e)) => Err(format!(
-            "{e} (Retry-After: {})",
-            e.retry_after_header().unwrap_or_else(|| "never".into())
-        )),
-        Err(e) => Err(e.to_string()),
+        Err(Error::RateLimited(e)) => match cli.output {
+            Output::Json => {
+                print_json(&e.as_json())?;
+                // the document says it all; nothing on stderr
+                Err(CliError::new(exit::RATE_LIMITED, ""))
+            }
+            Output::Table => Err(CliError::new(
+                exit::RATE_LIMITED,
+                format!(
+                    "{e} (Retry-After: {})",
+                    e.retry_after_header().unwrap_or_else(|| "never".into())
+                ),
+            )),
+        },
+        Err(e) => Err(e.into()),
     }
 }
 
-pub async fn available(cli: &Cli, args: &AvailableArgs) -> Result<(), String> {
-    let limits = parse_limits(&args.limits)?;
+pub async fn available(cli: &Cli, args: &AvailableArgs) -> Result<(), CliError> {
+    let limits = args.limits.clone();
     let limiter = limiter(cli).await?;
     print_available(
         cli,

@@ -14,7 +14,7 @@ mod version;
 
 use clap::{Parser, Subcommand};
 
-use crate::output::Output;
+use crate::output::{CliError, Output};
 
 /// Distributed token-bucket rate limiter for API and LLM workloads, backed by DynamoDB.
 #[derive(Debug, Parser)]
@@ -25,7 +25,9 @@ use crate::output::Output;
     long_about = None,
     after_help = "The table must exist before other commands use it: create it with \
                   'zae-limiter table create' (DynamoDB Local / development) or deploy the stack.\n\
-                  Example: zae-limiter --endpoint-url http://127.0.0.1:8000 table create"
+                  Example: zae-limiter --endpoint-url http://127.0.0.1:8000 table create\n\n\
+                  Exit codes: 0 ok, 1 error, 2 usage (bad arguments or input), 3 rate limited \
+                  (acquire refused), 4 store unavailable (DynamoDB unreachable or timed out)"
 )]
 pub struct Cli {
     /// Table (and stack) name.
@@ -92,7 +94,7 @@ pub enum Command {
     #[command(subcommand)]
     Namespace(namespace::Cmd),
     /// Take capacity once (acquire + commit) with the limits resolved from the table; exits
-    /// 1 with the retry-after when refused.
+    /// 3 with the retry-after when refused.
     Acquire(acquire::AcquireArgs),
     /// Tokens available now per limit, consuming nothing.
     Available(acquire::AvailableArgs),
@@ -100,20 +102,21 @@ pub enum Command {
     Version,
 }
 
-/// Run the parsed command; a failure is one line (a missing table says how to create it).
-pub async fn run(cli: Cli) -> Result<(), String> {
-    let result = match cli.command {
-        Command::Demo(ref args) => demo::run(&cli, args).await,
-        Command::Bench(ref args) => bench::run(&cli, args).await,
-        Command::Table(ref cmd) => table::run(&cli, cmd).await,
-        Command::Entity(ref cmd) => entity::run(&cli, cmd).await,
-        Command::Resource(ref cmd) => resource::run(&cli, cmd).await,
-        Command::System(ref cmd) => system::run(&cli, cmd).await,
-        Command::Audit(ref cmd) => audit::run(&cli, cmd).await,
-        Command::Namespace(ref cmd) => namespace::run(&cli, cmd).await,
+/// Run the parsed command; a failure is one line and an exit code (a missing table says how
+/// to create it).
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    let result: Result<(), CliError> = match cli.command {
+        Command::Demo(ref args) => demo::run(&cli, args).await.map_err(CliError::from),
+        Command::Bench(ref args) => bench::run(&cli, args).await.map_err(CliError::from),
+        Command::Table(ref cmd) => table::run(&cli, cmd).await.map_err(CliError::from),
+        Command::Entity(ref cmd) => entity::run(&cli, cmd).await.map_err(CliError::from),
+        Command::Resource(ref cmd) => resource::run(&cli, cmd).await.map_err(CliError::from),
+        Command::System(ref cmd) => system::run(&cli, cmd).await.map_err(CliError::from),
+        Command::Audit(ref cmd) => audit::run(&cli, cmd).await.map_err(CliError::from),
+        Command::Namespace(ref cmd) => namespace::run(&cli, cmd).await.map_err(CliError::from),
         Command::Acquire(ref args) => acquire::acquire(&cli, args).await,
         Command::Available(ref args) => acquire::available(&cli, args).await,
-        Command::Version => version::run(&cli),
+        Command::Version => version::run(&cli).map_err(CliError::from),
     };
     result.map_err(|e| store::explain_missing_table(&cli, e))
 }

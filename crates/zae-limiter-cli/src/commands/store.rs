@@ -8,12 +8,12 @@ use zae_limiter::{
 };
 
 use super::{Cli, Command};
-use crate::output::Output;
+use crate::output::{emit, CliError, Output};
 
 /// Connect to the table named by `--name` (through `--endpoint-url` / `--region` or the AWS
 /// environment). Nothing is created: a missing table shows up as an error of the first call,
 /// which [`explain_missing_table`] turns into one line saying how to create it.
-pub async fn connect(cli: &Cli, track_capacity: bool) -> Result<DynamoStore, String> {
+pub async fn connect(cli: &Cli, track_capacity: bool) -> Result<DynamoStore, CliError> {
     connect_in(cli, &cli.namespace, track_capacity).await
 }
 
@@ -22,7 +22,7 @@ pub async fn connect_in(
     cli: &Cli,
     namespace: &str,
     track_capacity: bool,
-) -> Result<DynamoStore, String> {
+) -> Result<DynamoStore, CliError> {
     let mut config = StoreConfig::new(&cli.name)
         .namespace(namespace)
         .track_consumed_capacity(track_capacity);
@@ -48,23 +48,25 @@ pub async fn connect_in(
             if cli.region.is_none() && !aws_env {
                 const NEEDS: &str =
                     "needs --endpoint-url or an AWS environment (AWS_REGION, AWS_PROFILE, ...)";
-                return Err(if matches!(cli.command, Command::Bench(_)) {
-                    format!("--store dynamodb {NEEDS}; use --store memory for the embedded store")
-                } else {
-                    format!("DynamoDB {NEEDS}")
-                });
+                return Err(CliError::from(
+                    if matches!(cli.command, Command::Bench(_)) {
+                        format!(
+                            "--store dynamodb {NEEDS}; use --store memory for the embedded store"
+                        )
+                    } else {
+                        format!("DynamoDB {NEEDS}")
+                    },
+                ));
             }
         }
     }
-    DynamoStore::connect(config)
-        .await
-        .map_err(|e| e.to_string())
+    Ok(DynamoStore::connect(config).await?)
 }
 
 /// The DynamoDB error code of an operation on a table that does not exist. The library
 /// reports it inside the text of its error (`Error::Unavailable` today, `Error::Store` later),
 /// so the text is what is checked.
-pub(super) const MISSING_TABLE: &str = "ResourceNotFoundException";
+pub(super) use crate::output::MISSING_TABLE;
 
 /// Where the table of the global flags lives, for messages: ` (at URL)`, ` (in region R)`
 /// or nothing.
@@ -78,26 +80,27 @@ pub(super) fn location(cli: &Cli) -> String {
 
 /// A command's one-line failure message, with a missing table (the DynamoDB error
 /// `ResourceNotFoundException` anywhere in the library's error text) replaced by a line that
-/// names the table and how to create it. Other messages pass through unchanged.
-pub(super) fn explain_missing_table(cli: &Cli, message: String) -> String {
-    if !message.contains(MISSING_TABLE) {
-        return message;
+/// names the table and how to create it (exit 1). Other errors pass through unchanged.
+pub(super) fn explain_missing_table(cli: &Cli, error: CliError) -> CliError {
+    if !error.message.contains(MISSING_TABLE) {
+        return error;
     }
-    format!(
+    let message = format!(
         "table '{}' does not exist{}; create it with 'zae-limiter table create' \
          (DynamoDB Local / development) or deploy the stack",
         cli.name,
         location(cli)
-    )
+    );
+    CliError::new(crate::output::exit::ERROR, message)
 }
 
 /// A limiter on the DynamoDB table of the global flags, recording `--principal` in audit events.
-pub(super) async fn limiter(cli: &Cli) -> Result<RateLimiter, String> {
+pub(super) async fn limiter(cli: &Cli) -> Result<RateLimiter, CliError> {
     limiter_in(cli, &cli.namespace).await
 }
 
 /// [`limiter`] in a given namespace.
-pub(super) async fn limiter_in(cli: &Cli, namespace: &str) -> Result<RateLimiter, String> {
+pub(super) async fn limiter_in(cli: &Cli, namespace: &str) -> Result<RateLimiter, CliError> {
     let store = connect_in(cli, namespace, false).await?;
     let mut builder = RateLimiter::builder(store);
     if let Some(p) = &cli.principal {
@@ -114,17 +117,25 @@ pub(super) fn parse_limits(specs: &[String]) -> Result<Vec<Limit>, String> {
         .collect()
 }
 
-/// Parse `--on-unavailable`.
-pub(super) fn parse_policy(policy: Option<&str>) -> Result<Option<OnUnavailable>, String> {
-    policy
-        .map(|p| p.parse::<OnUnavailable>().map_err(|e| e.to_string()))
-        .transpose()
+/// clap value parser of one `-l` value (so that a bad spec is a usage error, exit 2, with
+/// clap's message): `#[arg(short = 'l', value_parser = store::limit_arg)] limits: Vec<Limit>`.
+pub(super) fn limit_arg(spec: &str) -> Result<Limit, String> {
+    spec.parse::<Limit>().map_err(|e| e.to_string())
+}
+
+/// clap value parser of `--on-unavailable`: `block` or `allow`, listed in clap's message.
+pub(super) fn policy_arg() -> impl clap::builder::TypedValueParser<Value = OnUnavailable> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(["block", "allow"]).map(|p| {
+        p.parse::<OnUnavailable>()
+            .expect("block and allow are the policies")
+    })
 }
 
 /// Print `value` as one JSON document on stdout.
 pub(super) fn print_json(value: &Value) -> Result<(), String> {
     let s = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
-    println!("{s}");
+    emit(&s);
     Ok(())
 }
 
@@ -214,7 +225,7 @@ pub(super) async fn set(
                     label(&scope)
                 ),
             };
-            println!("{head}{}", config_lines(&config));
+            emit(&format!("{head}{}", config_lines(&config)));
             Ok(())
         }
     }
@@ -234,8 +245,12 @@ pub(super) async fn get(
         Output::Json => print_json(&config_json(&scope, config.as_ref())),
         Output::Table => {
             match config {
-                Some(c) => println!("Limits for {}:{}", label(&scope), config_lines(&c)),
-                None => println!("No limits stored for {}", label(&scope)),
+                Some(c) => emit(&format!(
+                    "Limits for {}:{}",
+                    label(&scope),
+                    config_lines(&c)
+                )),
+                None => emit(&format!("No limits stored for {}", label(&scope))),
             }
             Ok(())
         }
@@ -267,7 +282,7 @@ pub(super) async fn delete(
             print_json(&v)
         }
         Output::Table => {
-            println!("Deleted limits for {}", label(&scope));
+            emit(&format!("Deleted limits for {}", label(&scope)));
             Ok(())
         }
     }
@@ -338,17 +353,19 @@ mod tests {
             "rate limiter unavailable: ResourceNotFoundException: Cannot do operations on a non-existent table",
             "store error: ResourceNotFoundException: Requested resource not found",
         ] {
-            let line = explain_missing_table(&c, format!("scenario a: {library}"));
+            let e = explain_missing_table(&c, format!("scenario a: {library}").into());
+            assert_eq!(e.code, 1);
             assert_eq!(
-                line,
+                e.message,
                 "table 't1' does not exist (at http://127.0.0.1:8000); create it with \
                  'zae-limiter table create' (DynamoDB Local / development) or deploy the stack"
             );
         }
         let c = cli(&["--name", "t2", "--region", "eu-west-1", "version"]);
         assert!(explain_missing_table(&c, MISSING_TABLE.into())
+            .message
             .starts_with("table 't2' does not exist (in region eu-west-1);"));
-        let other = "entity 'k' not found".to_string();
+        let other = CliError::from("entity 'k' not found");
         assert_eq!(explain_missing_table(&c, other.clone()), other);
     }
 

@@ -19,8 +19,8 @@ pub enum Cmd {
         limits: Vec<String>,
         /// What clients do when DynamoDB cannot be reached: block (fail closed) or allow
         /// (fail open).
-        #[arg(long, value_name = "block|allow")]
-        on_unavailable: Option<String>,
+        #[arg(long, value_name = "block|allow", value_parser = store::policy_arg())]
+        on_unavailable: Option<zae_limiter::OnUnavailable>,
     },
     /// Show the system defaults.
     GetDefaults,
@@ -41,7 +41,7 @@ pub async fn run(cli: &Cli, cmd: &Cmd) -> Result<(), String> {
                 );
             }
             let limits = store::parse_limits(limits)?;
-            let policy = store::parse_policy(on_unavailable.as_deref())?;
+            let policy = *on_unavailable;
             // keep the part that was not given
             let limiter = store::limiter(cli).await?;
             let old = limiter
