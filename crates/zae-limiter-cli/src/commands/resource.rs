@@ -15,8 +15,9 @@ pub enum Cmd {
     SetDefaults {
         /// Resource (a model, an API, ...).
         resource: String,
-        /// Limit as name:rate[/period][:burst], e.g. rpm:100 or tpm:10000/min:15000
-        /// (repeatable, at least one).
+        /// Limit as name:rate[/period][:burst], period [N]ms|sec|min|hour|day (also s,
+        /// second, m, minute, h, d; default min), e.g. rpm:100, tpm:10000/min:15000,
+        /// x:1/1500ms (repeatable, at least one).
         #[arg(short = 'l', long = "limit", value_name = "SPEC")]
         limits: Vec<String>,
     },

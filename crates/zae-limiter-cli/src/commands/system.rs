@@ -13,8 +13,9 @@ pub enum Cmd {
     /// Store the system default limits and/or the on_unavailable policy. What is given
     /// replaces what was stored; a part not given (limits or policy) is kept.
     SetDefaults {
-        /// Limit as name:rate[/period][:burst], e.g. rpm:100 or tpm:10000/min:15000
-        /// (repeatable).
+        /// Limit as name:rate[/period][:burst], period [N]ms|sec|min|hour|day (also s,
+        /// second, m, minute, h, d; default min), e.g. rpm:100, tpm:10000/min:15000,
+        /// x:1/1500ms (repeatable).
         #[arg(short = 'l', long = "limit", value_name = "SPEC")]
         limits: Vec<String>,
         /// What clients do when DynamoDB cannot be reached: block (fail closed) or allow
