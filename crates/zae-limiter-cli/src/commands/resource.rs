@@ -12,6 +12,10 @@ use crate::output::Output;
 #[derive(Debug, clap::Subcommand)]
 pub enum Cmd {
     /// Store a resource's default limits, replacing what was stored.
+    #[command(
+        after_help = "Example: zae-limiter resource set-defaults gpt-4o -l rpm:500 \
+                            -l tpm:50000/min:75000"
+    )]
     SetDefaults {
         /// Resource (a model, an API, ...).
         resource: String,
@@ -22,24 +26,28 @@ pub enum Cmd {
         limits: Vec<String>,
     },
     /// Show a resource's default limits.
+    #[command(after_help = "Example: zae-limiter resource get-defaults gpt-4o --output json")]
     GetDefaults {
         /// Resource.
         resource: String,
     },
     /// Delete a resource's default limits.
+    #[command(after_help = "Example: zae-limiter resource delete-defaults gpt-4o")]
     DeleteDefaults {
         /// Resource.
         resource: String,
     },
     /// List the resources that have default limits.
+    #[command(after_help = "Example: zae-limiter resource list")]
     List,
     /// List the entities with their own limits on a resource.
+    #[command(after_help = "Example: zae-limiter resource entities gpt-4o --page-size 50")]
     Entities {
         /// Resource.
         resource: String,
         /// Page size (1..=1000).
-        #[arg(long, default_value_t = 100)]
-        limit: usize,
+        #[arg(long, default_value_t = 100, value_name = "N")]
+        page_size: usize,
         /// Start after this entity id (the `next` of the previous page).
         #[arg(long)]
         after: Option<String>,
@@ -89,12 +97,12 @@ pub async fn run(cli: &Cli, cmd: &Cmd) -> Result<(), String> {
         }
         Cmd::Entities {
             resource,
-            limit,
+            page_size,
             after,
         } => {
             let limiter = store::limiter(cli).await?;
             let page = limiter
-                .entities_with_limits(resource, *limit, after.as_deref())
+                .entities_with_limits(resource, *page_size, after.as_deref())
                 .await
                 .map_err(err)?;
             match cli.output {

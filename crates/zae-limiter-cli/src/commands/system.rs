@@ -12,6 +12,8 @@ use super::Cli;
 pub enum Cmd {
     /// Store the system default limits and/or the on_unavailable policy. What is given
     /// replaces what was stored; a part not given (limits or policy) is kept.
+    #[command(after_help = "Example: zae-limiter system set-defaults -l rpm:1000 \
+                            --on-unavailable allow")]
     SetDefaults {
         /// Limit as name:rate[/period][:burst], period [N]ms|sec|min|hour|day (also s,
         /// second, m, minute, h, d; default min), e.g. rpm:100, tpm:10000/min:15000,
@@ -24,8 +26,10 @@ pub enum Cmd {
         on_unavailable: Option<String>,
     },
     /// Show the system defaults.
+    #[command(after_help = "Example: zae-limiter system get-defaults --output json")]
     GetDefaults,
     /// Delete the system defaults (limits and policy).
+    #[command(after_help = "Example: zae-limiter system delete-defaults")]
     DeleteDefaults,
 }
 
