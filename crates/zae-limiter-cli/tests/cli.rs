@@ -76,3 +76,74 @@ fn help_mentions_table_create() {
         "{out}"
     );
 }
+
+/// The subcommand names listed under "Commands:" in a `--help` output (without `help`).
+fn subcommands(help: &str) -> Vec<String> {
+    help.lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| *n != "help")
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn every_subcommand_help_has_an_example() {
+    let (code, top, _) = cli(&["--help"]);
+    assert_eq!(code, 0);
+    let mut todo: Vec<Vec<String>> = subcommands(&top).into_iter().map(|c| vec![c]).collect();
+    for want in [
+        "entity",
+        "resource",
+        "system",
+        "audit",
+        "namespace",
+        "acquire",
+        "available",
+        "table",
+        "completions",
+    ] {
+        assert!(todo.iter().any(|p| p[0] == want), "{want} missing: {top}");
+    }
+    let mut checked = 0;
+    while let Some(path) = todo.pop() {
+        let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+        args.push("--help");
+        let (code, out, err) = cli(&args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert!(
+            out.contains("Example"),
+            "{args:?} --help has no example:\n{out}"
+        );
+        for sub in subcommands(&out) {
+            let mut p = path.clone();
+            p.push(sub);
+            todo.push(p);
+        }
+        checked += 1;
+    }
+    assert!(checked > 30, "only {checked} commands checked");
+}
+
+#[test]
+fn completions_for_every_shell() {
+    let (code, out, err) = cli(&["completions", "bash"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("zae-limiter"), "{out}");
+    assert!(
+        out.contains("namespace") && out.contains("set-limits"),
+        "{out}"
+    );
+    for shell in ["zsh", "fish", "powershell"] {
+        let (code, out, err) = cli(&["completions", shell]);
+        assert_eq!(code, 0, "{shell}: {err}");
+        assert!(
+            out.contains("zae-limiter") && out.contains("entity"),
+            "{shell}"
+        );
+    }
+    let (code, _, _) = cli(&["completions", "tcsh"]);
+    assert_eq!(code, 2);
+}

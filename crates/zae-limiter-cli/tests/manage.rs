@@ -450,7 +450,7 @@ fn audit_lists_changes_newest_first() {
     assert!(events[0]["time"].as_str().unwrap().ends_with('Z'));
 
     // the table, one page at a time
-    let out = t.run(&["audit", "list", "proj", "--limit", "2"]).ok();
+    let out = t.run(&["audit", "list", "proj", "--page-size", "2"]).ok();
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 5, "{out}");
     let header: Vec<&str> = lines[0].split_whitespace().collect();
@@ -463,7 +463,15 @@ fn audit_lists_changes_newest_first() {
         .strip_prefix("More events: --before ")
         .unwrap_or_else(|| panic!("{out}"));
     let out = t
-        .run(&["audit", "list", "proj", "--limit", "2", "--before", next])
+        .run(&[
+            "audit",
+            "list",
+            "proj",
+            "--page-size",
+            "2",
+            "--before",
+            next,
+        ])
         .ok();
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 4, "{out}");
@@ -663,9 +671,11 @@ fn bad_input_fails_with_one_line() {
     assert!(r.err.contains("[possible values: block, allow]"), "{r:?}");
     let e = t.run(&["entity", "set-limits", "k"]).fails();
     assert!(e.contains("at least one limit"), "{e}");
-    let e = t.run(&["audit", "list", "k", "--limit", "0"]).fails();
+    let e = t.run(&["audit", "list", "k", "--page-size", "0"]).fails();
     assert!(e.contains("between 1 and 1000"), "{e}");
-    let e = t.run(&["audit", "list", "k", "--limit", "1001"]).fails();
+    let e = t
+        .run(&["audit", "list", "k", "--page-size", "1001"])
+        .fails();
     assert!(e.contains("between 1 and 1000"), "{e}");
     let e = t
         .run(&["entity", "create", "k", "--metadata", "novalue"])
@@ -839,4 +849,202 @@ fn acquire_and_available_resolve_stored_levels() {
         .run(&["acquire", "k", "gpt-4o", "-c", "rpm"])
         .fails_with(2);
     assert!(line.contains("NAME=AMOUNT"), "{line}");
+}
+
+#[test]
+fn entity_update_and_list_pages() {
+    let t = Table::new("entity-upd");
+    for id in ["acme", "other"] {
+        t.run(&["entity", "create", id]).ok();
+    }
+    t.run(&[
+        "entity",
+        "create",
+        "key-1",
+        "--metadata",
+        "tier=free",
+        "--metadata",
+        "trial=yes",
+    ])
+    .ok();
+
+    // update prints the entity after the change
+    let v = t
+        .run(&[
+            "entity",
+            "update",
+            "key-1",
+            "--display-name",
+            "Web key",
+            "--parent",
+            "acme",
+            "--cascade",
+            "true",
+            "--metadata",
+            "tier=gold",
+            "--metadata",
+            "region=eu",
+            "--remove-metadata",
+            "trial",
+            "--output",
+            "json",
+        ])
+        .json();
+    assert_eq!(v["id"], "key-1");
+    assert_eq!(v["name"], "Web key");
+    assert_eq!(v["parent_id"], "acme");
+    assert_eq!(v["cascade"], true);
+    assert_eq!(
+        v["metadata"],
+        serde_json::json!({"tier": "gold", "region": "eu"})
+    );
+    let shown = t
+        .run(&["entity", "show", "key-1", "--output", "json"])
+        .json();
+    assert_eq!(shown, v);
+
+    let v = t
+        .run(&[
+            "entity",
+            "update",
+            "key-1",
+            "--cascade",
+            "false",
+            "--clear-display-name",
+            "--output",
+            "json",
+        ])
+        .json();
+    assert_eq!(
+        (v["cascade"].clone(), v["name"].clone()),
+        (false.into(), Value::Null)
+    );
+    assert_eq!(v["parent_id"], "acme");
+    let out = t
+        .run(&["entity", "update", "key-1", "--parent", "other"])
+        .ok();
+    assert!(out.starts_with("Updated entity 'key-1'\n"), "{out}");
+    assert!(out.contains("  Parent: other\n"), "{out}");
+    let v = t
+        .run(&[
+            "entity",
+            "update",
+            "key-1",
+            "--clear-parent",
+            "--output",
+            "json",
+        ])
+        .json();
+    assert_eq!(v["parent_id"], Value::Null);
+
+    let e = t.run(&["entity", "update", "key-1"]).fails();
+    assert!(e.contains("nothing to update"), "{e}");
+    let e = t
+        .run(&["entity", "update", "nobody", "--display-name", "x"])
+        .fails();
+    assert!(e.contains("nobody"), "{e}");
+    let e = t
+        .run(&["entity", "update", "key-1", "--metadata", "novalue"])
+        .fails();
+    assert!(e.contains("KEY=VALUE"), "{e}");
+    // usage errors (clap): exit 2, one line
+    for (args, want) in [
+        (
+            &[
+                "entity",
+                "update",
+                "key-1",
+                "--parent",
+                "a",
+                "--clear-parent",
+            ][..],
+            "cannot be used with",
+        ),
+        (
+            &["entity", "update", "key-1", "--cascade", "maybe"][..],
+            "maybe",
+        ),
+        // (the one-line usage error drops the argument name: main.rs plumbing)
+        (&["entity", "list"][..], "required"),
+    ] {
+        let r = t.run(args);
+        assert_eq!(r.code, 2, "{r:?}");
+        assert_eq!(r.err.lines().count(), 1, "{r:?}");
+        assert!(
+            r.err.starts_with("error: ") && r.err.contains(want),
+            "{r:?}"
+        );
+    }
+
+    // list: children of --parent, a page at a time, sorted by id
+    for id in ["k-c", "k-a", "k-e", "k-b", "k-d"] {
+        t.run(&["entity", "create", id, "--parent", "acme"]).ok();
+    }
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut args = vec!["entity", "list", "--parent", "acme", "--page-size", "2"];
+        if let Some(a) = after.as_deref() {
+            args.extend(["--after", a]);
+        }
+        args.extend(["--output", "json"]);
+        let v = t.run(&args).json();
+        pages += 1;
+        let ents = v["entities"].as_array().unwrap();
+        assert!(ents.len() <= 2, "{v}");
+        for e in ents {
+            assert_eq!(e["parent_id"], "acme", "{v}");
+            seen.push(e["id"].as_str().unwrap().to_string());
+        }
+        match &v["next"] {
+            Value::Null => break,
+            Value::String(n) => after = Some(n.clone()),
+            other => panic!("next is {other}"),
+        }
+    }
+    assert_eq!(seen, ["k-a", "k-b", "k-c", "k-d", "k-e"]);
+    assert_eq!(pages, 3);
+    let out = t
+        .run(&["entity", "list", "--parent", "acme", "--page-size", "4"])
+        .ok();
+    assert!(out.contains("k-d"), "{out}");
+    assert!(!out.contains("k-e"), "{out}");
+    assert!(out.ends_with("More entities: --after k-d\n"), "{out}");
+    assert_eq!(
+        t.run(&["entity", "list", "--parent", "other", "--output", "json"])
+            .json(),
+        serde_json::json!({"entities": [], "next": null})
+    );
+    let e = t
+        .run(&["entity", "list", "--parent", "acme", "--page-size", "1001"])
+        .fails();
+    assert!(e.contains("between 1 and 1000"), "{e}");
+
+    // resource entities pages with --page-size too
+    for id in ["k-a", "k-b"] {
+        t.run(&[
+            "entity",
+            "set-limits",
+            id,
+            "--resource",
+            "gpt-4o",
+            "-l",
+            "rpm:5",
+        ])
+        .ok();
+    }
+    let v = t
+        .run(&[
+            "resource",
+            "entities",
+            "gpt-4o",
+            "--page-size",
+            "1",
+            "--output",
+            "json",
+        ])
+        .json();
+    assert_eq!(v["entities"], serde_json::json!(["k-a"]), "{v}");
+    assert_eq!(v["next"], "k-a", "{v}");
 }

@@ -137,20 +137,27 @@ impl Limit {
     }
 }
 
-const SPEC_SYNTAX: &str = "expected name:rate[/period][:burst] with period [N]sec|min|hour|day, \
-e.g. rpm:100, tpm:10000/min:15000, rph:500/hour, x:10/5min";
+/// The grammar [`Limit`]'s `FromStr` accepts and `Display` prints, quoted in parse errors.
+const SPEC_SYNTAX: &str = "expected name:rate[/period][:burst] with period [N]ms|sec|min|hour|day \
+(also s, second, m, minute, h, d; N defaults to 1, the period to min; rate, burst and N are whole \
+numbers, '_' allowed between digits), e.g. rpm:100, tpm:10000/min:15000, rph:500/hour, x:10/5min, \
+y:1/1500ms";
 
 impl std::str::FromStr for Limit {
     type Err = Error;
 
-    /// Parse the CLI syntax `name:rate[/period][:burst]`; the period is `[N]sec|min|hour|day`
-    /// and defaults to `min`.
+    /// Parse the CLI syntax `name:rate[/period][:burst]`; the period is
+    /// `[N]ms|sec|min|hour|day` (also `s`, `second`, `m`, `minute`, `h`, `d`), `N` defaults
+    /// to 1 and the period to `min`; rate, burst and `N` are whole numbers (digits, `_`
+    /// allowed as a separator). Whatever [`Display`](std::fmt::Display) prints parses back
+    /// to the same limit.
     ///
     /// ```
     /// use zae_limiter::Limit;
     /// let l: Limit = "tpm:10000/min:15000".parse().unwrap();
     /// assert_eq!(l, Limit::per_minute("tpm", 10_000).burst(15_000));
     /// assert_eq!("x:10/5min".parse::<Limit>().unwrap().refill_period_ms(), 300_000);
+    /// assert_eq!("y:1/1500ms".parse::<Limit>().unwrap().refill_period_ms(), 1_500);
     /// assert!("tpm=100".parse::<Limit>().is_err());
     /// ```
     fn from_str(spec: &str) -> Result<Self> {
@@ -167,21 +174,30 @@ impl std::str::FromStr for Limit {
             None => (rate_part, None),
         };
         let number = |what: &str, v: &str| {
-            v.replace('_', "")
-                .parse::<u64>()
-                .map_err(|_| bad(format!("{what} '{v}' is not a whole number")))
+            let not_whole = || bad(format!("{what} '{v}' is not a whole number"));
+            // digits with '_' separators only: u64's parser would also take a leading '+'
+            if !v.starts_with(|c: char| c.is_ascii_digit())
+                || !v.chars().all(|c| c.is_ascii_digit() || c == '_')
+            {
+                return Err(not_whole());
+            }
+            v.replace('_', "").parse::<u64>().map_err(|_| not_whole())
         };
         let rate = number("rate", rate)?;
         let period_ms = match period {
             None => 60_000,
             Some(p) => {
-                let digits = p.chars().take_while(|c| c.is_ascii_digit()).count();
+                let digits = p
+                    .chars()
+                    .take_while(|c| c.is_ascii_digit() || *c == '_')
+                    .count();
                 let n = if digits == 0 {
                     1
                 } else {
                     number("period", &p[..digits])?
                 };
                 let unit = match &p[digits..] {
+                    "ms" => 1,
                     "s" | "sec" | "second" => 1_000,
                     "m" | "min" | "minute" => 60_000,
                     "h" | "hour" => 3_600_000,
@@ -207,7 +223,8 @@ impl std::str::FromStr for Limit {
 }
 
 impl std::fmt::Display for Limit {
-    /// The same syntax [`FromStr`](std::str::FromStr) accepts, e.g. `tpm:10000/min:15000`.
+    /// The same syntax [`FromStr`](std::str::FromStr) accepts, e.g. `tpm:10000/min:15000`
+    /// or `x:1/1500ms`: the largest whole unit of the period, `/min` included.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let ms = self.refill_period_ms;
         let (n, unit) = [
@@ -380,6 +397,11 @@ mod tests {
             "r#m:10",
             "rpm:0",
             "rpm:10/0min",
+            "rpm:+10",
+            "rpm:10/+5min",
+            "rpm:_1",
+            "rpm:10/0ms",
+            "rpm:10/5us",
         ] {
             let e = bad.parse::<Limit>().unwrap_err().to_string();
             assert!(e.starts_with("invalid limit"), "{bad}: {e}");
@@ -389,6 +411,54 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("expected name:rate"));
+    }
+
+    #[test]
+    fn ms_periods_parse() {
+        let l: Limit = "x:1/1500ms".parse().unwrap();
+        assert_eq!(l, Limit::custom("x", 1, 1, Duration::from_millis(1_500)));
+        assert_eq!(l.to_string(), "x:1/1500ms");
+        assert_eq!("x:1/ms".parse::<Limit>().unwrap().refill_period_ms(), 1);
+        assert_eq!(
+            "x:1/1_500ms".parse::<Limit>().unwrap().refill_period_ms(),
+            1_500
+        );
+        assert_eq!(
+            Limit::custom("x", 1, 1, Duration::from_millis(1)).to_string(),
+            "x:1/ms"
+        );
+        assert_eq!(
+            Limit::custom("x", 3, 2, Duration::from_secs(7200)).to_string(),
+            "x:2/2hour:3"
+        );
+    }
+
+    fn arb_limit() -> impl proptest::strategy::Strategy<Value = Limit> {
+        use proptest::prelude::*;
+        let period = prop_oneof![
+            1..=MAX_PERIOD.as_millis() as u64,
+            (1..=366u64).prop_map(|d| d * 86_400_000),
+            (1..=1_000u64).prop_map(|m| m * 60_000),
+            (1..=1_000u64).prop_map(|s| s * 1_000),
+        ];
+        (
+            "[A-Za-z0-9_.-]{1,64}",
+            1..=MAX_AMOUNT,
+            1..=MAX_AMOUNT,
+            period,
+        )
+            .prop_map(|(name, capacity, refill, ms)| {
+                Limit::custom(name, capacity, refill, Duration::from_millis(ms))
+            })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn display_parses_back(l in arb_limit()) {
+            proptest::prop_assert!(l.validate().is_ok());
+            let shown = l.to_string();
+            proptest::prop_assert_eq!(shown.parse::<Limit>().ok(), Some(l), "{}", shown);
+        }
     }
 
     #[test]

@@ -12,13 +12,15 @@ use crate::output::{table, Output};
 #[derive(Debug, clap::Subcommand)]
 pub enum Cmd {
     /// List audit events, newest first.
+    #[command(after_help = "Example: zae-limiter audit list key-1 --page-size 50\n\
+                            Example: zae-limiter audit list '$RESOURCE:gpt-4o'")]
     List {
         /// Entity id, or '$SYSTEM' / '$RESOURCE:<resource>' for changes of the system /
         /// resource defaults (quote the '$' in a shell).
         entity: String,
         /// Events per page (1 to 1000).
-        #[arg(long, default_value_t = 20)]
-        limit: usize,
+        #[arg(long, default_value_t = 20, value_name = "N")]
+        page_size: usize,
         /// Continue after this event id (printed as "More events: --before ..." at the end of
         /// the previous page).
         #[arg(long, value_name = "EVENT_ID")]
@@ -29,17 +31,17 @@ pub enum Cmd {
 pub async fn run(cli: &Cli, cmd: &Cmd) -> Result<(), String> {
     let Cmd::List {
         entity,
-        limit,
+        page_size,
         before,
     } = cmd;
-    if *limit == 0 || *limit > MAX_AUDIT_PAGE {
+    if *page_size == 0 || *page_size > MAX_AUDIT_PAGE {
         return Err(format!(
-            "--limit must be between 1 and {MAX_AUDIT_PAGE}, got {limit}"
+            "--page-size must be between 1 and {MAX_AUDIT_PAGE}, got {page_size}"
         ));
     }
     let limiter = store::limiter(cli).await?;
     let page = limiter
-        .audit_events(entity, *limit, before.as_deref())
+        .audit_events(entity, *page_size, before.as_deref())
         .await
         .map_err(|e| e.to_string())?;
     match cli.output {

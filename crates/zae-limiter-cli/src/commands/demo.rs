@@ -12,6 +12,7 @@ use crate::output::{table, Output};
 
 /// Options of `demo`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Example: zae-limiter demo --seconds 60 --seed 3 --output json")]
 pub struct Args {
     /// Simulated seconds of traffic.
     #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400))]

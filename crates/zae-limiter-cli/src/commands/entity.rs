@@ -1,18 +1,27 @@
-//! `zae-limiter entity ...`: create, show, delete entities, list children, and manage an
-//! entity's stored limits (per resource, or its default for every resource).
+//! `zae-limiter entity ...`: create, show, update, delete entities, list children (one page at
+//! a time), and manage an entity's stored limits (per resource, or its default for every
+//! resource).
 
 use serde_json::json;
 use zae_limiter::config::DEFAULT_RESOURCE;
+use zae_limiter::Limit;
 use zae_limiter::{ConfigScope, Entity, NewEntity, StoredConfig};
 
 use super::store::{self, print_json, rfc3339};
 use super::Cli;
-use crate::output::Output;
+use crate::output::{table, Output};
+
+/// Largest `entity list --page-size`.
+const MAX_PAGE_SIZE: usize = 1000;
 
 /// The `entity` subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum Cmd {
     /// Create an entity (an API key, a project, a user).
+    #[command(
+        after_help = "Example: zae-limiter entity create key-1 --parent acme --cascade \
+                            --display-name 'Web key' --metadata tier=gold"
+    )]
     Create {
         /// Entity id.
         id: String,
@@ -30,6 +39,7 @@ pub enum Cmd {
         metadata: Vec<String>,
     },
     /// Show an entity.
+    #[command(after_help = "Example: zae-limiter entity show key-1 --output json")]
     Show {
         /// Entity id.
         id: String,
@@ -45,24 +55,83 @@ pub enum Cmd {
         #[arg(long)]
         force: bool,
     },
-    /// List the children of an entity.
+    /// List the children of an entity (all of them; `entity list --parent` pages).
+    #[command(after_help = "Example: zae-limiter entity children acme")]
     Children {
         /// Parent entity id.
         id: String,
     },
+    /// List entities one page at a time, sorted by id. The table keeps no index of all
+    /// entities, so --parent is required: this lists the children of that entity.
+    #[command(
+        after_help = "Example: zae-limiter entity list --parent acme --page-size 50 \
+                            --after key-0042"
+    )]
+    List {
+        /// List the children of this entity (required: there is no listing of all entities).
+        #[arg(long, value_name = "ID", required = true)]
+        parent: String,
+        /// Entities per page (1 to 1000).
+        #[arg(long, default_value_t = 100, value_name = "N")]
+        page_size: usize,
+        /// Start after this entity id (the `next` of the previous page).
+        #[arg(long, value_name = "ID")]
+        after: Option<String>,
+    },
+    /// Change an entity: display name, parent, cascade, metadata. Prints the entity after
+    /// the change; a change that changes nothing is not audited.
+    #[command(
+        after_help = "Example: zae-limiter entity update key-1 --parent acme --cascade true \
+                            --metadata tier=gold --remove-metadata trial"
+    )]
+    Update {
+        /// Entity id.
+        id: String,
+        /// New display name.
+        #[arg(
+            long = "display-name",
+            value_name = "NAME",
+            conflicts_with = "clear_display_name"
+        )]
+        display_name: Option<String>,
+        /// Remove the display name.
+        #[arg(long)]
+        clear_display_name: bool,
+        /// Set or replace the metadata entry KEY=VALUE (repeatable).
+        #[arg(long, value_name = "KEY=VALUE")]
+        metadata: Vec<String>,
+        /// Remove the metadata entry KEY (repeatable).
+        #[arg(long, value_name = "KEY")]
+        remove_metadata: Vec<String>,
+        /// New parent (must exist and have no parent itself).
+        #[arg(long, value_name = "ID", conflicts_with = "clear_parent")]
+        parent: Option<String>,
+        /// Detach from the parent (also turns cascade off).
+        #[arg(long)]
+        clear_parent: bool,
+        /// Also consume from the parent's bucket on every acquire: true or false.
+        #[arg(long, value_name = "true|false")]
+        cascade: Option<bool>,
+    },
     /// Store limits for an entity on a resource (or its default for every resource),
     /// replacing what was stored there.
+    #[command(
+        after_help = "Example: zae-limiter entity set-limits key-1 --resource gpt-4o \
+                            -l rpm:100 -l tpm:10000/min:15000"
+    )]
     SetLimits {
         /// Entity id.
         id: String,
         #[command(flatten)]
         resource: ResourceArg,
-        /// Limit as name:rate[/period][:burst], e.g. rpm:100 or tpm:10000/min:15000
-        /// (repeatable, at least one).
-        #[arg(short = 'l', long = "limit", value_name = "SPEC")]
-        limits: Vec<String>,
+        /// Limit as name:rate[/period][:burst], period [N]ms|sec|min|hour|day (also s,
+        /// second, m, minute, h, d; default min), e.g. rpm:100, tpm:10000/min:15000,
+        /// x:1/1500ms (repeatable, at least one).
+        #[arg(short = 'l', long = "limit", value_name = "SPEC", value_parser = store::limit_arg)]
+        limits: Vec<Limit>,
     },
     /// Show the limits stored for an entity on a resource.
+    #[command(after_help = "Example: zae-limiter entity get-limits key-1 --resource gpt-4o")]
     GetLimits {
         /// Entity id.
         id: String,
@@ -70,6 +139,7 @@ pub enum Cmd {
         resource: ResourceArg,
     },
     /// Delete the limits stored for an entity on a resource.
+    #[command(after_help = "Example: zae-limiter entity delete-limits key-1 --resource gpt-4o")]
     DeleteLimits {
         /// Entity id.
         id: String,
@@ -120,10 +190,7 @@ pub async fn run(cli: &Cli, cmd: &Cmd) -> Result<(), String> {
                 spec = spec.parent(p);
             }
             for kv in metadata {
-                let (k, v) = kv
-                    .split_once('=')
-                    .filter(|(k, _)| !k.is_empty())
-                    .ok_or_else(|| format!("invalid --metadata '{kv}': expected KEY=VALUE"))?;
+                let (k, v) = key_value(kv)?;
                 spec = spec.metadata(k, v);
             }
             let limiter = store::limiter(cli).await?;
@@ -188,6 +255,111 @@ pub async fn run(cli: &Cli, cmd: &Cmd) -> Result<(), String> {
                 }
             }
         }
+        Cmd::List {
+            parent,
+            page_size,
+            after,
+        } => {
+            if *page_size == 0 || *page_size > MAX_PAGE_SIZE {
+                return Err(format!(
+                    "--page-size must be between 1 and {MAX_PAGE_SIZE}, got {page_size}"
+                ));
+            }
+            let limiter = store::limiter(cli).await?;
+            let children = limiter.children(parent).await.map_err(err)?;
+            let (entities, next) = page(children, *page_size, after.as_deref());
+            match cli.output {
+                Output::Json => print_json(&json!({
+                    "entities": entities.iter().map(entity_json).collect::<Vec<_>>(),
+                    "next": next,
+                })),
+                Output::Table => {
+                    if entities.is_empty() {
+                        println!("No entities with parent '{parent}'");
+                    } else {
+                        let rows: Vec<Vec<String>> = entities
+                            .iter()
+                            .map(|e| {
+                                vec![
+                                    e.id.clone(),
+                                    e.name.clone().unwrap_or_else(|| "-".into()),
+                                    e.cascade.to_string(),
+                                    rfc3339(e.created_at_ms),
+                                ]
+                            })
+                            .collect();
+                        println!(
+                            "{}",
+                            table(&["Entity", "Name", "Cascade", "Created"], &rows)
+                        );
+                    }
+                    if let Some(next) = &next {
+                        println!("More entities: --after {next}");
+                    }
+                    Ok(())
+                }
+            }
+        }
+        Cmd::Update {
+            id,
+            display_name,
+            clear_display_name,
+            metadata,
+            remove_metadata,
+            parent,
+            clear_parent,
+            cascade,
+        } => {
+            let nothing = display_name.is_none()
+                && !clear_display_name
+                && metadata.is_empty()
+                && remove_metadata.is_empty()
+                && parent.is_none()
+                && !clear_parent
+                && cascade.is_none();
+            if nothing {
+                return Err(
+                    "nothing to update: give --display-name, --clear-display-name, \
+                            --metadata, --remove-metadata, --parent, --clear-parent or --cascade"
+                        .into(),
+                );
+            }
+            let metadata = metadata
+                .iter()
+                .map(|kv| key_value(kv))
+                .collect::<Result<Vec<_>, _>>()?;
+            let limiter = store::limiter(cli).await?;
+            let mut update = limiter.update_entity(id);
+            if let Some(n) = display_name {
+                update = update.name(n);
+            }
+            if *clear_display_name {
+                update = update.clear_name();
+            }
+            if let Some(p) = parent {
+                update = update.parent(p);
+            }
+            if *clear_parent {
+                update = update.clear_parent();
+            }
+            if let Some(c) = cascade {
+                update = update.cascade(*c);
+            }
+            for (k, v) in metadata {
+                update = update.metadata(k, v);
+            }
+            for k in remove_metadata {
+                update = update.remove_metadata(k);
+            }
+            let entity = update.await.map_err(err)?;
+            match cli.output {
+                Output::Json => print_json(&entity_json(&entity)),
+                Output::Table => {
+                    println!("Updated entity '{}'\n{}", entity.id, show(&entity));
+                    Ok(())
+                }
+            }
+        }
         Cmd::SetLimits {
             id,
             resource,
@@ -198,7 +370,7 @@ pub async fn run(cli: &Cli, cmd: &Cmd) -> Result<(), String> {
                     "give at least one limit with -l/--limit name:rate[/period][:burst]".into(),
                 );
             }
-            let limits = store::parse_limits(limits)?;
+            let limits = limits.clone();
             let limiter = store::limiter(cli).await?;
             store::set(
                 cli,
@@ -215,6 +387,34 @@ pub async fn run(cli: &Cli, cmd: &Cmd) -> Result<(), String> {
             store::delete(cli, &store::limiter(cli).await?, resource.scope(id)).await
         }
     }
+}
+
+/// `KEY=VALUE` of `--metadata` (the value may contain '=').
+fn key_value(kv: &str) -> Result<(&str, &str), String> {
+    kv.split_once('=')
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("invalid --metadata '{kv}': expected KEY=VALUE"))
+}
+
+/// One page of `entities` sorted by id: at most `size` after the id `after`, and the cursor
+/// of the next page (the last id shown) when more follow.
+fn page(
+    mut entities: Vec<Entity>,
+    size: usize,
+    after: Option<&str>,
+) -> (Vec<Entity>, Option<String>) {
+    entities.sort_by(|a, b| a.id.cmp(&b.id));
+    if let Some(after) = after {
+        entities.retain(|e| e.id.as_str() > after);
+    }
+    let more = entities.len() > size;
+    entities.truncate(size);
+    let next = if more {
+        entities.last().map(|e| e.id.clone())
+    } else {
+        None
+    };
+    (entities, next)
 }
 
 /// The entity as JSON, with `created_at` in RFC 3339 beside `created_at_ms`.
@@ -251,6 +451,38 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+
+    fn ent(id: &str) -> Entity {
+        Entity {
+            id: id.into(),
+            name: None,
+            parent_id: None,
+            cascade: false,
+            metadata: BTreeMap::new(),
+            created_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn pages_walk_every_entity_once() {
+        let all: Vec<Entity> = ["c", "a", "e", "b", "d"].into_iter().map(ent).collect();
+        let ids = |v: &[Entity]| v.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
+        let (p1, next) = page(all.clone(), 2, None);
+        assert_eq!(
+            (ids(&p1), next.as_deref()),
+            (vec!["a".into(), "b".into()], Some("b"))
+        );
+        let (p2, next) = page(all.clone(), 2, next.as_deref());
+        assert_eq!(
+            (ids(&p2), next.as_deref()),
+            (vec!["c".into(), "d".into()], Some("d"))
+        );
+        let (p3, next) = page(all.clone(), 2, next.as_deref());
+        assert_eq!((ids(&p3), next), (vec!["e".to_string()], None));
+        // an exactly full last page has no next
+        assert_eq!(page(all.clone(), 5, None).1, None);
+        assert!(page(all, 5, Some("e")).0.is_empty());
+    }
 
     #[test]
     fn show_lines() {

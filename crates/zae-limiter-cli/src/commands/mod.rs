@@ -3,6 +3,7 @@
 mod acquire;
 mod audit;
 mod bench;
+mod completions;
 mod demo;
 mod entity;
 mod namespace;
@@ -76,30 +77,53 @@ pub enum Command {
     Bench(bench::Args),
     /// The DynamoDB table: `table create` for DynamoDB Local and development (no other
     /// command creates it).
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example: zae-limiter --endpoint-url http://127.0.0.1:8000 table create"
+    )]
     Table(table::Cmd),
     /// Entities and their stored limits.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example: zae-limiter entity create key-1 --parent acme --cascade"
+    )]
     Entity(entity::Cmd),
     /// Resource default limits.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example: zae-limiter resource set-defaults gpt-4o -l rpm:500 -l tpm:50000"
+    )]
     Resource(resource::Cmd),
     /// System default limits and the on_unavailable policy.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example: zae-limiter system set-defaults -l rpm:1000 --on-unavailable allow"
+    )]
     System(system::Cmd),
     /// The audit log of changes.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example: zae-limiter audit list key-1 --page-size 50"
+    )]
     Audit(audit::Cmd),
     /// Namespaces (tenants): register, list, show, delete, recover, purge.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example: zae-limiter namespace register tenant-a tenant-b"
+    )]
     Namespace(namespace::Cmd),
     /// Take capacity once (acquire + commit) with the limits resolved from the table; exits
     /// 3 with the retry-after when refused.
+    #[command(after_help = "Example: zae-limiter acquire key-1 gpt-4o -c rpm=1 -c tpm=500")]
     Acquire(acquire::AcquireArgs),
     /// Tokens available now per limit, consuming nothing.
+    #[command(after_help = "Example: zae-limiter available key-1 gpt-4o -l rpm:100")]
     Available(acquire::AvailableArgs),
     /// Print the client version.
+    #[command(after_help = "Example: zae-limiter version")]
     Version,
+    /// Print a shell completion script (bash, zsh, fish, powershell) to stdout.
+    Completions(completions::Args),
 }
 
 /// Run the parsed command; a failure is one line and an exit code (a missing table says how
@@ -117,6 +141,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Acquire(ref args) => acquire::acquire(&cli, args).await,
         Command::Available(ref args) => acquire::available(&cli, args).await,
         Command::Version => version::run(&cli).map_err(CliError::from),
+        Command::Completions(ref args) => completions::run(args).map_err(CliError::from),
     };
     result.map_err(|e| store::explain_missing_table(&cli, e))
 }

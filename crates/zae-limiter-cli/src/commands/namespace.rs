@@ -11,31 +11,37 @@ use crate::output::{table, Output};
 #[derive(Debug, clap::Subcommand)]
 pub enum Cmd {
     /// Register namespaces (idempotent) and print their ids.
+    #[command(after_help = "Example: zae-limiter namespace register tenant-a tenant-b")]
     Register {
         /// Names: letters, digits, '_', '.', '-' (not '_' alone).
         #[arg(required = true, value_name = "NAME")]
         names: Vec<String>,
     },
     /// List every namespace record, with its status.
+    #[command(after_help = "Example: zae-limiter namespace list --output json")]
     List,
     /// Show one active namespace and its id (for IAM policies and `recover`/`purge`).
+    #[command(after_help = "Example: zae-limiter namespace show tenant-a")]
     Show {
         /// The namespace's name.
         #[arg(value_name = "NAME")]
         ns_name: String,
     },
     /// Soft-delete: frees the name, keeps the data; `recover` brings it back.
+    #[command(after_help = "Example: zae-limiter namespace delete tenant-a")]
     Delete {
         /// The namespace's name.
         #[arg(value_name = "NAME")]
         ns_name: String,
     },
     /// Recover a soft-deleted namespace by id.
+    #[command(after_help = "Example: zae-limiter namespace recover NAMESPACE_ID")]
     Recover {
         /// The id printed by `delete` or `list`.
         id: String,
     },
     /// Delete every item of a soft-deleted namespace, then its record. Cannot be undone.
+    #[command(after_help = "Example: zae-limiter namespace purge NAMESPACE_ID --yes")]
     Purge {
         /// The id printed by `delete` or `list`.
         id: String,

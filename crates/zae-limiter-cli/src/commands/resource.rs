@@ -2,6 +2,7 @@
 //! own), the resources that have them, and the entities with their own limits on one.
 
 use serde_json::json;
+use zae_limiter::Limit;
 use zae_limiter::{ConfigScope, StoredConfig};
 
 use super::store::{self, print_json};
@@ -12,33 +13,42 @@ use crate::output::Output;
 #[derive(Debug, clap::Subcommand)]
 pub enum Cmd {
     /// Store a resource's default limits, replacing what was stored.
+    #[command(
+        after_help = "Example: zae-limiter resource set-defaults gpt-4o -l rpm:500 \
+                            -l tpm:50000/min:75000"
+    )]
     SetDefaults {
         /// Resource (a model, an API, ...).
         resource: String,
-        /// Limit as name:rate[/period][:burst], e.g. rpm:100 or tpm:10000/min:15000
-        /// (repeatable, at least one).
-        #[arg(short = 'l', long = "limit", value_name = "SPEC")]
-        limits: Vec<String>,
+        /// Limit as name:rate[/period][:burst], period [N]ms|sec|min|hour|day (also s,
+        /// second, m, minute, h, d; default min), e.g. rpm:100, tpm:10000/min:15000,
+        /// x:1/1500ms (repeatable, at least one).
+        #[arg(short = 'l', long = "limit", value_name = "SPEC", value_parser = store::limit_arg)]
+        limits: Vec<Limit>,
     },
     /// Show a resource's default limits.
+    #[command(after_help = "Example: zae-limiter resource get-defaults gpt-4o --output json")]
     GetDefaults {
         /// Resource.
         resource: String,
     },
     /// Delete a resource's default limits.
+    #[command(after_help = "Example: zae-limiter resource delete-defaults gpt-4o")]
     DeleteDefaults {
         /// Resource.
         resource: String,
     },
     /// List the resources that have default limits.
+    #[command(after_help = "Example: zae-limiter resource list")]
     List,
     /// List the entities with their own limits on a resource.
+    #[command(after_help = "Example: zae-limiter resource entities gpt-4o --page-size 50")]
     Entities {
         /// Resource.
         resource: String,
         /// Page size (1..=1000).
-        #[arg(long, default_value_t = 100)]
-        limit: usize,
+        #[arg(long, default_value_t = 100, value_name = "N")]
+        page_size: usize,
         /// Start after this entity id (the `next` of the previous page).
         #[arg(long)]
         after: Option<String>,
@@ -60,7 +70,7 @@ pub async fn run(cli: &Cli, cmd: &Cmd) -> Result<(), String> {
                     "give at least one limit with -l/--limit name:rate[/period][:burst]".into(),
                 );
             }
-            let limits = store::parse_limits(limits)?;
+            let limits = limits.clone();
             let limiter = store::limiter(cli).await?;
             store::set(cli, &limiter, scope(resource), StoredConfig::limits(limits)).await
         }
@@ -88,12 +98,12 @@ pub async fn run(cli: &Cli, cmd: &Cmd) -> Result<(), String> {
         }
         Cmd::Entities {
             resource,
-            limit,
+            page_size,
             after,
         } => {
             let limiter = store::limiter(cli).await?;
             let page = limiter
-                .entities_with_limits(resource, *limit, after.as_deref())
+                .entities_with_limits(resource, *page_size, after.as_deref())
                 .await
                 .map_err(err)?;
             match cli.output {

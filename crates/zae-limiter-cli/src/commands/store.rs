@@ -109,14 +109,6 @@ pub(super) async fn limiter_in(cli: &Cli, namespace: &str) -> Result<RateLimiter
     Ok(builder.build())
 }
 
-/// Parse `-l` values with the library's syntax (`name:rate[/period][:burst]`).
-pub(super) fn parse_limits(specs: &[String]) -> Result<Vec<Limit>, String> {
-    specs
-        .iter()
-        .map(|s| s.parse::<Limit>().map_err(|e| e.to_string()))
-        .collect()
-}
-
 /// clap value parser of one `-l` value (so that a bad spec is a usage error, exit 2, with
 /// clap's message): `#[arg(short = 'l', value_parser = store::limit_arg)] limits: Vec<Limit>`.
 pub(super) fn limit_arg(spec: &str) -> Result<Limit, String> {
@@ -371,7 +363,7 @@ mod tests {
 
     #[test]
     fn bad_spec_uses_the_library_message() {
-        let e = parse_limits(&["tpm=100".into()]).unwrap_err();
+        let e = limit_arg("tpm=100").unwrap_err();
         assert!(e.contains("expected name:rate"), "{e}");
     }
 }

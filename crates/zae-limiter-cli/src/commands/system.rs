@@ -1,6 +1,7 @@
 //! `zae-limiter system ...`: the system defaults (limits for every entity and resource without
 //! more specific ones) and the `on_unavailable` policy.
 
+use zae_limiter::Limit;
 use zae_limiter::{ConfigScope, StoredConfig};
 
 use super::store;
@@ -12,19 +13,24 @@ use super::Cli;
 pub enum Cmd {
     /// Store the system default limits and/or the on_unavailable policy. What is given
     /// replaces what was stored; a part not given (limits or policy) is kept.
+    #[command(after_help = "Example: zae-limiter system set-defaults -l rpm:1000 \
+                            --on-unavailable allow")]
     SetDefaults {
-        /// Limit as name:rate[/period][:burst], e.g. rpm:100 or tpm:10000/min:15000
-        /// (repeatable).
-        #[arg(short = 'l', long = "limit", value_name = "SPEC")]
-        limits: Vec<String>,
+        /// Limit as name:rate[/period][:burst], period [N]ms|sec|min|hour|day (also s,
+        /// second, m, minute, h, d; default min), e.g. rpm:100, tpm:10000/min:15000,
+        /// x:1/1500ms (repeatable).
+        #[arg(short = 'l', long = "limit", value_name = "SPEC", value_parser = store::limit_arg)]
+        limits: Vec<Limit>,
         /// What clients do when DynamoDB cannot be reached: block (fail closed) or allow
         /// (fail open).
         #[arg(long, value_name = "block|allow", value_parser = store::policy_arg())]
         on_unavailable: Option<zae_limiter::OnUnavailable>,
     },
     /// Show the system defaults.
+    #[command(after_help = "Example: zae-limiter system get-defaults --output json")]
     GetDefaults,
     /// Delete the system defaults (limits and policy).
+    #[command(after_help = "Example: zae-limiter system delete-defaults")]
     DeleteDefaults,
 }
 
@@ -40,7 +46,7 @@ pub async fn run(cli: &Cli, cmd: &Cmd) -> Result<(), String> {
                         .into(),
                 );
             }
-            let limits = store::parse_limits(limits)?;
+            let limits = limits.clone();
             let policy = *on_unavailable;
             // keep the part that was not given
             let limiter = store::limiter(cli).await?;

@@ -25,6 +25,7 @@ use scenarios::{Bench, CONTENTION_CAPACITY};
 
 /// Options of `bench`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Example: zae-limiter bench --store embedded --scenarios a,b --ops 500")]
 pub struct Args {
     /// Where the buckets live: DynamoDB (needs --endpoint-url or an AWS environment) or the
     /// embedded in-process store. With --endpoint-url (DynamoDB Local) bench creates the table
