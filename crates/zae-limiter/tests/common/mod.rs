@@ -34,7 +34,10 @@ pub async fn dynamo() -> DynamoStore {
     let store = DynamoStore::connect(
         StoreConfig::new(table)
             .endpoint_url(dynamodb_endpoint())
-            .static_credentials("test", "test"),
+            .static_credentials("test", "test")
+            // the suite checks exact counts under contention on two loaded cores; stalled
+            // attempts and their retries are tests/faults.rs's subject, with its own settings
+            .attempt_timeout(std::time::Duration::from_secs(20)),
     )
     .await
     .expect("connect");
