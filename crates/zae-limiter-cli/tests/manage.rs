@@ -1062,3 +1062,57 @@ fn entity_update_and_list_pages() {
     assert_eq!(v["entities"], serde_json::json!(["k-a"]), "{v}");
     assert_eq!(v["next"], "k-a", "{v}");
 }
+
+#[test]
+fn the_default_namespace_is_protected_and_recoverable() {
+    let t = Table::new("nsdef");
+    t.run(&["entity", "create", "acme"]).ok();
+    let id = t
+        .run(&["--output", "json", "namespace", "show", "default"])
+        .json()["namespace_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // deleting `default` needs --force
+    let line = t.run(&["namespace", "delete", "default"]).fails();
+    assert!(
+        line.contains("protected") && line.contains("--force"),
+        "{line}"
+    );
+    t.run(&["namespace", "show", "default"]).ok();
+    let out = t.run(&["namespace", "delete", "default", "--force"]).ok();
+    assert!(out.contains(&format!("namespace recover {id}")), "{out}");
+
+    // while it is deleted nothing re-creates it: every use points to `recover`
+    let hint = format!("namespace recover {id}");
+    let line = t.run(&["entity", "show", "acme"]).fails();
+    assert!(line.contains(&hint), "{line}");
+    let line = t.run(&["namespace", "register", "default"]).fails();
+    assert!(line.contains(&hint), "{line}");
+    let list = t.run(&["--output", "json", "namespace", "list"]).json();
+    let defaults: Vec<&Value> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["name"] == "default")
+        .collect();
+    assert_eq!(defaults.len(), 1, "{list}");
+    assert_eq!(defaults[0]["namespace_id"], id.as_str());
+    assert_eq!(defaults[0]["status"], "deleted");
+
+    // recover brings the same namespace and its data back
+    let out = t.run(&["namespace", "recover", &id]).ok();
+    assert!(out.contains("Recovered namespace 'default'"), "{out}");
+    t.run(&["entity", "show", "acme"]).ok();
+    let audit = t
+        .run(&["--output", "json", "audit", "list", "$NAMESPACE"])
+        .json();
+    let actions: Vec<&str> = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions[..2], ["namespace_recovered", "namespace_deleted"]);
+}

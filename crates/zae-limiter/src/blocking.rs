@@ -19,16 +19,19 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::runtime::Runtime;
 
-use crate::config::OnUnavailable;
-use crate::entity::{Entity, NewEntity};
+use crate::cache::CacheStats;
+use crate::config::{AuditPage, ConfigScope, IdPage, OnUnavailable, StoredConfig};
+use crate::entity::{Entity, NewEntity, UpdateEntity};
 use crate::error::{Error, Result};
 use crate::limit::Limit;
+use crate::namespace::NamespaceInfo;
+use crate::store::Store;
 
 /// Blocking wrapper of [`crate::RateLimiter`]. Owns a small runtime (one worker thread).
 #[derive(Debug, Clone)]
@@ -118,6 +121,139 @@ impl RateLimiter {
     /// See [`crate::RateLimiter::flush`]: wait for the rollbacks of dropped leases.
     pub fn flush(&self) {
         self.rt.block_on(self.inner.flush())
+    }
+
+    /// See [`crate::RateLimiter::store`].
+    pub fn store(&self) -> &Arc<dyn Store> {
+        self.inner.store()
+    }
+
+    /// See [`crate::RateLimiter::invalidate_config_cache`].
+    pub fn invalidate_config_cache(&self) {
+        self.inner.invalidate_config_cache()
+    }
+
+    /// See [`crate::RateLimiter::cache_stats`].
+    pub fn cache_stats(&self) -> CacheStats {
+        self.inner.cache_stats()
+    }
+
+    /// See [`crate::RateLimiter::update_entity`]: `change` sets what changes on the
+    /// [`UpdateEntity`] builder, which is then run.
+    ///
+    /// ```
+    /// # use zae_limiter::{blocking, MemoryStore, NewEntity};
+    /// let limiter = blocking::RateLimiter::new(
+    ///     zae_limiter::RateLimiter::builder(MemoryStore::new()).build(),
+    /// ).unwrap();
+    /// limiter.create_entity(NewEntity::new("key-1")).unwrap();
+    /// let key = limiter.update_entity("key-1", |u| u.name("Web key")).unwrap();
+    /// assert_eq!(key.name.as_deref(), Some("Web key"));
+    /// ```
+    pub fn update_entity(
+        &self,
+        entity_id: impl Into<String>,
+        change: impl FnOnce(UpdateEntity) -> UpdateEntity,
+    ) -> Result<Entity> {
+        let update = change(self.inner.update_entity(entity_id));
+        self.rt.block_on(update.into_future())
+    }
+
+    /// See [`crate::RateLimiter::children`].
+    pub fn children(&self, parent_id: &str) -> Result<Vec<Entity>> {
+        self.rt.block_on(self.inner.children(parent_id))
+    }
+
+    /// See [`crate::RateLimiter::resources_with_defaults`].
+    pub fn resources_with_defaults(&self) -> Result<Vec<String>> {
+        self.rt.block_on(self.inner.resources_with_defaults())
+    }
+
+    /// See [`crate::RateLimiter::entities_with_limits`].
+    pub fn entities_with_limits(
+        &self,
+        resource: &str,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<IdPage> {
+        self.rt
+            .block_on(self.inner.entities_with_limits(resource, limit, after))
+    }
+
+    /// See [`crate::RateLimiter::set_config`].
+    pub fn set_config(&self, scope: &ConfigScope, config: StoredConfig) -> Result<()> {
+        self.rt.block_on(self.inner.set_config(scope, config))
+    }
+
+    /// See [`crate::RateLimiter::get_config`].
+    pub fn get_config(&self, scope: &ConfigScope) -> Result<Option<StoredConfig>> {
+        self.rt.block_on(self.inner.get_config(scope))
+    }
+
+    /// See [`crate::RateLimiter::delete_config`].
+    pub fn delete_config(&self, scope: &ConfigScope) -> Result<bool> {
+        self.rt.block_on(self.inner.delete_config(scope))
+    }
+
+    /// See [`crate::RateLimiter::audit_events`].
+    pub fn audit_events(
+        &self,
+        entity_id: &str,
+        limit: usize,
+        before: Option<&str>,
+    ) -> Result<AuditPage> {
+        self.rt
+            .block_on(self.inner.audit_events(entity_id, limit, before))
+    }
+
+    /// See [`crate::RateLimiter::namespace`]: a blocking limiter in namespace `name`,
+    /// sharing this one's runtime.
+    pub fn namespace(&self, name: &str) -> Result<RateLimiter> {
+        let inner = self.rt.block_on(self.inner.namespace(name))?;
+        Ok(RateLimiter {
+            inner,
+            rt: self.rt.clone(),
+        })
+    }
+
+    /// See [`crate::RateLimiter::register_namespace`].
+    pub fn register_namespace(&self, name: &str) -> Result<NamespaceInfo> {
+        self.rt.block_on(self.inner.register_namespace(name))
+    }
+
+    /// See [`crate::RateLimiter::namespaces`].
+    pub fn namespaces(&self) -> Result<Vec<NamespaceInfo>> {
+        self.rt.block_on(self.inner.namespaces())
+    }
+
+    /// See [`crate::RateLimiter::get_namespace`].
+    pub fn get_namespace(&self, name: &str) -> Result<Option<NamespaceInfo>> {
+        self.rt.block_on(self.inner.get_namespace(name))
+    }
+
+    /// See [`crate::RateLimiter::delete_namespace`] (`default` needs
+    /// [`delete_namespace_forced`](Self::delete_namespace_forced)).
+    pub fn delete_namespace(&self, name: &str) -> Result<bool> {
+        self.rt.block_on(self.inner.delete_namespace(name))
+    }
+
+    /// See [`crate::RateLimiter::delete_namespace_forced`].
+    pub fn delete_namespace_forced(&self, name: &str) -> Result<bool> {
+        self.rt.block_on(self.inner.delete_namespace_forced(name))
+    }
+
+    /// See [`crate::RateLimiter::recover_namespace`].
+    pub fn recover_namespace(&self, id: &str) -> Result<NamespaceInfo> {
+        self.rt.block_on(self.inner.recover_namespace(id))
+    }
+
+    /// See [`crate::RateLimiter::purge_namespace`].
+    pub fn purge_namespace(
+        &self,
+        id: &str,
+        progress: impl Fn(usize) + Send + Sync,
+    ) -> Result<usize> {
+        self.rt.block_on(self.inner.purge_namespace(id, progress))
     }
 }
 

@@ -161,6 +161,39 @@ pub(crate) fn check_recoverable(
     }
 }
 
+/// `default` is never registered afresh while a soft-deleted `default` exists (a handle on
+/// `default` would otherwise silently start over, empty, with the old data orphaned): the
+/// error points to recovering it (or purging it first). Other names are freed by deletion.
+/// `registry` is every namespace record; `name` the one about to be registered.
+pub(crate) fn check_registrable<'a>(
+    name: &str,
+    registry: impl IntoIterator<Item = &'a NamespaceInfo>,
+) -> Result<(), crate::error::StoreError> {
+    if name != DEFAULT_NAMESPACE {
+        return Ok(());
+    }
+    let registry: Vec<&NamespaceInfo> = registry.into_iter().collect();
+    if registry
+        .iter()
+        .any(|n| n.name == name && n.status == NamespaceStatus::Active)
+    {
+        return Ok(());
+    }
+    match registry
+        .iter()
+        .filter(|n| n.name == name && n.status == NamespaceStatus::Deleted)
+        .max_by_key(|n| n.deleted_at_ms)
+    {
+        Some(n) => Err(crate::error::StoreError::Conflict(format!(
+            "namespace '{name}' is soft-deleted (id {id}); it is not replaced by a new empty \
+             one: recover it with `zae-limiter namespace recover {id}` \
+             (RateLimiter::recover_namespace), or purge it first",
+            id = n.id
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Purging needs a soft-deleted (or interrupted purging) namespace (the domain rule every
 /// store applies).
 pub(crate) fn check_purgeable(info: &NamespaceInfo) -> Result<(), crate::error::StoreError> {
@@ -212,6 +245,9 @@ impl RateLimiter {
     }
 
     /// Register a namespace (idempotent: an active one of that name is returned as is).
+    ///
+    /// Registering `default` while a soft-deleted `default` exists fails with
+    /// [`Error::Conflict`]: recover that one instead.
     pub async fn register_namespace(&self, name: &str) -> Result<NamespaceInfo> {
         validate_namespace_name(name)?;
         let before = self.get_namespace(name).await?;
@@ -242,7 +278,33 @@ impl RateLimiter {
 
     /// Soft-delete: the name is freed and the data kept (recoverable by id). `false` if no
     /// active namespace has that name.
+    ///
+    /// `default` is protected: deleting it is refused with [`Error::Conflict`]; use
+    /// [`delete_namespace_forced`](Self::delete_namespace_forced). A soft-deleted `default`
+    /// is never replaced by a fresh one: until it is recovered (or purged), using or
+    /// registering `default` fails with [`Error::Conflict`] naming its id.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> zae_limiter::Result<()> {
+    /// use zae_limiter::{Error, MemoryStore, RateLimiter};
+    /// let limiter = RateLimiter::builder(MemoryStore::new()).build();
+    /// assert!(matches!(limiter.delete_namespace("default").await, Err(Error::Conflict(_))));
+    /// assert!(limiter.delete_namespace_forced("default").await?);
+    /// # Ok(()) }
+    /// ```
     pub async fn delete_namespace(&self, name: &str) -> Result<bool> {
+        if name == DEFAULT_NAMESPACE {
+            return Err(Error::Conflict(format!(
+                "namespace '{DEFAULT_NAMESPACE}' is protected: deleting it needs force \
+                 (delete_namespace_forced, or `namespace delete {DEFAULT_NAMESPACE} --force`)"
+            )));
+        }
+        self.delete_namespace_forced(name).await
+    }
+
+    /// [`delete_namespace`](Self::delete_namespace) that also deletes `default`.
+    pub async fn delete_namespace_forced(&self, name: &str) -> Result<bool> {
+        validate_namespace_name(name)?;
         let Some(info) = self.get_namespace(name).await? else {
             return Ok(false);
         };

@@ -28,11 +28,17 @@ pub enum Cmd {
         ns_name: String,
     },
     /// Soft-delete: frees the name, keeps the data; `recover` brings it back.
+    ///
+    /// `default` is protected: deleting it needs --force, and while it is deleted nothing
+    /// re-creates it; `recover` it (or `purge` it) to use it again.
     #[command(after_help = "Example: zae-limiter namespace delete tenant-a")]
     Delete {
         /// The namespace's name.
         #[arg(value_name = "NAME")]
         ns_name: String,
+        /// Required to delete the protected `default` namespace.
+        #[arg(long)]
+        force: bool,
     },
     /// Recover a soft-deleted namespace by id.
     #[command(after_help = "Example: zae-limiter namespace recover NAMESPACE_ID")]
@@ -72,6 +78,18 @@ fn show(n: &NamespaceInfo) {
 }
 
 pub async fn run(cli: &Cli, cmd: &Cmd) -> Result<(), String> {
+    if let Cmd::Delete {
+        ns_name,
+        force: false,
+    } = cmd
+    {
+        if ns_name == zae_limiter::DEFAULT_NAMESPACE {
+            return Err(format!(
+                "namespace '{ns_name}' is protected: add --force to delete it \
+                 (its data is kept; `namespace recover ID` brings it back)"
+            ));
+        }
+    }
     if let Cmd::Purge { yes: false, id } = cmd {
         return Err(format!(
             "purge deletes every item of namespace {id} for good; add --yes to confirm"
@@ -132,13 +150,20 @@ pub async fn run(cli: &Cli, cmd: &Cmd) -> Result<(), String> {
                 show(&n);
             }
         }
-        Cmd::Delete { ns_name: name } => {
+        Cmd::Delete {
+            ns_name: name,
+            force,
+        } => {
             let n = limiter
                 .get_namespace(name)
                 .await
                 .map_err(e)?
                 .ok_or_else(|| format!("namespace '{name}' not found"))?;
-            limiter.delete_namespace(name).await.map_err(e)?;
+            if *force {
+                limiter.delete_namespace_forced(name).await.map_err(e)?;
+            } else {
+                limiter.delete_namespace(name).await.map_err(e)?;
+            }
             if json {
                 print_json(&json!({ "deleted": doc(&n) }))?;
             } else {

@@ -15,7 +15,7 @@ use super::{sdk_err, DynamoStore, Io};
 use crate::config::{AuditEvent, AuditPage, ConfigScope, IdPage, ResolutionData, StoredConfig};
 use crate::entity::Entity;
 use crate::error::StoreError;
-use crate::namespace::{DEFAULT_NAMESPACE, NAMESPACE_AUDIT_ENTITY};
+use crate::namespace::{DEFAULT_NAMESPACE, NAMESPACE_AUDIT_ENTITY, SYSTEM_NAMESPACE};
 
 pub(super) fn other(e: impl std::fmt::Display) -> StoreError {
     StoreError::Other(e.to_string())
@@ -47,7 +47,13 @@ impl DynamoStore {
     }
 
     pub(super) async fn record_audit_item(&self, audit: &AuditEvent) -> Result<(), StoreError> {
-        let ns = self.ns().await?;
+        // namespace changes are table-level (under `_`): they need no namespace of this
+        // handle, and resolving it must not (re-)register `default` as it is being deleted
+        let ns: std::sync::Arc<str> = if audit.entity_id == NAMESPACE_AUDIT_ENTITY {
+            SYSTEM_NAMESPACE.into()
+        } else {
+            self.ns().await?
+        };
         self.client
             .put_item()
             .table_name(&*self.table)

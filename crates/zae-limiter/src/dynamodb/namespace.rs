@@ -13,7 +13,7 @@ use super::items::{
 };
 use super::{sdk_err, DynamoStore};
 use crate::error::StoreError;
-use crate::namespace::{check_purgeable, check_recoverable};
+use crate::namespace::{check_purgeable, check_recoverable, check_registrable};
 use crate::namespace::{new_namespace_id, NamespaceInfo, NamespaceStatus, DEFAULT_NAMESPACE};
 use crate::store::Store;
 
@@ -64,6 +64,9 @@ impl DynamoStore {
     async fn register(&self, name: &str, now_ms: i64) -> Result<NamespaceInfo, StoreError> {
         if let Some(n) = self.forward(name).await? {
             return Ok(n);
+        }
+        if name == DEFAULT_NAMESPACE {
+            check_registrable(name, &self.namespace_records().await?)?;
         }
         let info = NamespaceInfo {
             name: name.to_string(),

@@ -496,3 +496,74 @@ pub async fn a_lease_reports_its_limits_and_statuses(store: Arc<dyn Store>) {
     assert_eq!(s[1].retry_after, Some(Duration::from_secs(36)));
     lease.commit().await.unwrap();
 }
+
+/// `default` is protected: deleting it needs force, a soft-deleted `default` is never
+/// replaced by a fresh empty one (using or registering it points to `recover`), recovery
+/// brings its data back, and only after a purge is a new `default` registered.
+pub async fn the_default_namespace_is_protected(store: Arc<dyn Store>) {
+    let clock = ManualClock::new(T0);
+    let admin = client(&store, &clock);
+    let lim = [Limit::per_minute("rpm", 10)];
+    let default = admin.namespace("default").await.unwrap();
+    default
+        .acquire("k", "gpt-4")
+        .limits(lim.clone())
+        .consume([("rpm", 3)])
+        .await
+        .unwrap()
+        .commit()
+        .await
+        .unwrap();
+    let id = admin.get_namespace("default").await.unwrap().unwrap().id;
+
+    let r = admin.delete_namespace("default").await;
+    assert!(
+        matches!(&r, Err(Error::Conflict(m)) if m.contains("protected") && m.contains("forced")),
+        "{r:?}"
+    );
+    assert!(admin.get_namespace("default").await.unwrap().is_some());
+    assert!(admin.delete_namespace_forced("default").await.unwrap());
+    assert!(!admin.delete_namespace_forced("default").await.unwrap());
+
+    // neither a handle nor a registration silently starts a new, empty `default`
+    let hint = format!("namespace recover {id}");
+    let r = admin.namespace("default").await.map(|_| ());
+    assert!(
+        matches!(&r, Err(Error::Conflict(m)) if m.contains(&hint)),
+        "{r:?}"
+    );
+    let r = admin.register_namespace("default").await;
+    assert!(
+        matches!(&r, Err(Error::Conflict(m)) if m.contains(&hint)),
+        "{r:?}"
+    );
+    let r = store.scoped("default").await.map(|_| ());
+    assert!(r.is_err(), "{r:?}");
+    let all = admin.namespaces().await.unwrap();
+    let defaults: Vec<_> = all.iter().filter(|n| n.name == "default").collect();
+    assert_eq!(defaults.len(), 1, "{all:?}");
+    assert_eq!(defaults[0].id, id);
+    assert_eq!(defaults[0].status, zae_limiter::NamespaceStatus::Deleted);
+    // other names are unaffected
+    admin.register_namespace("tenant-y").await.unwrap();
+
+    // recovery brings the same namespace, with its data, back
+    let back = admin.recover_namespace(&id).await.unwrap();
+    assert_eq!(back.id, id);
+    let default = admin.namespace("default").await.unwrap();
+    assert_eq!(
+        default.available("k", "gpt-4", &lim).await.unwrap()["rpm"],
+        7
+    );
+
+    // once purged, `default` starts afresh
+    assert!(admin.delete_namespace_forced("default").await.unwrap());
+    admin.purge_namespace(&id, |_| {}).await.unwrap();
+    let fresh = admin.register_namespace("default").await.unwrap();
+    assert_ne!(fresh.id, id);
+    let default = admin.namespace("default").await.unwrap();
+    assert_eq!(
+        default.available("k", "gpt-4", &lim).await.unwrap()["rpm"],
+        10
+    );
+}

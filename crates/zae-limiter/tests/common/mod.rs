@@ -88,6 +88,7 @@ macro_rules! conformance_suite {
             a_deleted_namespace_stops_its_handles,
             available_of_a_child_counts_its_parent,
             a_lease_reports_its_limits_and_statuses,
+            the_default_namespace_is_protected,
         );
     };
 }

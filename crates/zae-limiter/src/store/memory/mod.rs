@@ -212,7 +212,10 @@ impl MemoryStore {
     pub fn new() -> Self {
         let mut shared = Shared::new();
         let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
-        let ns = shared.register(DEFAULT_NAMESPACE, now).id;
+        let ns = shared
+            .register(DEFAULT_NAMESPACE, now)
+            .expect("an empty registry has no deleted default")
+            .id;
         MemoryStore {
             shared: Arc::new(Mutex::new(shared)),
             ns: ns.into(),
@@ -335,7 +338,7 @@ impl Store for MemoryStore {
     }
 
     async fn scoped(&self, name: &str) -> Result<Option<Arc<dyn Store>>, StoreError> {
-        let Some(id) = self.shared.lock().scope_id(name) else {
+        let Some(id) = self.shared.lock().scope_id(name)? else {
             return Ok(None);
         };
         Ok(Some(Arc::new(MemoryStore {
@@ -351,7 +354,7 @@ impl Store for MemoryStore {
     ) -> Result<NamespaceInfo, StoreError> {
         let mut shared = self.shared.lock();
         shared.observe(now_ms);
-        Ok(shared.register(name, now_ms))
+        shared.register(name, now_ms)
     }
 
     async fn namespaces(&self) -> Result<Vec<NamespaceInfo>, StoreError> {

@@ -3,8 +3,8 @@
 use super::Shared;
 use crate::error::StoreError;
 use crate::namespace::{
-    check_purgeable, check_recoverable, new_namespace_id, NamespaceInfo, NamespaceStatus,
-    DEFAULT_NAMESPACE,
+    check_purgeable, check_recoverable, check_registrable, new_namespace_id, NamespaceInfo,
+    NamespaceStatus, DEFAULT_NAMESPACE,
 };
 
 impl Shared {
@@ -14,10 +14,15 @@ impl Shared {
             .find(|n| n.name == name && n.status == NamespaceStatus::Active)
     }
 
-    pub(super) fn register(&mut self, name: &str, now_ms: i64) -> NamespaceInfo {
+    pub(super) fn register(
+        &mut self,
+        name: &str,
+        now_ms: i64,
+    ) -> Result<NamespaceInfo, StoreError> {
         if let Some(n) = self.active(name) {
-            return n.clone();
+            return Ok(n.clone());
         }
+        check_registrable(name, self.registry.values())?;
         let info = NamespaceInfo {
             name: name.to_string(),
             id: new_namespace_id(),
@@ -26,20 +31,20 @@ impl Shared {
             deleted_at_ms: None,
         };
         self.registry.insert(info.id.clone(), info.clone());
-        info
+        Ok(info)
     }
 
     /// The id a handle on `name` works in: its active namespace (`default` is registered
-    /// when missing); `None` when there is none.
-    pub(super) fn scope_id(&mut self, name: &str) -> Option<String> {
-        match self.active(name) {
+    /// when missing, unless a soft-deleted one exists); `None` when there is none.
+    pub(super) fn scope_id(&mut self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(match self.active(name) {
             Some(n) => Some(n.id.clone()),
             None if name == DEFAULT_NAMESPACE => {
                 let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
-                Some(self.register(name, now).id)
+                Some(self.register(name, now)?.id)
             }
             None => None,
-        }
+        })
     }
 
     /// Mark the active namespace `name` deleted at `now_ms`; false when there is none.
