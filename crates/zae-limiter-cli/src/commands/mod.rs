@@ -142,7 +142,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Demo(ref args) => demo::run(&cli, args).await.map_err(CliError::from),
         Command::Bench(ref args) => bench::run(&cli, args).await.map_err(CliError::from),
         Command::Table(ref cmd) => table::run(&cli, cmd).await.map_err(CliError::from),
-        Command::Local(ref cmd) => local::run(&cli, cmd).await.map_err(CliError::from),
+        Command::Local(ref cmd) => local::run(&cli, cmd).await,
         Command::Entity(ref cmd) => entity::run(&cli, cmd).await.map_err(CliError::from),
         Command::Resource(ref cmd) => resource::run(&cli, cmd).await.map_err(CliError::from),
         Command::System(ref cmd) => system::run(&cli, cmd).await.map_err(CliError::from),
