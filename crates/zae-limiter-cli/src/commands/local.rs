@@ -345,9 +345,9 @@ async fn down(cli: &Cli, args: &StateArgs) -> Result<(), CliError> {
         );
     }
     signal(state.pid, "TERM")?;
-    if !wait_gone(state.pid, STOP_TIMEOUT).await {
+    if !wait_gone(state.pid, state.port, STOP_TIMEOUT).await {
         signal(state.pid, "KILL")?;
-        if !wait_gone(state.pid, STOP_TIMEOUT).await {
+        if !wait_gone(state.pid, state.port, STOP_TIMEOUT).await {
             return Err(format!("DynamoDB Local (pid {}) did not stop", state.pid).into());
         }
     }
@@ -459,22 +459,30 @@ fn answers(port: u16) -> bool {
 /// Whether `pid` is alive (not a zombie) and runs the launcher: `down` never signals a
 /// process that merely reuses a recorded pid.
 fn is_ours(pid: u32) -> bool {
-    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    if !alive(pid) {
+        return false;
+    }
+    if !Path::new("/proc/self").exists() {
+        return true; // no /proc: `kill -0` is all there is
+    }
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    String::from_utf8_lossy(&cmdline).contains(LAUNCHER_CLASS)
+}
+
+/// Whether `pid` exists and is not a zombie. An exiting process keeps its sockets until it
+/// turns into a zombie (its command line is gone earlier), so this, not [`is_ours`], tells
+/// `down` when the port is free.
+fn alive(pid: u32) -> bool {
     if Path::new("/proc/self").exists() {
-        let Ok(stat) = std::fs::read_to_string(proc_dir.join("stat")) else {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
             return false;
         };
         // `pid (comm) S ...`: the state follows the last ')'
         let state = stat
             .rsplit_once(')')
             .and_then(|(_, rest)| rest.trim_start().chars().next());
-        if matches!(state, Some('Z') | Some('X') | None) {
-            return false;
-        }
-        let cmdline = std::fs::read(proc_dir.join("cmdline")).unwrap_or_default();
-        return String::from_utf8_lossy(&cmdline).contains(LAUNCHER_CLASS);
+        return !matches!(state, Some('Z') | Some('X') | None);
     }
-    // no /proc: `kill -0` tells at least whether it is alive
     Command::new("kill")
         .args(["-0", &pid.to_string()])
         .stderr(Stdio::null())
@@ -488,22 +496,30 @@ fn signal(pid: u32, sig: &str) -> Result<(), CliError> {
         .arg(pid.to_string())
         .status()
         .map_err(|e| format!("running kill: {e}"))?;
-    if status.success() || !is_ours(pid) {
+    if status.success() || !alive(pid) {
         Ok(())
     } else {
         Err(format!("kill -{sig} {pid} failed ({status})").into())
     }
 }
 
-async fn wait_gone(pid: u32, timeout: Duration) -> bool {
+/// Wait until `pid` is gone (a zombie counts as gone), then until `port` no longer accepts
+/// connections; false if the process outlives `timeout`.
+async fn wait_gone(pid: u32, port: u16, timeout: Duration) -> bool {
     let started = Instant::now();
-    while started.elapsed() < timeout {
-        if !is_ours(pid) {
-            return true;
+    while alive(pid) {
+        if started.elapsed() > timeout {
+            return false;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    !is_ours(pid)
+    let started = Instant::now();
+    while started.elapsed() < timeout
+        && TcpStream::connect_timeout(&loopback(port), Duration::from_millis(200)).is_ok()
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    true
 }
 
 fn absolute(path: &Path) -> Result<PathBuf, CliError> {
