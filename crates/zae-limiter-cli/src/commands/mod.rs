@@ -6,6 +6,7 @@ mod bench;
 mod completions;
 mod demo;
 mod entity;
+mod local;
 mod namespace;
 mod resource;
 mod store;
@@ -82,6 +83,14 @@ pub enum Command {
         after_help = "Example: zae-limiter --endpoint-url http://127.0.0.1:8000 table create"
     )]
     Table(table::Cmd),
+    /// DynamoDB Local for development (no Docker): `local up` starts it on 127.0.0.1 and
+    /// creates the table of --name, `local status`, `local down`.
+    #[command(
+        subcommand,
+        after_help = "Example: zae-limiter local up --port 8000 && \
+                      zae-limiter --endpoint-url http://127.0.0.1:8000 entity create key-1"
+    )]
+    Local(local::Cmd),
     /// Entities and their stored limits.
     #[command(
         subcommand,
@@ -133,6 +142,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Demo(ref args) => demo::run(&cli, args).await.map_err(CliError::from),
         Command::Bench(ref args) => bench::run(&cli, args).await.map_err(CliError::from),
         Command::Table(ref cmd) => table::run(&cli, cmd).await.map_err(CliError::from),
+        Command::Local(ref cmd) => local::run(&cli, cmd).await,
         Command::Entity(ref cmd) => entity::run(&cli, cmd).await.map_err(CliError::from),
         Command::Resource(ref cmd) => resource::run(&cli, cmd).await.map_err(CliError::from),
         Command::System(ref cmd) => system::run(&cli, cmd).await.map_err(CliError::from),
