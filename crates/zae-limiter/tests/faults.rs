@@ -641,3 +641,28 @@ async fn an_abandoned_acquire_that_landed_is_given_back() {
     );
     assert_eq!(b.available("k", &rpm(10), "rpm").await, 9);
 }
+
+/// Limits resolved from stored config (none in code): a write that stalls past the deadline
+/// still fails open under `Allow`, since the request was resolved and checked before it was
+/// sent; a request that could not even be resolved is refused instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_admits_a_resolved_request_whose_write_stalls() {
+    let b = bed().await;
+    let l = b.limiter(OnUnavailable::Allow, TIMEOUT);
+    let scope = zae_limiter::ConfigScope::Resource {
+        resource: RES.into(),
+    };
+    l.set_config(&scope, zae_limiter::StoredConfig::limits(rpm(10)))
+        .await
+        .unwrap();
+    let take = |e: &'static str| l.acquire(e, RES).consume([("rpm", 1)]);
+    take("k").await.unwrap().commit().await.unwrap(); // resolution cached
+    b.faults.set_for("UpdateItem", Fault::BlackHole);
+    let lease = take("k").await.unwrap();
+    assert!(lease.is_noop());
+    // a new entity needs a resolution read first: under a full outage nothing is known
+    b.faults.set(Fault::BlackHole);
+    let r = take("fresh").await;
+    assert!(matches!(r, Err(Error::Unavailable { .. })), "{r:?}");
+    b.faults.set(Fault::Pass);
+}

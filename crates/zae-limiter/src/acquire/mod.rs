@@ -96,7 +96,10 @@ impl RateLimiter {
             Err(StoreFailure(e, p, resolved)) => (e, p, resolved),
         };
         // a write whose answer never came may still have landed: give back what it took
-        if let Some((changes, op)) = in_flight.lock().take() {
+        let in_flight = in_flight.lock().take();
+        // a write was sent, so the request's limits had been resolved and checked
+        let resolved = resolved || in_flight.is_some();
+        if let Some((changes, op)) = in_flight {
             self.compensate_later(changes, op);
         }
         let policy = req
