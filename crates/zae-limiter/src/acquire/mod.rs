@@ -49,7 +49,13 @@ impl Target {
 }
 
 /// The write an acquire has sent and not yet heard back about.
-type InFlight = parking_lot::Mutex<Option<(Vec<BucketChange>, crate::store::WriteOp)>>;
+/// Shared (`Arc`), so that recording it costs no copy on the hot path.
+type InFlight = parking_lot::Mutex<
+    Option<(
+        std::sync::Arc<Vec<BucketChange>>,
+        std::sync::Arc<crate::store::WriteOp>,
+    )>,
+>;
 
 /// A store failure, with the stored `on_unavailable` policy when it was already known and
 /// whether the request's limits had been resolved.
@@ -189,10 +195,12 @@ impl RateLimiter {
                 });
             }
         }
-        let changes: Vec<BucketChange> = targets.iter().map(Target::change).collect();
+        let changes: std::sync::Arc<Vec<BucketChange>> =
+            std::sync::Arc::new(targets.iter().map(Target::change).collect());
         let lease_id = crate::lease::new_lease_id();
         let now = self.now_ms();
         let op = crate::lease::op(&lease_id, "acquire", false, deadline);
+        let op = std::sync::Arc::new(op);
         *in_flight.lock() = Some((changes.clone(), op.clone()));
         let outcome = self.store().apply(&changes, now, &op).await;
         if !matches!(outcome, Err(StoreError::Unavailable(_))) {
@@ -232,7 +240,11 @@ impl RateLimiter {
 impl RateLimiter {
     /// In the background (see [`RateLimiter::flush`]): if the acquire write `op`, whose
     /// answer never came, did land, give back what it took, exactly once.
-    fn compensate_later(&self, changes: Vec<BucketChange>, op: crate::store::WriteOp) {
+    fn compensate_later(
+        &self,
+        changes: std::sync::Arc<Vec<BucketChange>>,
+        op: std::sync::Arc<crate::store::WriteOp>,
+    ) {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
@@ -252,7 +264,8 @@ impl RateLimiter {
                 }
             }
             let refund: Vec<BucketChange> = changes
-                .into_iter()
+                .iter()
+                .cloned()
                 .map(|mut c| {
                     for l in &mut c.limits {
                         l.amount = -l.amount;
