@@ -2,7 +2,9 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use crate::config::{AuditAction, AuditEvent, AuditPage, ConfigScope, IdPage, StoredConfig};
+use crate::config::{
+    AuditAction, AuditEvent, AuditPage, ConfigScope, IdPage, ProvisionerState, StoredConfig,
+};
 use crate::entity::{Entity, EntityPatch, UpdateEntity};
 use crate::error::{Error, Result, StoreError};
 use crate::limit::{validate_entity_id, validate_resource};
@@ -121,21 +123,71 @@ impl RateLimiter {
     /// lease.commit().await?;
     /// # Ok(()) }
     /// ```
-    pub async fn set_config(&self, scope: &ConfigScope, mut config: StoredConfig) -> Result<()> {
+    pub async fn set_config(&self, scope: &ConfigScope, config: StoredConfig) -> Result<()> {
         scope.validate()?;
         config.validate(scope)?;
-        let old = self.get_config(scope).await?;
+        // the write is conditioned on what was read: a concurrent change makes it read again
+        let mut attempt = 0;
+        loop {
+            let old = self.get_config(scope).await?;
+            match self.replace_config(scope, old, config.clone()).await {
+                Err(Error::Conflict(_)) if attempt < 2 => attempt += 1,
+                done => return done,
+            }
+        }
+    }
+
+    /// Like [`set_config`](Self::set_config), but only if what is stored at `scope` is still
+    /// `seen` (the config read earlier, compared by version; `None`: nothing stored).
+    /// Otherwise nothing is written and the answer is [`Error::Conflict`]. This is how a
+    /// plan made from values read earlier is applied safely (see
+    /// [`Manifest`](crate::manifest::Manifest)).
+    pub async fn set_config_if(
+        &self,
+        scope: &ConfigScope,
+        seen: Option<&StoredConfig>,
+        config: StoredConfig,
+    ) -> Result<()> {
+        scope.validate()?;
+        config.validate(scope)?;
+        self.replace_config(scope, seen.cloned(), config).await
+    }
+
+    /// Delete what is stored at `scope` if it is still `seen` (compared by version);
+    /// otherwise nothing is written and the answer is [`Error::Conflict`].
+    pub async fn delete_config_if(&self, scope: &ConfigScope, seen: &StoredConfig) -> Result<()> {
+        scope.validate()?;
+        self.change_config(scope, Some(seen.clone()), None).await
+    }
+
+    async fn replace_config(
+        &self,
+        scope: &ConfigScope,
+        old: Option<StoredConfig>,
+        mut config: StoredConfig,
+    ) -> Result<()> {
         config.version = next_version(self.now_ms(), old.as_ref());
         self.change_config(scope, old, Some(config)).await
     }
 
+    /// The namespace's `#PROVISIONER` record: what the last declarative apply manages (see
+    /// [`manifest`](crate::manifest)); `None` when no manifest was applied here.
+    pub async fn provisioner_state(&self) -> Result<Option<ProvisionerState>> {
+        Ok(self.call(self.store().get_provisioner()).await?)
+    }
+
     /// Delete what is stored at `scope`. Returns false when nothing was stored.
     pub async fn delete_config(&self, scope: &ConfigScope) -> Result<bool> {
-        let Some(old) = self.get_config(scope).await? else {
-            return Ok(false);
-        };
-        self.change_config(scope, Some(old), None).await?;
-        Ok(true)
+        let mut attempt = 0;
+        loop {
+            let Some(old) = self.get_config(scope).await? else {
+                return Ok(false);
+            };
+            match self.change_config(scope, Some(old), None).await {
+                Err(Error::Conflict(_)) if attempt < 2 => attempt += 1,
+                done => return done.map(|()| true),
+            }
+        }
     }
 
     async fn change_config(
@@ -157,7 +209,8 @@ impl RateLimiter {
                 serde_json::json!({ "level": scope.level(), "old": old, "new": new }),
             )
             .await;
-        self.call(self.store().put_config(scope, new.as_ref(), &audit))
+        let expected = old.as_ref().map(|o| o.version);
+        self.call(self.store().put_config(scope, expected, new.as_ref(), &audit))
             .await?;
         self.forget_config(scope);
         Ok(())

@@ -185,6 +185,42 @@ impl RateLimiter {
         self.rt.block_on(self.inner.set_config(scope, config))
     }
 
+    /// See [`crate::RateLimiter::set_config_if`].
+    pub fn set_config_if(
+        &self,
+        scope: &ConfigScope,
+        seen: Option<&StoredConfig>,
+        config: StoredConfig,
+    ) -> Result<()> {
+        self.rt.block_on(self.inner.set_config_if(scope, seen, config))
+    }
+
+    /// See [`crate::RateLimiter::delete_config_if`].
+    pub fn delete_config_if(&self, scope: &ConfigScope, seen: &StoredConfig) -> Result<()> {
+        self.rt.block_on(self.inner.delete_config_if(scope, seen))
+    }
+
+    /// See [`crate::RateLimiter::provisioner_state`].
+    pub fn provisioner_state(&self) -> Result<Option<crate::ProvisionerState>> {
+        self.rt.block_on(self.inner.provisioner_state())
+    }
+
+    /// Plan a manifest against the live values: see [`crate::manifest::Manifest::plan`].
+    pub fn plan_manifest(
+        &self,
+        manifest: &crate::manifest::Manifest,
+    ) -> Result<crate::manifest::Plan> {
+        self.rt.block_on(manifest.plan(&self.inner))
+    }
+
+    /// Apply a plan: see [`crate::manifest::Plan::apply`].
+    pub fn apply_plan(
+        &self,
+        plan: &crate::manifest::Plan,
+    ) -> std::result::Result<crate::manifest::ApplyReport, crate::manifest::ApplyError> {
+        self.rt.block_on(plan.apply(&self.inner))
+    }
+
     /// See [`crate::RateLimiter::get_config`].
     pub fn get_config(&self, scope: &ConfigScope) -> Result<Option<StoredConfig>> {
         self.rt.block_on(self.inner.get_config(scope))

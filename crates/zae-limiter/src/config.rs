@@ -314,3 +314,97 @@ impl IdPage {
         IdPage { ids: sorted, next }
     }
 }
+
+/// The `#PROVISIONER` record of a namespace: which configs a declarative manifest manages
+/// there, and which manifest was applied last, when and by whom.
+///
+/// Only what is listed here is ever deleted by a later apply: a config set imperatively and
+/// never named by a manifest is left alone.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ProvisionerState {
+    /// The system-level config is managed.
+    pub system: bool,
+    /// Resources whose defaults are managed.
+    pub resources: std::collections::BTreeSet<String>,
+    /// Per entity, the resources of its managed configs (`_default_` for its default).
+    pub entities: std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+    /// `sha256:` and the hex digest of the applied manifest's canonical form.
+    pub applied_hash: String,
+    /// When it was applied (ms since the epoch).
+    pub applied_at_ms: i64,
+    /// Who applied it.
+    pub principal: Option<String>,
+    /// Incremented by every write of the record (0: never written), so that two applies
+    /// cannot both replace the same record.
+    pub revision: u64,
+}
+
+impl ProvisionerState {
+    /// The managed scopes, system first, then resources, then entities, each sorted.
+    pub fn scopes(&self) -> Vec<ConfigScope> {
+        let mut out = Vec::new();
+        if self.system {
+            out.push(ConfigScope::System);
+        }
+        out.extend(self.resources.iter().map(|r| ConfigScope::Resource {
+            resource: r.clone(),
+        }));
+        for (entity, resources) in &self.entities {
+            out.extend(resources.iter().map(|r| scope_of_entity(entity, r)));
+        }
+        out
+    }
+
+    /// Add `scope` to the managed set.
+    pub fn insert(&mut self, scope: &ConfigScope) {
+        match scope {
+            ConfigScope::System => self.system = true,
+            ConfigScope::Resource { resource } => {
+                self.resources.insert(resource.clone());
+            }
+            ConfigScope::Entity { entity_id, .. } | ConfigScope::EntityDefault { entity_id } => {
+                let resource = scope.resource().unwrap_or(DEFAULT_RESOURCE).to_string();
+                self.entities
+                    .entry(entity_id.clone())
+                    .or_default()
+                    .insert(resource);
+            }
+        }
+    }
+
+    /// Whether `scope` is managed.
+    pub fn contains(&self, scope: &ConfigScope) -> bool {
+        match scope {
+            ConfigScope::System => self.system,
+            ConfigScope::Resource { resource } => self.resources.contains(resource),
+            ConfigScope::Entity { entity_id, .. } | ConfigScope::EntityDefault { entity_id } => {
+                let resource = scope.resource().unwrap_or(DEFAULT_RESOURCE);
+                self.entities
+                    .get(entity_id)
+                    .is_some_and(|r| r.contains(resource))
+            }
+        }
+    }
+
+    /// The same managed set (ignoring hash, time, principal and revision).
+    pub fn same_set(&self, other: &ProvisionerState) -> bool {
+        self.system == other.system
+            && self.resources == other.resources
+            && self.entities == other.entities
+    }
+}
+
+/// The scope of an entity's config on `resource` (`_default_`: its default for every
+/// resource).
+pub fn scope_of_entity(entity_id: &str, resource: &str) -> ConfigScope {
+    if resource == DEFAULT_RESOURCE {
+        ConfigScope::EntityDefault {
+            entity_id: entity_id.to_string(),
+        }
+    } else {
+        ConfigScope::Entity {
+            entity_id: entity_id.to_string(),
+            resource: resource.to_string(),
+        }
+    }
+}

@@ -43,6 +43,7 @@ mod exceeded;
 mod lease;
 mod limit;
 mod limiter;
+pub mod manifest;
 pub mod namespace;
 pub mod store;
 
@@ -51,7 +52,8 @@ pub use admin::MAX_AUDIT_PAGE;
 pub use cache::CacheStats;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
-    AuditAction, AuditEvent, AuditPage, ConfigScope, IdPage, OnUnavailable, StoredConfig,
+    AuditAction, AuditEvent, AuditPage, ConfigScope, IdPage, OnUnavailable, ProvisionerState,
+    StoredConfig,
 };
 pub use dynamodb::{ConsumedCapacity, DynamoStore, StoreConfig};
 pub use entity::{

@@ -496,3 +496,28 @@ async fn bring_your_own_sdk_config_or_client() {
     .unwrap();
     check(fixed, "via-override").await;
 }
+
+/// Applying the same manifest twice: the second apply reads and writes nothing else
+/// (reads only: the record and one GetItem per item, no write of any kind).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_apply_of_the_same_manifest_makes_no_write() {
+    use zae_limiter::manifest::Manifest;
+    let store = common::dynamo().await;
+    let l = RateLimiter::builder(store.clone()).build();
+    let m = Manifest::from_yaml(
+        "system: {limits: {rpm: 100}}\nresources: {gpt-4: {limits: {rpm: 10, tpm: 1000}}}\n\
+         entities: {k1: {resources: {gpt-4: {limits: {rpm: 5}}, _default_: {limits: {rpm: 1}}}}}",
+    )
+    .unwrap();
+    let (_, first) = m.apply(&l).await.unwrap();
+    assert_eq!(first.created, 4);
+    calls(&store);
+    let (plan, second) = m.apply(&l).await.unwrap();
+    assert!(plan.is_empty());
+    assert_eq!(second.writes, 0);
+    // the namespace by name, the #PROVISIONER record, then the 4 items
+    let seen = calls(&store);
+    assert_eq!(seen.get("GetItem").copied(), Some(6), "{seen:?}");
+    let writes: Vec<_> = seen.keys().filter(|op| op.as_str() != "GetItem").collect();
+    assert!(writes.is_empty(), "{seen:?}");
+}

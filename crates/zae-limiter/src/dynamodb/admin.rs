@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem};
 
@@ -12,10 +13,29 @@ use super::items::{
 };
 use super::keys::{self, ENTITY_SK};
 use super::{sdk_err, DynamoStore, Io};
-use crate::config::{AuditEvent, AuditPage, ConfigScope, IdPage, ResolutionData, StoredConfig};
+use crate::config::{
+    AuditEvent, AuditPage, ConfigScope, IdPage, ProvisionerState, ResolutionData, StoredConfig,
+};
 use crate::entity::Entity;
 use crate::error::StoreError;
 use crate::namespace::{DEFAULT_NAMESPACE, NAMESPACE_AUDIT_ENTITY, SYSTEM_NAMESPACE};
+
+/// A transaction of [`DynamoStore::write_with_audit`] cancelled because the condition of its
+/// first (main) item failed.
+fn first_condition_failed(
+    e: &SdkError<TransactWriteItemsError, aws_smithy_runtime_api::http::Response>,
+) -> bool {
+    match e {
+        SdkError::ServiceError(se) => match se.err() {
+            TransactWriteItemsError::TransactionCanceledException(tc) => {
+                tc.cancellation_reasons().first().and_then(|r| r.code())
+                    == Some("ConditionalCheckFailed")
+            }
+            _ => false,
+        },
+        _ => false,
+    }
+}
 
 pub(super) fn other(e: impl std::fmt::Display) -> StoreError {
     StoreError::Other(e.to_string())
@@ -84,15 +104,7 @@ impl DynamoStore {
         let main = TransactWriteItem::builder().put(put).build();
         match self.write_with_audit(&ns, main, audit).await {
             Ok(()) => Ok(true),
-            Err(SdkError::ServiceError(se)) => match se.err() {
-                TransactWriteItemsError::TransactionCanceledException(tc)
-                    if tc.cancellation_reasons().first().and_then(|r| r.code())
-                        == Some("ConditionalCheckFailed") =>
-                {
-                    Ok(false)
-                }
-                _ => Err(sdk_err(SdkError::ServiceError(se))),
-            },
+            Err(e) if first_condition_failed(&e) => Ok(false),
             Err(e) => Err(sdk_err(e)),
         }
     }
@@ -131,17 +143,30 @@ impl DynamoStore {
     pub(super) async fn put_config_item(
         &self,
         scope: &ConfigScope,
+        expected_version: Option<i64>,
         config: Option<&StoredConfig>,
         audit: &AuditEvent,
     ) -> Result<(), StoreError> {
         let ns = self.ns().await?;
         let ns = &*ns;
+        // what the caller read must still be there: that version, or nothing
+        let (condition, values) = match expected_version {
+            Some(v) => (
+                "#v = :expected",
+                Some(HashMap::from([(":expected".to_string(), items::n(v))])),
+            ),
+            None => ("attribute_not_exists(PK)", None),
+        };
+        let names = expected_version.map(|_| HashMap::from([("#v".into(), "version".into())]));
         let main = match config {
             Some(c) => TransactWriteItem::builder()
                 .put(
                     Put::builder()
                         .table_name(&*self.table)
                         .set_item(Some(config_item(ns, scope, c)))
+                        .condition_expression(condition)
+                        .set_expression_attribute_names(names)
+                        .set_expression_attribute_values(values)
                         .build()
                         .map_err(other)?,
                 )
@@ -153,15 +178,75 @@ impl DynamoStore {
                         Delete::builder()
                             .table_name(&*self.table)
                             .set_key(Some(key(pk, sk)))
+                            .condition_expression(condition)
+                            .set_expression_attribute_names(names)
+                            .set_expression_attribute_values(values)
                             .build()
                             .map_err(other)?,
                     )
                     .build()
             }
         };
-        self.write_with_audit(ns, main, audit)
+        match self.write_with_audit(ns, main, audit).await {
+            Ok(()) => Ok(()),
+            Err(e) if first_condition_failed(&e) => {
+                Err(crate::store::config_changed(scope, expected_version))
+            }
+            Err(e) => Err(sdk_err(e)),
+        }
+    }
+
+    /// The namespace's `#PROVISIONER` record (a strongly consistent read).
+    pub(super) async fn get_provisioner_item(
+        &self,
+    ) -> Result<Option<ProvisionerState>, StoreError> {
+        let ns = self.ns().await?;
+        let (pk, sk) = keys::provisioner_key(&ns);
+        let out = self
+            .client
+            .get_item()
+            .table_name(&*self.table)
+            .set_key(Some(key(pk, sk)))
+            .consistent_read(true)
+            .set_return_consumed_capacity(self.rcc())
+            .send()
             .await
-            .map_err(sdk_err)
+            .map_err(sdk_err)?;
+        self.track(Io::Read, out.consumed_capacity());
+        out.item().map(items::parse_provisioner).transpose()
+    }
+
+    /// Replace the `#PROVISIONER` record if it is still at `expected_revision`.
+    pub(super) async fn put_provisioner_item(
+        &self,
+        state: &ProvisionerState,
+        expected_revision: u64,
+    ) -> Result<(), StoreError> {
+        let ns = self.ns().await?;
+        let mut put = self
+            .client
+            .put_item()
+            .table_name(&*self.table)
+            .set_item(Some(items::provisioner_item(&ns, state)))
+            .set_return_consumed_capacity(self.rcc());
+        put = if expected_revision == 0 {
+            put.condition_expression("attribute_not_exists(PK)")
+        } else {
+            put.condition_expression("revision = :expected")
+                .expression_attribute_values(":expected", items::n(expected_revision))
+        };
+        match put.send().await {
+            Ok(out) => {
+                self.track(Io::Write, out.consumed_capacity());
+                Ok(())
+            }
+            Err(SdkError::ServiceError(se))
+                if matches!(se.err(), PutItemError::ConditionalCheckFailedException(_)) =>
+            {
+                Err(crate::store::provisioner_changed(expected_revision))
+            }
+            Err(e) => Err(sdk_err(e)),
+        }
     }
 
     pub(super) async fn get_config_item(

@@ -14,13 +14,13 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::keys::{self, ENTITY_SK};
-use crate::config::{AuditEvent, ConfigScope, OnUnavailable, StoredConfig};
+use crate::config::{AuditEvent, ConfigScope, OnUnavailable, ProvisionerState, StoredConfig};
 use crate::entity::Entity;
 use crate::error::StoreError;
 use crate::namespace::{NamespaceInfo, NAMESPACE_AUDIT_ENTITY, SYSTEM_NAMESPACE};
 
 pub(crate) use read::parse_entity;
-pub(super) use read::{parse_audit, parse_config, parse_namespace};
+pub(super) use read::{parse_audit, parse_config, parse_namespace, parse_provisioner};
 
 /// A DynamoDB item.
 pub(super) type Item = HashMap<String, AttributeValue>;
@@ -234,4 +234,33 @@ pub(super) fn delete_request(
                 .map_err(|e| StoreError::Other(e.to_string()))?,
         )
         .build())
+}
+
+fn string_list<'a>(values: impl IntoIterator<Item = &'a String>) -> AttributeValue {
+    AttributeValue::L(values.into_iter().map(|v| s(v.as_str())).collect())
+}
+
+/// The `#PROVISIONER` record of namespace `ns` (see [`ProvisionerState`]).
+pub(super) fn provisioner_item(ns: &str, p: &ProvisionerState) -> Item {
+    let (pk, sk) = keys::provisioner_key(ns);
+    let mut item = key(pk.clone(), sk);
+    let entities = p
+        .entities
+        .iter()
+        .map(|(e, rs)| (e.clone(), string_list(rs)))
+        .collect();
+    item.extend([
+        ("managed_system".to_string(), AttributeValue::Bool(p.system)),
+        ("managed_resources".to_string(), string_list(&p.resources)),
+        ("managed_entities".to_string(), AttributeValue::M(entities)),
+        ("applied_hash".to_string(), s(p.applied_hash.as_str())),
+        ("applied_at_ms".to_string(), n(p.applied_at_ms)),
+        ("revision".to_string(), n(p.revision)),
+        ("GSI4PK".to_string(), s(ns)),
+        ("GSI4SK".to_string(), s(pk)),
+    ]);
+    if let Some(who) = &p.principal {
+        item.insert("principal".to_string(), s(who.as_str()));
+    }
+    item
 }

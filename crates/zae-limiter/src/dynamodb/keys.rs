@@ -61,3 +61,11 @@ pub fn audit_key(ns: &str, entity_id: &str, event_id: &str) -> (String, String) 
         format!("#AUDIT#{event_id}"),
     )
 }
+
+/// Sort key of the `#PROVISIONER` record (what a declarative manifest manages).
+pub const PROVISIONER_SK: &str = "#PROVISIONER";
+
+/// PK and SK of a namespace's `#PROVISIONER` record: `{ns}/SYSTEM#` / `#PROVISIONER`.
+pub fn provisioner_key(ns: &str) -> (String, String) {
+    (format!("{ns}/SYSTEM#"), PROVISIONER_SK.to_string())
+}

@@ -31,7 +31,9 @@ use aws_sdk_dynamodb::Client;
 use lru::LruCache;
 use parking_lot::Mutex;
 
-use crate::config::{AuditEvent, AuditPage, ConfigScope, IdPage, ResolutionData, StoredConfig};
+use crate::config::{
+    AuditEvent, AuditPage, ConfigScope, IdPage, ProvisionerState, ResolutionData, StoredConfig,
+};
 use crate::entity::Entity;
 use crate::error::{Result, StoreError};
 use crate::namespace::NamespaceInfo;
@@ -583,10 +585,24 @@ impl Store for DynamoStore {
     async fn put_config(
         &self,
         scope: &ConfigScope,
+        expected_version: Option<i64>,
         config: Option<&StoredConfig>,
         audit: &AuditEvent,
     ) -> Result<(), StoreError> {
-        self.put_config_item(scope, config, audit).await
+        self.put_config_item(scope, expected_version, config, audit)
+            .await
+    }
+
+    async fn get_provisioner(&self) -> Result<Option<ProvisionerState>, StoreError> {
+        self.get_provisioner_item().await
+    }
+
+    async fn put_provisioner(
+        &self,
+        state: &ProvisionerState,
+        expected_revision: u64,
+    ) -> Result<(), StoreError> {
+        self.put_provisioner_item(state, expected_revision).await
     }
 
     async fn list_audit(

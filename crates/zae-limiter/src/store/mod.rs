@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 
 use crate::bucket::BucketParams;
-use crate::config::{AuditEvent, AuditPage, ConfigScope, IdPage, ResolutionData, StoredConfig};
+use crate::config::{
+    AuditEvent, AuditPage, ConfigScope, IdPage, ProvisionerState, ResolutionData, StoredConfig,
+};
 use crate::entity::Entity;
 use crate::error::StoreError;
 use crate::namespace::NamespaceInfo;
@@ -295,12 +297,28 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// The config stored at `scope`.
     async fn get_config(&self, scope: &ConfigScope) -> Result<Option<StoredConfig>, StoreError>;
 
-    /// Store (`Some`) or delete (`None`) the config at `scope` and record `audit`, atomically.
+    /// Store (`Some`) or delete (`None`) the config at `scope` and record `audit`, atomically,
+    /// if what is stored there now is what the caller saw: the config of version
+    /// `expected_version`, or nothing when `None`. Otherwise nothing is written and the
+    /// answer is [`StoreError::Conflict`] (a concurrent change).
     async fn put_config(
         &self,
         scope: &ConfigScope,
+        expected_version: Option<i64>,
         config: Option<&StoredConfig>,
         audit: &AuditEvent,
+    ) -> Result<(), StoreError>;
+
+    /// The record of the last declarative apply in this namespace (`#PROVISIONER`): what the
+    /// manifest manages, its hash, when and by whom it was applied.
+    async fn get_provisioner(&self) -> Result<Option<ProvisionerState>, StoreError>;
+
+    /// Replace the `#PROVISIONER` record if its revision is still `expected_revision` (0: no
+    /// record); otherwise nothing is written and the answer is [`StoreError::Conflict`].
+    async fn put_provisioner(
+        &self,
+        state: &ProvisionerState,
+        expected_revision: u64,
     ) -> Result<(), StoreError>;
 
     /// Audit events of `entity_id` (or `$SYSTEM`, `$RESOURCE:{r}`), newest first, at most
@@ -311,4 +329,26 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         limit: usize,
         before: Option<&str>,
     ) -> Result<AuditPage, StoreError>;
+}
+
+/// The refusal of a conditional config write: what is stored at `scope` is no longer what
+/// the caller read (`expected`: its version, `None` for nothing stored).
+pub(crate) fn config_changed(scope: &ConfigScope, expected: Option<i64>) -> StoreError {
+    let saw = match expected {
+        Some(v) => format!("version {v}"),
+        None => "no config".to_string(),
+    };
+    StoreError::Conflict(format!(
+        "the {} config of {} changed concurrently (it was read as {saw}); read it again",
+        scope.level(),
+        scope.audit_entity()
+    ))
+}
+
+/// The refusal of a `#PROVISIONER` write whose revision moved since it was read.
+pub(crate) fn provisioner_changed(expected: u64) -> StoreError {
+    StoreError::Conflict(format!(
+        "another apply changed the #PROVISIONER record concurrently (it was read at revision \
+         {expected}); plan again"
+    ))
 }

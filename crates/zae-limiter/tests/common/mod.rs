@@ -77,6 +77,10 @@ macro_rules! conformance_suite {
             audit_records_every_change_newest_first,
             delete_entity_children_and_listings,
             namespaces_isolate_and_have_a_lifecycle,
+            manifest_applies_once_and_then_writes_nothing,
+            manifest_updates_deletes_and_reports_drift,
+            manifest_takes_over_and_detects_concurrent_changes,
+            manifest_registers_its_namespace_and_purge_removes_it,
         );
         $crate::conformance_tests!($factory; hardening;
             cascade_with_different_limit_names,

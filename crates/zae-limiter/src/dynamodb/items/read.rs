@@ -9,11 +9,14 @@ use std::collections::BTreeMap;
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::{entity_config_gsi, forward_sk, registry_pk, reverse_sk, Item};
-use crate::config::{AuditAction, AuditEvent, ConfigScope, OnUnavailable, StoredConfig};
+use crate::config::{
+    AuditAction, AuditEvent, ConfigScope, OnUnavailable, ProvisionerState, StoredConfig,
+    DEFAULT_RESOURCE,
+};
 use crate::dynamodb::keys::{self, ENTITY_SK};
 use crate::entity::Entity;
 use crate::error::StoreError;
-use crate::limit::{Limit, MAX_AMOUNT, MAX_PERIOD};
+use crate::limit::{validate_entity_id, validate_resource, Limit, MAX_AMOUNT, MAX_PERIOD};
 use crate::namespace::{
     validate_namespace_id, validate_namespace_name, NamespaceInfo, NamespaceStatus,
     NAMESPACE_AUDIT_ENTITY, SYSTEM_NAMESPACE,
@@ -393,5 +396,57 @@ pub(in crate::dynamodb) fn parse_namespace(item: &Item) -> Result<NamespaceInfo,
         status,
         created_at_ms: r.req_int("created_at_ms", 0, i64::MAX)?,
         deleted_at_ms,
+    })
+}
+
+/// The `#PROVISIONER` record: every managed name is validated as the config API validates it.
+pub(in crate::dynamodb) fn parse_provisioner(item: &Item) -> Result<ProvisionerState, StoreError> {
+    let r = Reader::new("provisioner record", item);
+    let ns = r.key_ns("/SYSTEM#", keys::PROVISIONER_SK)?;
+    if ns == SYSTEM_NAMESPACE {
+        return Err(r.corrupt("the record never lives in the '_' namespace"));
+    }
+    r.check_gsi4(ns)?;
+    let names = |r: &Reader, attr: &str, list: &[AttributeValue]| {
+        list.iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                AttributeValue::S(s) => Ok(s.clone()),
+                other => Err(r.wrong_type(&format!("{attr}[{i}]"), other, "a string")),
+            })
+            .collect::<Result<std::collections::BTreeSet<String>, StoreError>>()
+    };
+    let resources = names(&r, "managed_resources", r.req_list("managed_resources")?)?;
+    for res in &resources {
+        r.valid(validate_resource(res))?;
+    }
+    let mut entities = BTreeMap::new();
+    for (entity, v) in r.req_map("managed_entities")? {
+        r.valid(validate_entity_id(entity))?;
+        let attr = format!("managed_entities.{entity}");
+        let AttributeValue::L(list) = v else {
+            return Err(r.wrong_type(&attr, v, "a list"));
+        };
+        let rs = names(&r, &attr, list)?;
+        for res in rs.iter().filter(|res| res.as_str() != DEFAULT_RESOURCE) {
+            r.valid(validate_resource(res))?;
+        }
+        entities.insert(entity.clone(), rs);
+    }
+    let applied_hash = r.req_s("applied_hash")?;
+    if !applied_hash.starts_with("sha256:") {
+        return Err(r.corrupt(format!(
+            "applied_hash '{}' is not a sha256: digest",
+            shown(applied_hash)
+        )));
+    }
+    Ok(ProvisionerState {
+        system: r.req_bool("managed_system")?,
+        resources,
+        entities,
+        applied_hash: applied_hash.to_string(),
+        applied_at_ms: r.req_int("applied_at_ms", 0, i64::MAX)?,
+        principal: r.opt_s("principal")?.map(str::to_string),
+        revision: r.req_int("revision", 1, i64::MAX)? as u64,
     })
 }

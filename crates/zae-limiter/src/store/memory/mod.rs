@@ -31,7 +31,9 @@ use parking_lot::Mutex;
 use super::{
     apply_exact, check_changes, ApplyOutcome, BucketChange, BucketKey, BucketState, Store, WriteOp,
 };
-use crate::config::{AuditEvent, AuditPage, ConfigScope, IdPage, ResolutionData, StoredConfig};
+use crate::config::{
+    AuditEvent, AuditPage, ConfigScope, IdPage, ProvisionerState, ResolutionData, StoredConfig,
+};
 use crate::entity::Entity;
 use crate::error::StoreError;
 use crate::limit::MAX_LIMITS;
@@ -50,6 +52,7 @@ struct Inner {
     bucket_count: usize,
     entities: HashMap<String, Entity>,
     configs: HashMap<ConfigScope, StoredConfig>,
+    provisioner: Option<ProvisionerState>,
     /// entity id -> event id -> event
     audit: HashMap<String, BTreeMap<String, AuditEvent>>,
     audit_count: usize,
@@ -63,6 +66,7 @@ impl Inner {
             bucket_count: 0,
             entities: HashMap::new(),
             configs: HashMap::new(),
+            provisioner: None,
             audit: HashMap::new(),
             audit_count: 0,
         }
@@ -413,6 +417,7 @@ impl Store for MemoryStore {
     async fn put_config(
         &self,
         scope: &ConfigScope,
+        expected_version: Option<i64>,
         config: Option<&StoredConfig>,
         audit: &AuditEvent,
     ) -> Result<(), StoreError> {
@@ -422,11 +427,37 @@ impl Store for MemoryStore {
         self.check_audit(audit)?;
         let mut shared = self.shared.lock();
         let inner = shared.space(&self.ns);
+        let stored = inner.configs.get(scope).map(|c| c.version);
+        if stored != expected_version {
+            return Err(super::config_changed(scope, expected_version));
+        }
         match config {
             Some(c) => inner.configs.insert(scope.clone(), c.clone()),
             None => inner.configs.remove(scope),
         };
         shared.record_audit(&self.ns, audit);
+        Ok(())
+    }
+
+    async fn get_provisioner(&self) -> Result<Option<ProvisionerState>, StoreError> {
+        Ok(self.with(|i| i.provisioner.clone()))
+    }
+
+    async fn put_provisioner(
+        &self,
+        state: &ProvisionerState,
+        expected_revision: u64,
+    ) -> Result<(), StoreError> {
+        size::check(size::provisioner_item(&self.ns, state), || {
+            "the #PROVISIONER record".to_string()
+        })?;
+        let mut shared = self.shared.lock();
+        let inner = shared.space(&self.ns);
+        let stored = inner.provisioner.as_ref().map_or(0, |p| p.revision);
+        if stored != expected_revision {
+            return Err(super::provisioner_changed(expected_revision));
+        }
+        inner.provisioner = Some(state.clone());
         Ok(())
     }
 

@@ -84,7 +84,11 @@ impl Shared {
         check_purgeable(&info)?;
         // the heap entries of the namespace go stale and are dropped when they come up
         let removed = self.spaces.remove(id).map_or(0, |s| {
-            s.bucket_count + s.entities.len() + s.configs.len() + s.audit_count
+            s.bucket_count
+                + s.entities.len()
+                + s.configs.len()
+                + usize::from(s.provisioner.is_some())
+                + s.audit_count
         });
         progress(removed);
         self.registry.remove(id);

@@ -106,6 +106,29 @@ pub(crate) fn entity_item(ns: &str, e: &Entity) -> usize {
     item.0
 }
 
+/// The `#PROVISIONER` record: the managed set (a bool, a list of resources, a map of entity
+/// to resources), hash, time, principal, revision, GSI4 keys.
+pub(crate) fn provisioner_item(ns: &str, p: &crate::config::ProvisionerState) -> usize {
+    let (pk, sk) = keys::provisioner_key(ns);
+    let resources = list(p.resources.iter().map(|r| r.len()));
+    let entities = map(p
+        .entities
+        .iter()
+        .map(|(e, rs)| (e.as_str(), list(rs.iter().map(|r| r.len())))));
+    Item::default()
+        .key(&pk, &sk)
+        .bool("managed_system")
+        .value("managed_resources", resources)
+        .value("managed_entities", entities)
+        .s("applied_hash", &p.applied_hash)
+        .n("applied_at_ms", p.applied_at_ms.into())
+        .opt_s("principal", p.principal.as_deref())
+        .n("revision", p.revision.into())
+        .s("GSI4PK", ns)
+        .s("GSI4SK", &pk)
+        .0
+}
+
 /// A stored config item: level, limits (a list of maps), policy, resource, entity id and
 /// GSI3 keys for entity configs, GSI4 keys, version.
 pub(crate) fn config_item(ns: &str, scope: &ConfigScope, c: &StoredConfig) -> usize {

@@ -2,11 +2,12 @@
 //! buckets and leases, stored limits and the cache, records (audit, entities, namespaces).
 
 mod buckets;
+mod manifest;
 mod records;
 mod stored;
 
 #[allow(unused_imports)] // not every test binary runs the whole suite
-pub use {buckets::*, records::*, stored::*};
+pub use {buckets::*, manifest::*, records::*, stored::*};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
