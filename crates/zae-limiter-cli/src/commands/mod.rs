@@ -6,6 +6,7 @@ mod bench;
 mod completions;
 mod demo;
 mod entity;
+mod limits;
 mod local;
 mod namespace;
 mod resource;
@@ -109,6 +110,14 @@ pub enum Command {
         after_help = "Example: zae-limiter system set-defaults -l rpm:1000 --on-unavailable allow"
     )]
     System(system::Cmd),
+    /// Declarative limits: plan, apply and diff a YAML manifest of a namespace's stored
+    /// limits; print a CloudFormation template for it.
+    #[command(
+        subcommand,
+        after_help = "Example: zae-limiter -n my-app limits plan -f limits.yaml\n\
+                      Exit codes of plan and diff: 0 nothing to do, 2 changes, 1 error"
+    )]
+    Limits(limits::Cmd),
     /// The audit log of changes.
     #[command(
         subcommand,
@@ -146,6 +155,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Entity(ref cmd) => entity::run(&cli, cmd).await.map_err(CliError::from),
         Command::Resource(ref cmd) => resource::run(&cli, cmd).await.map_err(CliError::from),
         Command::System(ref cmd) => system::run(&cli, cmd).await.map_err(CliError::from),
+        Command::Limits(ref cmd) => limits::run(&cli, cmd).await,
         Command::Audit(ref cmd) => audit::run(&cli, cmd).await.map_err(CliError::from),
         Command::Namespace(ref cmd) => namespace::run(&cli, cmd).await.map_err(CliError::from),
         Command::Acquire(ref args) => acquire::acquire(&cli, args).await,

@@ -68,7 +68,7 @@ use crate::limit::Limit;
 use crate::namespace::DEFAULT_NAMESPACE;
 
 pub use apply::{ApplyError, ApplyReport};
-pub use plan::{Action, Change, LimitDelta, Plan};
+pub use plan::{target, Action, Change, LimitDelta, Plan};
 
 /// The limits of one namespace, as a manifest declares them.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -1,0 +1,3 @@
+//! The Lambda handlers of the binary.
+
+pub mod provisioner;
