@@ -210,8 +210,11 @@ impl RateLimiter {
             )
             .await;
         let expected = old.as_ref().map(|o| o.version);
-        self.call(self.store().put_config(scope, expected, new.as_ref(), &audit))
-            .await?;
+        self.call(
+            self.store()
+                .put_config(scope, expected, new.as_ref(), &audit),
+        )
+        .await?;
         self.forget_config(scope);
         Ok(())
     }

@@ -192,7 +192,8 @@ impl RateLimiter {
         seen: Option<&StoredConfig>,
         config: StoredConfig,
     ) -> Result<()> {
-        self.rt.block_on(self.inner.set_config_if(scope, seen, config))
+        self.rt
+            .block_on(self.inner.set_config_if(scope, seen, config))
     }
 
     /// See [`crate::RateLimiter::delete_config_if`].

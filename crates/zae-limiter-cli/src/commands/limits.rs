@@ -181,7 +181,10 @@ async fn apply(cli: &Cli, f: &FileArgs, yes: bool) -> Result<(), CliError> {
                 "refusing to apply without confirmation: stdin is not a terminal; pass --yes",
             ));
         }
-        eprint!("Apply these changes to namespace '{}'? [y/N] ", plan.namespace);
+        eprint!(
+            "Apply these changes to namespace '{}'? [y/N] ",
+            plan.namespace
+        );
         let _ = std::io::stderr().flush();
         let mut answer = String::new();
         std::io::stdin()
@@ -207,7 +210,11 @@ async fn apply(cli: &Cli, f: &FileArgs, yes: bool) -> Result<(), CliError> {
         Output::Table => crate::output::emit(&format!(
             "Applied to namespace '{}': {} created, {} updated, {} deleted, {} taken over \
              ({} writes).",
-            plan.namespace, report.created, report.updated, report.deleted, report.adopted,
+            plan.namespace,
+            report.created,
+            report.updated,
+            report.deleted,
+            report.adopted,
             report.writes
         )),
     }

@@ -78,7 +78,10 @@ async fn limiter(table: Option<&str>, env: &Env) -> Result<RateLimiter, String> 
 async fn direct(event: &Value, env: &Env) -> Result<Value, String> {
     let action = event["action"].as_str().unwrap_or("plan");
     if !matches!(action, "plan" | "apply") {
-        return Err(format!("action '{}' is not plan or apply", action.escape_debug()));
+        return Err(format!(
+            "action '{}' is not plan or apply",
+            action.escape_debug()
+        ));
     }
     let mut manifest = match &event["manifest"] {
         Value::String(text) => Manifest::from_yaml(text),
@@ -131,7 +134,12 @@ async fn apply_resource(event: &Value, env: &Env) -> Result<(String, Value), (St
                 ..Manifest::default()
             };
         }
-        other => return Err(fail(format!("unknown RequestType '{}'", other.escape_debug()))),
+        other => {
+            return Err(fail(format!(
+                "unknown RequestType '{}'",
+                other.escape_debug()
+            )))
+        }
     }
     let l = limiter(Some(&table), env).await.map_err(fail)?;
     let plan: Plan = match manifest.plan(&l).await {

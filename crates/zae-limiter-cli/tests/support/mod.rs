@@ -58,3 +58,46 @@ impl From<std::process::Output> for Run {
         }
     }
 }
+
+/// A fresh table name on DynamoDB Local (`ZAEL_TEST_DYNAMODB_ENDPOINT`), and runs of the
+/// binary against it.
+pub struct LocalTable {
+    /// The table.
+    pub name: String,
+    /// DynamoDB Local.
+    pub endpoint: String,
+}
+
+impl LocalTable {
+    /// A fresh table, created with `table create`.
+    pub fn create(tag: &str) -> Self {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let endpoint = std::env::var("ZAEL_TEST_DYNAMODB_ENDPOINT").expect(
+            "ZAEL_TEST_DYNAMODB_ENDPOINT is not set: run through scripts/dynamodb-local.sh",
+        );
+        let name = format!(
+            "t-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let t = LocalTable { name, endpoint };
+        t.run(&["table", "create"]).ok();
+        t
+    }
+
+    /// `zae-limiter --name TABLE --endpoint-url ENDPOINT ARGS...`, stdin closed.
+    pub fn run(&self, args: &[&str]) -> Run {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_zae-limiter"))
+            .args(["--name", &self.name, "--endpoint-url", &self.endpoint])
+            .args(args)
+            .env_remove("ZAEL_PRINCIPAL")
+            .env_remove("ZAEL_NAME")
+            .env_remove("ZAEL_ENDPOINT_URL")
+            .env_remove("ZAEL_NAMESPACE")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run zae-limiter");
+        Run::from(out)
+    }
+}

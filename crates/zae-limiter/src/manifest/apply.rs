@@ -37,7 +37,7 @@ pub struct ApplyReport {
 #[error(
     "apply stopped at {}: {source} ({applied} of {total} item changes applied, {not_attempted} \
      not attempted; the #PROVISIONER record {}); plan again",
-    .failed.as_ref().map_or_else(|| "the #PROVISIONER record".to_string(), describe),
+    .failed.as_deref().map_or_else(|| "the #PROVISIONER record".to_string(), describe),
     if *.record_written { "lists every item that may still be managed" } else { "was not updated" }
 )]
 pub struct ApplyError {
@@ -48,7 +48,7 @@ pub struct ApplyError {
     /// Item changes not attempted.
     pub not_attempted: usize,
     /// The change that failed (`None`: the record write failed).
-    pub failed: Option<Change>,
+    pub failed: Option<Box<Change>>,
     /// Whether the record reflects what was applied.
     pub record_written: bool,
     /// Why it failed ([`Error::Conflict`]: a concurrent change since the plan was read).
@@ -57,7 +57,12 @@ pub struct ApplyError {
 }
 
 fn describe(c: &Change) -> String {
-    format!("{} {} '{}'", c.action.sign(), c.scope.level(), target(&c.scope))
+    format!(
+        "{} {} '{}'",
+        c.action.sign(),
+        c.scope.level(),
+        target(&c.scope)
+    )
 }
 
 impl Manifest {
@@ -126,16 +131,24 @@ impl Plan {
     /// When the apply adds items to the managed set, the record is first written with the
     /// union of the old and new sets, so that an apply stopped halfway never leaves an item
     /// it created unmanaged (a later apply deletes what the manifest no longer has).
-    pub async fn apply(&self, limiter: &RateLimiter) -> std::result::Result<ApplyReport, ApplyError> {
-        let total = self.changes.iter().filter(|c| c.action.writes_item()).count();
-        let fail = |applied: usize, failed: Option<Change>, record_written, source| ApplyError {
-            applied,
-            total,
-            not_attempted: total.saturating_sub(applied + usize::from(failed.is_some())),
-            failed,
-            record_written,
-            source,
-        };
+    pub async fn apply(
+        &self,
+        limiter: &RateLimiter,
+    ) -> std::result::Result<ApplyReport, ApplyError> {
+        let total = self
+            .changes
+            .iter()
+            .filter(|c| c.action.writes_item())
+            .count();
+        let fail =
+            |applied: usize, failed: Option<Box<Change>>, record_written, source| ApplyError {
+                applied,
+                total,
+                not_attempted: total.saturating_sub(applied + usize::from(failed.is_some())),
+                failed,
+                record_written,
+                source,
+            };
         let mut report = ApplyReport::default();
         if self.is_empty() {
             return Ok(report);
@@ -184,7 +197,9 @@ impl Plan {
                     scoped.set_config_if(&change.scope, None, new.clone()).await
                 }
                 (Action::Update, Some(old), Some(new)) => {
-                    scoped.set_config_if(&change.scope, Some(old), new.clone()).await
+                    scoped
+                        .set_config_if(&change.scope, Some(old), new.clone())
+                        .await
                 }
                 (Action::Delete, Some(old), None) => {
                     scoped.delete_config_if(&change.scope, old).await
@@ -213,7 +228,12 @@ impl Plan {
                     .put_provisioner(&stamp(keep, revision), revision)
                     .await
                     .is_ok();
-                return Err(fail(applied, Some(change.clone()), record_written, e));
+                return Err(fail(
+                    applied,
+                    Some(Box::new(change.clone())),
+                    record_written,
+                    e,
+                ));
             }
             applied += 1;
             report.writes += 1;

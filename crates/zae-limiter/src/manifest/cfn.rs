@@ -59,13 +59,15 @@ fn rename(v: &Value, level: Level, to_cfn: bool) -> Value {
         .map(|(k, val)| match level {
             Level::Names(inner) => (k.clone(), rename(val, *inner, to_cfn)),
             _ => {
-                let found = keys(level).iter().find(|(snake, pascal, _)| {
-                    if to_cfn {
-                        k == snake
-                    } else {
-                        k == pascal
-                    }
-                });
+                let found = keys(level).iter().find(
+                    |(snake, pascal, _)| {
+                        if to_cfn {
+                            k == snake
+                        } else {
+                            k == pascal
+                        }
+                    },
+                );
                 match found {
                     Some((snake, pascal, next)) => {
                         let key = if to_cfn { pascal } else { snake };

@@ -152,7 +152,9 @@ impl Manifest {
             ));
         }
         for (r, limits) in &self.resources {
-            let scope = ConfigScope::Resource { resource: r.clone() };
+            let scope = ConfigScope::Resource {
+                resource: r.clone(),
+            };
             out.push((scope, StoredConfig::limits(sorted(limits))));
         }
         for (e, per) in &self.entities {

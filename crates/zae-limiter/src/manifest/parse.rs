@@ -238,7 +238,9 @@ impl<'de> Deserialize<'de> for RawLimit {
         impl<'de> Visitor<'de> for V {
             type Value = RawLimit;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a map {capacity, refill_amount, refill_period} or a spec like \"100/min:150\"")
+                f.write_str(
+                    "a map {capacity, refill_amount, refill_period} or a spec like \"100/min:150\"",
+                )
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<RawLimit, E> {
                 Ok(RawLimit::Spec(v.to_string()))
@@ -305,7 +307,11 @@ pub(super) fn parse(text: &str) -> Result<Manifest, ManifestError> {
             let location = inner.location().map(|l| (l.line(), l.column()));
             // `?`: a segment the parser could not name (a syntax error inside it)
             let path = path.trim_end_matches(".?").trim_end_matches('?');
-            let path = if path == "." { String::new() } else { path.to_string() };
+            let path = if path == "." {
+                String::new()
+            } else {
+                path.to_string()
+            };
             let message = clean(&inner.to_string());
             // serde_norway names the path itself when it knows it
             let message = match message.split_once(": ") {
@@ -358,15 +364,13 @@ fn limit(path: &str, name: &str, raw: RawLimit) -> Result<Limit, ManifestError> 
                 (None, None) => return Err(error(format!("{path}.capacity"), "is required")),
             };
             let refill = f.refill_amount.map_or(capacity, |a| a.0);
-            let period = f.refill_period.map_or(DEFAULT_PERIOD, |p| {
-                Duration::from_millis(p.0)
-            });
+            let period = f
+                .refill_period
+                .map_or(DEFAULT_PERIOD, |p| Duration::from_millis(p.0));
             Limit::custom(name, capacity, refill, period)
         }
     };
-    limit
-        .validate()
-        .map_err(|e| error(path, why(e)))?;
+    limit.validate().map_err(|e| error(path, why(e)))?;
     Ok(limit)
 }
 
@@ -399,7 +403,10 @@ fn convert(raw: RawManifest) -> Result<Manifest, ManifestError> {
         Some(s) => {
             let limits = limits("system.limits", s.limits, false)?;
             if limits.is_empty() && s.on_unavailable.is_none() {
-                return Err(error("system", "give limits or on_unavailable (or leave system out)"));
+                return Err(error(
+                    "system",
+                    "give limits or on_unavailable (or leave system out)",
+                ));
             }
             Some(SystemConfig {
                 on_unavailable: s.on_unavailable,

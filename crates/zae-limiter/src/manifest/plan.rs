@@ -119,8 +119,12 @@ impl Change {
             .limit_deltas()
             .iter()
             .map(|d| match d {
-                LimitDelta::Added(l) => json!({"limit": l.name(), "old": null, "new": l.to_string()}),
-                LimitDelta::Removed(l) => json!({"limit": l.name(), "old": l.to_string(), "new": null}),
+                LimitDelta::Added(l) => {
+                    json!({"limit": l.name(), "old": null, "new": l.to_string()})
+                }
+                LimitDelta::Removed(l) => {
+                    json!({"limit": l.name(), "old": l.to_string(), "new": null})
+                }
                 LimitDelta::Changed { old, new } => {
                     json!({"limit": old.name(), "old": old.to_string(), "new": new.to_string()})
                 }

@@ -55,7 +55,10 @@ fn the_seed_manifest_and_its_defaults() {
     assert_eq!(system.on_unavailable, Some(OnUnavailable::Block));
     // refill_amount = capacity, refill_period = 60 s
     assert_eq!(system.limits[0], Limit::per_minute("rpm", 1000));
-    assert_eq!(m.resources["gpt-3.5-turbo"][1], Limit::per_minute("tpm", 500_000));
+    assert_eq!(
+        m.resources["gpt-3.5-turbo"][1],
+        Limit::per_minute("tpm", 500_000)
+    );
     let premium = &m.entities["user-premium"]["gpt-4"][0];
     assert_eq!(
         *premium,
@@ -85,7 +88,8 @@ fn aliases_spec_strings_periods_and_json() {
     assert_eq!(l[2].refill_period_ms(), 1_500);
     assert_eq!(l[3], Limit::per_hour("d", 5));
     // JSON is YAML too; CloudFormation-style numeric strings are numbers
-    let j = parse(r#"{"namespace": "t-1", "resources": {"r": {"limits": {"a": {"capacity": "7"}}}}}"#);
+    let j =
+        parse(r#"{"namespace": "t-1", "resources": {"r": {"limits": {"a": {"capacity": "7"}}}}}"#);
     assert_eq!(j.namespace(), "t-1");
     assert_eq!(j.resources["r"][0], Limit::per_minute("a", 7));
     // an entity's default for every resource
@@ -149,7 +153,10 @@ fn every_kind_of_error_names_its_path() {
         .map(|i| format!("l{i}: {{capacity: 1}}, "))
         .collect();
     let e = err(&format!("resources: {{r: {{limits: {{{many}}}}}}}"));
-    assert_eq!((e.path.as_str(), e.message.as_str()), ("resources.r.limits", "at most 32 limits, got 33"));
+    assert_eq!(
+        (e.path.as_str(), e.message.as_str()),
+        ("resources.r.limits", "at most 32 limits, got 33")
+    );
 }
 
 #[test]
@@ -184,11 +191,17 @@ fn canonical_form_hash_and_cfn_properties() {
     let res = &doc["Resources"]["ZaeLimiterLimits"];
     assert_eq!(res["Type"], "Custom::ZaeLimiterLimits");
     let props = &res["Properties"];
-    assert_eq!(props["ServiceToken"], json!({"Fn::ImportValue": "my-app-ProvisionerArn"}));
+    assert_eq!(
+        props["ServiceToken"],
+        json!({"Fn::ImportValue": "my-app-ProvisionerArn"})
+    );
     assert_eq!(props["TableName"], "my-app");
     assert_eq!(props["Namespace"], "default");
     assert_eq!(props["System"]["OnUnavailable"], "block");
-    assert_eq!(props["Resources"]["gpt-4"]["Limits"]["rpm"]["Capacity"], 500);
+    assert_eq!(
+        props["Resources"]["gpt-4"]["Limits"]["rpm"]["Capacity"],
+        500
+    );
     assert_eq!(
         props["Entities"]["user-premium"]["Resources"]["gpt-4"]["Limits"]["rpm"]["RefillPeriod"],
         6
@@ -198,16 +211,24 @@ fn canonical_form_hash_and_cfn_properties() {
         match v {
             serde_json::Value::Number(n) => json!(n.to_string()),
             serde_json::Value::Object(m) => {
-                json!(m.iter().map(|(k, v)| (k.clone(), stringify(v))).collect::<serde_json::Map<_, _>>())
+                json!(m
+                    .iter()
+                    .map(|(k, v)| (k.clone(), stringify(v)))
+                    .collect::<serde_json::Map<_, _>>())
             }
             other => other.clone(),
         }
     }
     let back = Manifest::from_cfn_properties(&stringify(props)).unwrap();
     assert_eq!(back, m);
-    let bad = Manifest::from_cfn_properties(&json!({"Resources": {"r": {"Limits": {"a": {"Capacity": "0"}}}}}))
-        .unwrap_err();
-    assert_eq!(bad.to_string(), "resources.r.limits.a.capacity: must be > 0");
+    let bad = Manifest::from_cfn_properties(
+        &json!({"Resources": {"r": {"Limits": {"a": {"Capacity": "0"}}}}}),
+    )
+    .unwrap_err();
+    assert_eq!(
+        bad.to_string(),
+        "resources.r.limits.a.capacity: must be > 0"
+    );
 }
 
 fn scope_r(r: &str) -> ConfigScope {
@@ -264,7 +285,10 @@ fn the_diff_is_pure_and_complete() {
     assert_eq!(plan.unchanged, 1);
     assert_eq!(
         plan.changes[0].limit_deltas(),
-        vec![LimitDelta::Changed { old: rpm(25), new: rpm(20) }]
+        vec![LimitDelta::Changed {
+            old: rpm(25),
+            new: rpm(20)
+        }]
     );
     // the write of b is conditioned on the version read
     assert_eq!(plan.changes[0].old.as_ref().unwrap().version, 6);
@@ -289,19 +313,25 @@ fn the_diff_is_pure_and_complete() {
 }
 
 fn arb_limit(name: String) -> impl Strategy<Value = Limit> {
-    (1u64..=1_000_000, 1u64..=1_000_000, prop_oneof![1u64..=86_400_000, (1u64..=366).prop_map(|d| d * 86_400_000)])
+    (
+        1u64..=1_000_000,
+        1u64..=1_000_000,
+        prop_oneof![1u64..=86_400_000, (1u64..=366).prop_map(|d| d * 86_400_000)],
+    )
         .prop_map(move |(c, r, p)| Limit::custom(name.clone(), c, r, Duration::from_millis(p)))
 }
 
 fn arb_limits() -> impl Strategy<Value = Vec<Limit>> {
-    proptest::collection::btree_set("[a-z][a-z0-9_]{0,6}", 1..4).prop_flat_map(|names| {
-        names.into_iter().map(arb_limit).collect::<Vec<_>>()
-    })
+    proptest::collection::btree_set("[a-z][a-z0-9_]{0,6}", 1..4)
+        .prop_flat_map(|names| names.into_iter().map(arb_limit).collect::<Vec<_>>())
 }
 
 fn arb_manifest() -> impl Strategy<Value = Manifest> {
     let system = proptest::option::of((
-        proptest::option::of(prop_oneof![Just(OnUnavailable::Block), Just(OnUnavailable::Allow)]),
+        proptest::option::of(prop_oneof![
+            Just(OnUnavailable::Block),
+            Just(OnUnavailable::Allow)
+        ]),
         arb_limits(),
     ));
     let resources = proptest::collection::btree_map("[a-z][a-z0-9.-]{0,8}", arb_limits(), 0..3);
@@ -314,14 +344,21 @@ fn arb_manifest() -> impl Strategy<Value = Manifest> {
         ),
         0..3,
     );
-    (proptest::option::of("[a-z][a-z0-9-]{0,8}"), system, resources, entities).prop_map(
-        |(namespace, system, resources, entities)| Manifest {
+    (
+        proptest::option::of("[a-z][a-z0-9-]{0,8}"),
+        system,
+        resources,
+        entities,
+    )
+        .prop_map(|(namespace, system, resources, entities)| Manifest {
             namespace,
-            system: system.map(|(on_unavailable, limits)| SystemConfig { on_unavailable, limits }),
+            system: system.map(|(on_unavailable, limits)| SystemConfig {
+                on_unavailable,
+                limits,
+            }),
             resources,
             entities,
-        },
-    )
+        })
 }
 
 proptest! {

@@ -110,7 +110,9 @@ async fn send(event: Value, env: &Env, task: tokio::task::JoinHandle<Received>) 
     let returned = handle_with(event, env).await.expect("answered");
     let got = task.await.unwrap();
     assert_eq!(got.body, returned, "the handler returns the body it sent");
-    assert!(got.request_line.starts_with("PUT /cfn-response?X-Amz-Signature=abc "));
+    assert!(got
+        .request_line
+        .starts_with("PUT /cfn-response?X-Amz-Signature=abc "));
     // signed without a content type: none (or empty) is sent
     assert!(got.content_type.as_deref().unwrap_or("").is_empty());
     got
@@ -132,30 +134,54 @@ async fn custom_resource_create_update_delete() {
     assert_eq!(b["RequestId"], "req-Create");
     assert_eq!(b["LogicalResourceId"], "TenantLimits");
     assert_eq!(b["Data"]["Created"], 3);
-    assert_eq!(l.available("anyone", "gpt-4", &[]).await.unwrap()["rpm"], 500);
+    assert_eq!(
+        l.available("anyone", "gpt-4", &[]).await.unwrap()["rpm"],
+        500
+    );
     let record = l.provisioner_state().await.unwrap().unwrap();
     assert_eq!(record.principal.as_deref(), Some("zae-limiter-provisioner"));
 
     let (url, task) = response_url().await;
-    let got = send(event("Update", &url, &table, Some(&physical), "600"), &env, task).await;
+    let got = send(
+        event("Update", &url, &table, Some(&physical), "600"),
+        &env,
+        task,
+    )
+    .await;
     assert_eq!(got.body["Status"], "SUCCESS");
     assert_eq!(got.body["Data"]["Updated"], 1);
     assert_eq!(got.body["Data"]["Created"], 0);
-    assert_eq!(l.get_config(&gpt4).await.unwrap().unwrap().limits[0].capacity(), 600);
+    assert_eq!(
+        l.get_config(&gpt4).await.unwrap().unwrap().limits[0].capacity(),
+        600
+    );
 
     // invalid properties: FAILED with the path, nothing written
     let (url, task) = response_url().await;
-    let got = send(event("Update", &url, &table, Some(&physical), "0"), &env, task).await;
+    let got = send(
+        event("Update", &url, &table, Some(&physical), "0"),
+        &env,
+        task,
+    )
+    .await;
     assert_eq!(got.body["Status"], "FAILED");
     assert_eq!(
         got.body["Reason"],
         "invalid limits: resources.gpt-4.limits.rpm.capacity: must be > 0"
     );
     assert_eq!(got.body["PhysicalResourceId"], physical.as_str());
-    assert_eq!(l.get_config(&gpt4).await.unwrap().unwrap().limits[0].capacity(), 600);
+    assert_eq!(
+        l.get_config(&gpt4).await.unwrap().unwrap().limits[0].capacity(),
+        600
+    );
 
     let (url, task) = response_url().await;
-    let got = send(event("Delete", &url, &table, Some(&physical), "600"), &env, task).await;
+    let got = send(
+        event("Delete", &url, &table, Some(&physical), "600"),
+        &env,
+        task,
+    )
+    .await;
     assert_eq!(got.body["Status"], "SUCCESS", "{}", got.body);
     assert_eq!(got.body["Data"]["Deleted"], 3);
     assert_eq!(l.get_config(&gpt4).await.unwrap(), None);
@@ -169,9 +195,23 @@ async fn custom_resource_create_update_delete() {
     .await
     .unwrap();
     let (url, task) = response_url().await;
-    let got = send(event("Delete", &url, &table, Some("zae-limiter-limits-failed"), "1"), &env, task).await;
+    let got = send(
+        event(
+            "Delete",
+            &url,
+            &table,
+            Some("zae-limiter-limits-failed"),
+            "1",
+        ),
+        &env,
+        task,
+    )
+    .await;
     assert_eq!(got.body["Status"], "SUCCESS");
-    assert_eq!(l.get_config(&gpt4).await.unwrap().unwrap().limits[0].capacity(), 9);
+    assert_eq!(
+        l.get_config(&gpt4).await.unwrap().unwrap().limits[0].capacity(),
+        9
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,7 +241,9 @@ async fn direct_plan_and_apply_events() {
     assert_eq!(applied["applied"]["registered_namespace"], true);
     let tenant = l.namespace("tenant-p").await.unwrap();
     assert_eq!(tenant.available("k", "gpt-4", &[]).await.unwrap()["rpm"], 7);
-    let err = handle_with(json!({"action": "destroy"}), &env).await.unwrap_err();
+    let err = handle_with(json!({"action": "destroy"}), &env)
+        .await
+        .unwrap_err();
     assert!(err.contains("not plan or apply"), "{err}");
     let err = handle_with(json!({"manifest": "resources: {r: {limits: {}}}"}), &env)
         .await

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use zae_limiter::manifest::{Action, Manifest, Plan};
-use zae_limiter::{ConfigScope, Error, Limit, OnUnavailable, RateLimiter, StoredConfig, Store};
+use zae_limiter::{ConfigScope, Error, Limit, OnUnavailable, RateLimiter, Store, StoredConfig};
 
 #[allow(unused_imports)]
 use super::limiter;
@@ -60,7 +60,11 @@ fn actions(plan: &Plan) -> Vec<(Action, String, String)> {
 }
 
 async fn audit_count(l: &RateLimiter, entity: &str) -> usize {
-    l.audit_events(entity, 1000, None).await.unwrap().events.len()
+    l.audit_events(entity, 1000, None)
+        .await
+        .unwrap()
+        .events
+        .len()
 }
 
 fn resource(r: &str) -> ConfigScope {
@@ -82,12 +86,30 @@ pub async fn manifest_applies_once_and_then_writes_nothing(store: Arc<dyn Store>
     assert_eq!(report.writes, 8);
     assert!(report.record_written);
     // what acquire sees: each level as declared
-    assert_eq!(l.available("user-premium", "gpt-4", &[]).await.unwrap()["rpm"], 900);
-    assert_eq!(l.available("user-premium", "other", &[]).await.unwrap()["rpm"], 50);
-    assert_eq!(l.available("user-basic", "gpt-4", &[]).await.unwrap()["rpm"], 5);
-    assert_eq!(l.available("anyone", "gpt-4", &[]).await.unwrap()["tpm"], 75_000);
-    assert_eq!(l.available("anyone", "gpt-3.5", &[]).await.unwrap()["rpm"], 2000);
-    assert_eq!(l.available("anyone", "misc", &[]).await.unwrap()["rpm"], 1000);
+    assert_eq!(
+        l.available("user-premium", "gpt-4", &[]).await.unwrap()["rpm"],
+        900
+    );
+    assert_eq!(
+        l.available("user-premium", "other", &[]).await.unwrap()["rpm"],
+        50
+    );
+    assert_eq!(
+        l.available("user-basic", "gpt-4", &[]).await.unwrap()["rpm"],
+        5
+    );
+    assert_eq!(
+        l.available("anyone", "gpt-4", &[]).await.unwrap()["tpm"],
+        75_000
+    );
+    assert_eq!(
+        l.available("anyone", "gpt-3.5", &[]).await.unwrap()["rpm"],
+        2000
+    );
+    assert_eq!(
+        l.available("anyone", "misc", &[]).await.unwrap()["rpm"],
+        1000
+    );
     let system = l.get_config(&ConfigScope::System).await.unwrap().unwrap();
     assert_eq!(system.on_unavailable, Some(OnUnavailable::Allow));
     // every change was audited like an imperative one
@@ -135,7 +157,10 @@ pub async fn manifest_updates_deletes_and_reports_drift(store: Arc<dyn Store>) {
     let report = plan.apply(&l).await.unwrap();
     // the item and the record (new hash)
     assert_eq!((report.updated, report.writes), (1, 2));
-    assert_eq!(l.available("user-basic", "gpt-4", &[]).await.unwrap()["rpm"], 8);
+    assert_eq!(
+        l.available("user-basic", "gpt-4", &[]).await.unwrap()["rpm"],
+        8
+    );
 
     // an entity removed from the file: its item is deleted, nothing else
     let v3 = v2.replace(
@@ -176,7 +201,11 @@ pub async fn manifest_updates_deletes_and_reports_drift(store: Arc<dyn Store>) {
     assert_eq!(plan.count(Action::Delete), 5, "{:?}", actions(&plan));
     plan.apply(&l).await.unwrap();
     assert_eq!(l.get_config(&ConfigScope::System).await.unwrap(), None);
-    let kept = l.get_config(&resource("imperative")).await.unwrap().unwrap();
+    let kept = l
+        .get_config(&resource("imperative"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(kept.limits, outsider.limits);
     let record = l.provisioner_state().await.unwrap().unwrap();
     assert!(record.scopes().is_empty());
@@ -202,7 +231,11 @@ pub async fn manifest_takes_over_and_detects_concurrent_changes(store: Arc<dyn S
         "resources: {same: {limits: {rpm: 10}}, other: {limits: {rpm: 20}}, new: {limits: {rpm: 30}}}",
     );
     let plan = m.plan(&l).await.unwrap();
-    let got: Vec<(Action, bool)> = plan.changes.iter().map(|c| (c.action, c.takeover)).collect();
+    let got: Vec<(Action, bool)> = plan
+        .changes
+        .iter()
+        .map(|c| (c.action, c.takeover))
+        .collect();
     // sorted by target: new, other, same
     assert_eq!(
         got,
@@ -237,7 +270,10 @@ pub async fn manifest_takes_over_and_detects_concurrent_changes(store: Arc<dyn S
     // `new` (first in order) was applied, `other` failed, `same` not attempted
     assert_eq!((err.applied, err.not_attempted), (1, 1), "{err}");
     let text = err.to_string();
-    assert!(text.contains("other") && text.contains("plan again"), "{text}");
+    assert!(
+        text.contains("other") && text.contains("plan again"),
+        "{text}"
+    );
     let other = l.get_config(&resource("other")).await.unwrap().unwrap();
     assert_eq!(other.limits, [Limit::per_minute("rpm", 77)]);
     assert_eq!(l.available("x", "new", &[]).await.unwrap()["rpm"], 31);
