@@ -7,6 +7,7 @@ use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem};
 
+use super::errors::build_err;
 use super::items::{
     self, audit_item, config_item, entity_item, key, parse_audit, parse_config, s, Item,
 };
@@ -16,10 +17,6 @@ use crate::config::{AuditEvent, AuditPage, ConfigScope, IdPage, ResolutionData, 
 use crate::entity::Entity;
 use crate::error::StoreError;
 use crate::namespace::{DEFAULT_NAMESPACE, NAMESPACE_AUDIT_ENTITY, SYSTEM_NAMESPACE};
-
-pub(super) fn other(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Other(e.to_string())
-}
 
 impl DynamoStore {
     /// One transaction: the main write plus the audit record.
@@ -80,7 +77,7 @@ impl DynamoStore {
         if condition.contains(":created") {
             put = put.expression_attribute_values(":created", items::n(entity.created_at_ms));
         }
-        let put = put.build().map_err(other)?;
+        let put = put.build().map_err(build_err)?;
         let main = TransactWriteItem::builder().put(put).build();
         match self.write_with_audit(&ns, main, audit).await {
             Ok(()) => Ok(true),
@@ -143,7 +140,7 @@ impl DynamoStore {
                         .table_name(&*self.table)
                         .set_item(Some(config_item(ns, scope, c)))
                         .build()
-                        .map_err(other)?,
+                        .map_err(build_err)?,
                 )
                 .build(),
             None => {
@@ -154,7 +151,7 @@ impl DynamoStore {
                             .table_name(&*self.table)
                             .set_key(Some(key(pk, sk)))
                             .build()
-                            .map_err(other)?,
+                            .map_err(build_err)?,
                     )
                     .build()
             }
@@ -320,7 +317,7 @@ impl DynamoStore {
                 PutRequest::builder()
                     .set_item(Some(audit_item(ns, audit)))
                     .build()
-                    .map_err(other)?,
+                    .map_err(build_err)?,
             )
             .build()];
         for item in &items {

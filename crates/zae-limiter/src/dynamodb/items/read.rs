@@ -10,9 +10,9 @@ use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::{entity_config_gsi, forward_sk, registry_pk, reverse_sk, Item};
 use crate::config::{AuditAction, AuditEvent, ConfigScope, OnUnavailable, StoredConfig};
-use crate::dynamodb::keys::{self, ENTITY_SK};
 use crate::entity::Entity;
 use crate::error::StoreError;
+use crate::keys::{self, ENTITY_SK};
 use crate::limit::{Limit, MAX_AMOUNT, MAX_PERIOD};
 use crate::namespace::{
     validate_namespace_id, validate_namespace_name, NamespaceInfo, NamespaceStatus,
@@ -80,7 +80,7 @@ impl<'a> Reader<'a> {
             Some(_) => format!("({k} is not a string)"),
             None => format!("(no {k})"),
         };
-        StoreError::Other(format!(
+        StoreError::Malformed(format!(
             "corrupt {} item {} {}: {why}",
             self.kind,
             part("PK"),
