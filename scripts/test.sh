@@ -4,12 +4,15 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-features=(--features zae-limiter/dynamodb-local-tests,zae-limiter-cli/dynamodb-local-tests)
+features=(--features zae-limiter/dynamodb-local-tests,zae-limiter/http,zae-limiter-cli/dynamodb-local-tests)
 
 echo "== cargo fmt --check" >&2
 cargo fmt --all -- --check
 echo "== cargo clippy" >&2
 cargo clippy --workspace --all-targets "${features[@]}" -- -D warnings
+echo "== the embedded store alone (no AWS SDK): cargo check / tests --no-default-features" >&2
+cargo check -p zae-limiter --no-default-features
+cargo nextest run -p zae-limiter --no-default-features --lib --test embedded --test observability
 echo "== build tests" >&2
 cargo nextest run --workspace "${features[@]}" --no-run
 echo "== tests (embedded store + DynamoDB Local + moto for STS)" >&2

@@ -8,14 +8,20 @@ mod output;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     output::quiet_broken_pipe();
     // clap's own rendering, in full: usage errors on stderr with exit 2, --help / --version
     // on stdout with exit 0
-    let cli = commands::Cli::try_parse().unwrap_or_else(|e| e.exit());
+    let matches = commands::Cli::command()
+        .try_get_matches()
+        .unwrap_or_else(|e| e.exit());
+    let mut cli = commands::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // -N/--namespace given on the command line (not from ZAEL_NAMESPACE or the default)
+    cli.namespace_given =
+        matches.value_source("namespace") == Some(clap::parser::ValueSource::CommandLine);
     match commands::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

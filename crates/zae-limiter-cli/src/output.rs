@@ -57,9 +57,8 @@ impl From<zae_limiter::Error> for CliError {
         use zae_limiter::Error;
         let code = match &e {
             Error::RateLimited(_) => exit::RATE_LIMITED,
-            // a missing table is reported as unavailable by the library: not an outage
-            Error::Unavailable { message } if message.contains(MISSING_TABLE) => exit::ERROR,
-            Error::Unavailable { .. } => exit::UNAVAILABLE,
+            // an outage or throttling; a missing table or access denied is not an outage
+            e if e.is_unavailable() => exit::UNAVAILABLE,
             // also state, not only arguments ("no limits given or stored"): an error; the
             // CLI's own checks of what clap cannot parse use CliError::usage
             _ => exit::ERROR,
@@ -69,16 +68,17 @@ impl From<zae_limiter::Error> for CliError {
 }
 
 /// The error text of commands that still return `Result<_, String>`: a library error turned
-/// into text. An outage is recognised by the library's wording (`rate limiter unavailable:`),
-/// everything else is exit 1.
+/// into text. An outage is recognised by the library's wording (`rate limiter unavailable:`,
+/// `rate limiter throttled by the store:`), everything else is exit 1.
 impl From<String> for CliError {
     fn from(message: String) -> Self {
-        let code =
-            if message.contains("rate limiter unavailable: ") && !message.contains(MISSING_TABLE) {
-                exit::UNAVAILABLE
-            } else {
-                exit::ERROR
-            };
+        let outage = message.contains("rate limiter unavailable: ")
+            || message.contains("rate limiter throttled by the store: ");
+        let code = if outage && !message.contains(MISSING_TABLE) {
+            exit::UNAVAILABLE
+        } else {
+            exit::ERROR
+        };
         CliError::new(code, message)
     }
 }
@@ -267,15 +267,29 @@ mod tests {
 
     #[test]
     fn codes() {
-        let e = zae_limiter::Error::Unavailable {
+        use zae_limiter::Error;
+        let e = Error::TableNotFound {
             message: "ResourceNotFoundException: no table".into(),
+            source: None,
         };
         assert_eq!(CliError::from(e).code, exit::ERROR);
-        let e = || zae_limiter::Error::Unavailable {
+        let e = Error::AccessDenied {
+            message: "AccessDeniedException: no".into(),
+            source: None,
+        };
+        assert_eq!(CliError::from(e).code, exit::ERROR);
+        let e = || Error::Unavailable {
             message: "timeout".into(),
+            source: None,
         };
         assert_eq!(CliError::from(e()).code, exit::UNAVAILABLE);
         assert_eq!(CliError::from(e().to_string()).code, exit::UNAVAILABLE);
+        let t = || Error::Throttled {
+            message: "ThrottlingException: slow down".into(),
+            source: None,
+        };
+        assert_eq!(CliError::from(t()).code, exit::UNAVAILABLE);
+        assert_eq!(CliError::from(t().to_string()).code, exit::UNAVAILABLE);
         assert_eq!(CliError::from("entity 'k' not found").code, exit::ERROR);
     }
 

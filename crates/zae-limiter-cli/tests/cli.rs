@@ -147,3 +147,31 @@ fn completions_for_every_shell() {
     let (code, _, _) = cli(&["completions", "tcsh"]);
     assert_eq!(code, 2);
 }
+
+/// Commands that work on no namespace refuse an explicit -N (usage error, exit 2), before
+/// or after the subcommand; ZAEL_NAMESPACE from the environment is not refused.
+#[test]
+fn commands_without_a_namespace_refuse_an_explicit_one() {
+    for args in [
+        &["-N", "tenant-a", "version"][..],
+        &["version", "--namespace", "tenant-a"],
+        &["-N", "tenant-a", "completions", "bash"],
+        &["-N", "tenant-a", "demo", "--seconds", "1"],
+        &["-N", "tenant-a", "namespace", "list"],
+        &["-N", "tenant-a", "local", "status"],
+    ] {
+        let (code, out, err) = cli(args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(out.is_empty(), "{args:?}: {out}");
+        assert!(
+            err.starts_with("error: -N/--namespace does not apply to `"),
+            "{args:?}: {err}"
+        );
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_zae-limiter"))
+        .arg("version")
+        .env("ZAEL_NAMESPACE", "tenant-a")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}

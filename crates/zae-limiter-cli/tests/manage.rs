@@ -323,8 +323,14 @@ fn limits_at_every_level() {
     let v = t
         .run(&["entity", "delete-limits", "acme", "--output", "json"])
         .json();
-    assert_eq!(v["deleted"], true);
-    assert_eq!(v["level"], "entity_default");
+    // every delete prints {"deleted": <the item as it was>}
+    assert_eq!(v["deleted"]["level"], "entity_default");
+    assert_eq!(v["deleted"]["entity_id"], "acme");
+    assert_eq!(v["deleted"]["stored"], true);
+    assert!(
+        !v["deleted"]["limits"].as_array().unwrap().is_empty(),
+        "{v}"
+    );
     assert_eq!(
         t.run(&["resource", "delete-defaults", "claude"]).ok(),
         "Deleted limits for resource 'claude'\n"
@@ -449,6 +455,35 @@ fn audit_lists_changes_newest_first() {
     );
     assert!(lines[3].contains(" - "), "no resource: {out}");
 
+    // event ids are ULIDs (26 Crockford base32 characters); times select too
+    assert!(
+        ids.iter().all(|id| id.len() == 26
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase())),
+        "{ids:?}"
+    );
+    let times = field("time");
+    let at = |i: usize| times[i].as_str().unwrap().to_string();
+    let listed = |args: &[&str]| -> Vec<String> {
+        let v = t
+            .run(&[&["audit", "list", "proj", "--output", "json"], args].concat())
+            .json();
+        v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["event_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // each change was a separate process: distinct milliseconds
+    assert_eq!(listed(&["--since", &at(1)]), ids[..2]);
+    assert_eq!(listed(&["--before", &at(1)]), ids[2..]);
+    let e = t
+        .run(&["audit", "list", "proj", "--since", "yesterday"])
+        .usage_error();
+    assert!(e.contains("not an RFC 3339 timestamp"), "{e}");
+
     // default changes are filed under $SYSTEM / $RESOURCE:<resource>
     t.run(&["system", "set-defaults", "--on-unavailable", "allow"])
         .ok();
@@ -568,7 +603,12 @@ fn entity_create_show_children_delete() {
     let v = t
         .run(&["entity", "delete", "key-batch", "--output", "json"])
         .json();
-    assert_eq!(v["deleted"], "key-batch");
+    assert_eq!(v["deleted"]["id"], "key-batch");
+    assert_eq!(v["deleted"]["parent_id"], "acme");
+    assert!(
+        v["deleted"]["created_at"].as_str().unwrap().ends_with('Z'),
+        "{v}"
+    );
     // a parent with children is refused unless forced; forcing detaches the children
     t.run(&[
         "entity",

@@ -1,7 +1,5 @@
 //! Management operations of [`RateLimiter`]: stored limits at every level and the audit log.
 
-use std::sync::atomic::{AtomicU32, Ordering};
-
 use crate::config::{
     AuditAction, AuditEvent, AuditPage, ConfigScope, IdPage, ProvisionerState, StoredConfig,
 };
@@ -14,18 +12,19 @@ use crate::RateLimiter;
 /// Largest page (audit events, entity ids) one call returns.
 pub const MAX_AUDIT_PAGE: usize = 1_000;
 
-/// A time-ordered, unique event id: the timestamp, a per-process sequence and a random part.
+/// A time-ordered, unique event id: a ULID (48-bit millisecond timestamp, 80 random bits,
+/// 26 Crockford base32 characters). Within one process, ids of the same millisecond (or of a
+/// clock that went back) increase: the last id plus one.
 fn event_id(now_ms: i64) -> String {
-    static SEQ: AtomicU32 = AtomicU32::new(0);
-    let seq = SEQ.fetch_add(1, Ordering::Relaxed) % 1_000_000;
-    let random = {
-        use std::hash::{BuildHasher, Hasher};
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_i64(now_ms);
-        h.write_u32(seq);
-        h.finish() as u32
+    static LAST: parking_lot::Mutex<ulid::Ulid> = parking_lot::const_mutex(ulid::Ulid::nil());
+    let fresh = ulid::Ulid::from_parts(now_ms.max(0) as u64, rand::random::<u128>());
+    let mut last = LAST.lock();
+    let id = match last.increment() {
+        Some(next) if fresh <= *last => next,
+        _ => fresh,
     };
-    format!("{now_ms:013}-{seq:06}-{random:08x}")
+    *last = id;
+    id.to_string()
 }
 
 /// Event ids as [`event_id`] makes them: 1 to 64 letters, digits and `-`.

@@ -48,7 +48,10 @@ impl RateLimiter {
             .thread_name("zae-limiter")
             .enable_all()
             .build()
-            .map_err(|e| Error::Store(format!("cannot start the runtime: {e}")))?;
+            .map_err(|e| Error::Other {
+                message: format!("cannot start the runtime: {e}"),
+                source: Some(Box::new(e)),
+            })?;
         Ok(RateLimiter {
             inner,
             rt: Arc::new(rt),

@@ -171,6 +171,66 @@ impl RateLimitExceeded {
     }
 }
 
+/// The header helpers as [`http`] types (feature `http`): ready for `HeaderMap::insert` in
+/// axum, hyper, tower or any framework on `http` 1.x.
+#[cfg(feature = "http")]
+impl RateLimitExceeded {
+    /// The headers of a 429 response: `Retry-After` (when retrying can help, whole seconds
+    /// as [`retry_after_header`](Self::retry_after_header)), then `RateLimit-Policy` and
+    /// `RateLimit` as [`ietf_headers`](Self::ietf_headers).
+    ///
+    /// ```
+    /// # use zae_limiter::{Limit, LimitStatus, RateLimitExceeded};
+    /// # use std::time::Duration;
+    /// let e = RateLimitExceeded::new(vec![LimitStatus {
+    ///     entity_id: "key-1".into(), resource: "gpt-4".into(),
+    ///     limit: Limit::per_minute("rpm", 3), available: 0, requested: 1,
+    ///     exceeded: true, retry_after: Some(Duration::from_millis(20_001)),
+    /// }]);
+    /// let mut headers = http::HeaderMap::new();
+    /// headers.extend(e.http_headers());
+    /// assert_eq!(headers[http::header::RETRY_AFTER], "21");
+    /// assert_eq!(headers["ratelimit"], "\"rpm\";r=0;t=21");
+    /// ```
+    pub fn http_headers(&self) -> Vec<(http::HeaderName, http::HeaderValue)> {
+        use http::HeaderName;
+        let mut out = Vec::with_capacity(3);
+        if let Some(v) = self.retry_after_header() {
+            out.extend(header_value(&v).map(|v| (http::header::RETRY_AFTER, v)));
+        }
+        let [(_, policy), (_, current)] = self.ietf_headers();
+        for (name, value) in [
+            (HeaderName::from_static("ratelimit-policy"), policy),
+            (HeaderName::from_static("ratelimit"), current),
+        ] {
+            out.extend(header_value(&value).map(|v| (name, v)));
+        }
+        out
+    }
+
+    /// [`openai_headers`](Self::openai_headers) as [`http`] types.
+    pub fn openai_http_headers(
+        &self,
+        requests: &str,
+        tokens: &str,
+    ) -> Vec<(http::HeaderName, http::HeaderValue)> {
+        self.openai_headers(requests, tokens)
+            .into_iter()
+            .filter_map(|(name, value)| {
+                let name = http::HeaderName::from_bytes(name.as_bytes()).ok()?;
+                Some((name, header_value(&value)?))
+            })
+            .collect()
+    }
+}
+
+/// A header value; `None` for text a header cannot carry (never for the values built here
+/// from validated limit names and numbers).
+#[cfg(feature = "http")]
+fn header_value(v: &str) -> Option<http::HeaderValue> {
+    http::HeaderValue::from_str(v).ok()
+}
+
 fn reset_secs(s: &LimitStatus) -> u128 {
     s.retry_after
         .unwrap_or(s.limit.refill_period())
@@ -269,6 +329,38 @@ mod tests {
             e.to_string(),
             "rate limit exceeded for k/gpt-4: [tpm]; retry after 1.8s"
         );
+    }
+
+    #[cfg(feature = "http")]
+    #[test]
+    fn http_types() {
+        let e = RateLimitExceeded::new(vec![
+            status("rpm", 100, 40, 1, Some(0)),
+            status("tpm", 10_000, 200, 500, Some(1_800)),
+        ]);
+        let h = e.http_headers();
+        let names: Vec<&str> = h.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["retry-after", "ratelimit-policy", "ratelimit"]);
+        // the same text as the string helpers
+        assert_eq!(h[0].1, e.retry_after_header().unwrap());
+        let [policy, now] = e.ietf_headers();
+        assert_eq!(h[1].1, policy.1);
+        assert_eq!(h[2].1, now.1);
+        let oa = e.openai_http_headers("rpm", "tpm");
+        let strings = e.openai_headers("rpm", "tpm");
+        assert_eq!(oa.len(), 6);
+        for ((n, v), (sn, sv)) in oa.iter().zip(&strings) {
+            assert_eq!(n.as_str(), sn);
+            assert_eq!(v, sv.as_str());
+        }
+        // retrying cannot help: no Retry-After
+        let never = RateLimitExceeded::new(vec![status("tpm", 10, 10, 50, None)]);
+        let names: Vec<String> = never
+            .http_headers()
+            .iter()
+            .map(|(n, _)| n.to_string())
+            .collect();
+        assert_eq!(names, ["ratelimit-policy", "ratelimit"]);
     }
 
     #[test]

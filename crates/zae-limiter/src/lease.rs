@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use parking_lot::Mutex;
+use tracing::Instrument;
 
 use crate::acquire::statuses_for;
 use crate::bucket::MILLI;
@@ -13,6 +14,7 @@ use crate::exceeded::{LimitStatus, RateLimitExceeded};
 use crate::limit::{Limit, MAX_AMOUNT};
 use crate::limiter::RateLimiter;
 use crate::store::{ApplyOutcome, BucketChange, BucketKey, LimitChange, WriteOp};
+use crate::telemetry::{self, StoreOp};
 
 /// A fresh lease id (128 random bits, hex).
 pub(crate) fn new_lease_id() -> String {
@@ -294,35 +296,75 @@ impl Lease {
     /// Make the lease final: writes pending adjustments (one exactly-once write; none if
     /// there are none).
     pub async fn commit(&self) -> Result<()> {
-        let changes = {
+        let (changes, span) = {
             let mut st = self.state.lock();
             if !st.active {
                 return Err(Error::LeaseInactive);
             }
             st.active = false;
-            settle(&st.entries, |e| e.pending.clone())
+            let (entity, resource) = first_key(&st.entries);
+            let span = tracing::info_span!(
+                target: "zae_limiter",
+                "zae_limiter.commit",
+                entity = %entity,
+                resource = %resource,
+                outcome = tracing::field::Empty,
+                store_latency_ms = tracing::field::Empty,
+            );
+            (settle(&st.entries, |e| e.pending.clone()), span)
         };
-        match changes {
-            Some(c) => self.write(c, "commit").await,
-            None => Ok(()),
-        }
+        self.finish(changes, "commit", StoreOp::Commit, span).await
     }
 
     /// Give back everything this lease took (one exactly-once write); pending adjustments
     /// are dropped.
     pub async fn rollback(&self) -> Result<()> {
-        let changes = {
+        let (changes, span) = {
             let mut st = self.state.lock();
             if !st.active {
                 return Err(Error::LeaseInactive);
             }
             st.active = false;
-            settle(&st.entries, refund)
+            let (entity, resource) = first_key(&st.entries);
+            let span = tracing::info_span!(
+                target: "zae_limiter",
+                "zae_limiter.rollback",
+                entity = %entity,
+                resource = %resource,
+                outcome = tracing::field::Empty,
+                store_latency_ms = tracing::field::Empty,
+            );
+            (settle(&st.entries, refund), span)
         };
-        match changes {
-            Some(c) => self.write(c, "rollback").await,
-            None => Ok(()),
-        }
+        self.finish(changes, "rollback", StoreOp::Rollback, span)
+            .await
+    }
+
+    /// Write `changes` (if any) in `span`, recording the outcome (`ok`, `noop` when there is
+    /// nothing to write, or the error's kind) and the store latency on it.
+    async fn finish(
+        &self,
+        changes: Option<Vec<BucketChange>>,
+        kind: &str,
+        timed: StoreOp,
+        span: tracing::Span,
+    ) -> Result<()> {
+        let Some(changes) = changes else {
+            span.record("outcome", "noop");
+            return Ok(());
+        };
+        let (r, took) = telemetry::timed(timed, self.write(changes, kind))
+            .instrument(span.clone())
+            .await;
+        span.record("store_latency_ms", telemetry::ms(took));
+        span.record(
+            "outcome",
+            match &r {
+                Ok(()) => "ok",
+                Err(e) => e.kind(),
+            },
+        );
+        r
     }
 
     async fn write(&self, changes: Vec<BucketChange>, kind: &str) -> Result<()> {
@@ -336,11 +378,19 @@ impl Lease {
                 lim.observe(&states);
                 Ok(())
             }
-            ApplyOutcome::Rejected(_) => Err(Error::Store(
-                "the store refused an unchecked write".to_string(),
-            )),
+            ApplyOutcome::Rejected(_) => Err(Error::Other {
+                message: "the store refused an unchecked write".to_string(),
+                source: None,
+            }),
         }
     }
+}
+
+/// The entity and resource of a lease's own bucket (empty for a no-op lease), for spans.
+fn first_key(entries: &[LeaseEntry]) -> (&str, &str) {
+    entries.first().map_or(("", ""), |e| {
+        (e.key.entity_id.as_str(), e.key.resource.as_str())
+    })
 }
 
 fn refund(e: &LeaseEntry) -> Vec<i128> {

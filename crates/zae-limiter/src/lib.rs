@@ -3,6 +3,11 @@
 //! A distributed token-bucket rate limiter for API and LLM workloads, backed by Amazon
 //! DynamoDB or by an embedded in-process store.
 //!
+//! Cargo features: `dynamodb` (default) builds the DynamoDB store (`DynamoStore`) and the
+//! AWS SDK; without it (`default-features = false`) only the embedded store
+//! ([`MemoryStore`]) is built. `http` adds `http` 1.x header types to
+//! [`RateLimitExceeded`] (`http_headers`, `openai_http_headers`).
+//!
 //! - **Several limits per call** (requests/min *and* tokens/min), checked atomically.
 //! - **Leases**: take an estimate up front, reconcile the real cost afterwards
 //!   ([`Lease::adjust`]), roll back on failure.
@@ -35,17 +40,20 @@ pub mod bucket;
 mod cache;
 mod clock;
 pub mod config;
+#[cfg(feature = "dynamodb")]
 pub mod dynamodb;
 mod entities;
 mod entity;
 mod error;
 mod exceeded;
+pub mod keys;
 mod lease;
 mod limit;
 mod limiter;
 pub mod manifest;
 pub mod namespace;
 pub mod store;
+pub mod telemetry;
 
 pub use acquire::{Acquire, RunError};
 pub use admin::MAX_AUDIT_PAGE;
@@ -55,12 +63,13 @@ pub use config::{
     AuditAction, AuditEvent, AuditPage, ConfigScope, IdPage, OnUnavailable, ProvisionerState,
     StoredConfig,
 };
+#[cfg(feature = "dynamodb")]
 pub use dynamodb::{ConsumedCapacity, DynamoStore, StoreConfig};
 pub use entity::{
     validate_entity_name, validate_metadata, Entity, NewEntity, UpdateEntity, MAX_ENTITY_NAME,
     MAX_METADATA_ENTRIES, MAX_METADATA_KEY, MAX_METADATA_VALUE,
 };
-pub use error::{Error, Result, StoreError};
+pub use error::{BoxError, Error, Result, StoreError};
 pub use exceeded::{LimitStatus, RateLimitExceeded};
 pub use lease::Lease;
 pub use limit::{

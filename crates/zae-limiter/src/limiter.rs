@@ -323,7 +323,7 @@ impl RateLimiter {
     ) -> Result<T, StoreError> {
         match tokio::time::timeout(self.inner.timeout, fut).await {
             Ok(r) => r,
-            Err(_) => Err(StoreError::Unavailable(format!(
+            Err(_) => Err(StoreError::unavailable(format!(
                 "no answer from the store within {:?}",
                 self.inner.timeout
             ))),
@@ -336,16 +336,46 @@ impl RateLimiter {
         entity_id: &str,
         resource: &str,
     ) -> Result<Arc<ResolutionData>, StoreError> {
+        self.resolution_timed(entity_id, resource).await.0
+    }
+
+    /// [`resolution`](Self::resolution) in its span (`zae_limiter.resolution`), with the
+    /// time spent waiting on the store (zero on a cache hit).
+    pub(crate) async fn resolution_timed(
+        &self,
+        entity_id: &str,
+        resource: &str,
+    ) -> (Result<Arc<ResolutionData>, StoreError>, std::time::Duration) {
+        use tracing::Instrument;
+        let span = tracing::debug_span!(
+            target: "zae_limiter",
+            "zae_limiter.resolution",
+            entity = %entity_id,
+            resource = %resource,
+            cache = tracing::field::Empty,
+            store_latency_ms = tracing::field::Empty,
+        );
         let now = self.now_ms();
         if let Some(d) = self.inner.cache.get(entity_id, resource, now) {
-            return Ok(d);
+            crate::telemetry::cache(true);
+            span.record("cache", "hit");
+            return (Ok(d), std::time::Duration::ZERO);
         }
-        let d = Arc::new(
-            self.call(self.inner.store.load_resolution(entity_id, resource))
-                .await?,
-        );
-        self.inner.cache.put(entity_id, resource, d.clone(), now);
-        Ok(d)
+        crate::telemetry::cache(false);
+        span.record("cache", "miss");
+        let (r, took) = crate::telemetry::timed(
+            crate::telemetry::StoreOp::Resolution,
+            self.call(self.inner.store.load_resolution(entity_id, resource)),
+        )
+        .instrument(span.clone())
+        .await;
+        span.record("store_latency_ms", crate::telemetry::ms(took));
+        let r = r.map(|d| {
+            let d = Arc::new(d);
+            self.inner.cache.put(entity_id, resource, d.clone(), now);
+            d
+        });
+        (r, took)
     }
 
     /// Forget every cached config and entity (this limiter's changes do it themselves).

@@ -589,9 +589,11 @@ async fn allow_fails_open_only_for_real_outages() {
         ("TransactionConflictException", |r| {
             matches!(r, Err(Error::Contended { .. }))
         }),
-        ("ValidationException", |r| matches!(r, Err(Error::Store(_)))),
+        ("ValidationException", |r| {
+            matches!(r, Err(Error::InvalidRequest { .. }))
+        }),
         ("AccessDeniedException", |r| {
-            matches!(r, Err(Error::Store(_)))
+            matches!(r, Err(Error::AccessDenied { .. }))
         }),
     ];
     for (kind, expected) in cases {
@@ -665,4 +667,141 @@ async fn allow_admits_a_resolved_request_whose_write_stalls() {
     let r = take("fresh").await;
     assert!(matches!(r, Err(Error::Unavailable { .. })), "{r:?}");
     b.faults.set(Fault::Pass);
+}
+
+/// Each kind of DynamoDB failure is its own `Error` variant under `Block`, keeps the SDK's
+/// error as its `source`, and is counted by outcome; retried conflicts are counted as
+/// retries. The SDK does not retry here (`max_attempts(1)`), so each case is one request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_failure_has_its_kind_its_cause_and_its_count() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    use std::error::Error as _;
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    // nextest runs each test in its own process: the global recorder is this test's
+    recorder
+        .install()
+        .expect("the only recorder of this process");
+
+    let b = bed().await;
+    let proxy = Proxy::start(&common::dynamodb_endpoint()).await;
+    let store = DynamoStore::connect(
+        StoreConfig::new(b.direct.table_name())
+            .endpoint_url(proxy.url())
+            .static_credentials("test", "test")
+            .max_attempts(1),
+    )
+    .await
+    .expect("connect through the proxy");
+    let l = RateLimiter::builder(store)
+        .clock(b.clock.clone())
+        .on_unavailable(OnUnavailable::Block)
+        .timeout(RETRY_TIMEOUT)
+        .build();
+    // warm the config cache so only the write meets the fault
+    acquire(&l, "k", &rpm(10), 1)
+        .await
+        .unwrap()
+        .commit()
+        .await
+        .unwrap();
+    type Expect = fn(&Error) -> bool;
+    let cases: [(Fault, &str, Expect); 7] = [
+        (
+            Fault::Error {
+                status: 400,
+                kind: "ThrottlingException",
+            },
+            "ThrottlingException",
+            |e| matches!(e, Error::Throttled { .. }),
+        ),
+        (
+            Fault::Error {
+                status: 400,
+                kind: "ProvisionedThroughputExceededException",
+            },
+            "ProvisionedThroughputExceededException",
+            |e| matches!(e, Error::Throttled { .. }),
+        ),
+        (Fault::Status(503), "ServiceUnavailable", |e| {
+            matches!(e, Error::Unavailable { .. })
+        }),
+        (
+            Fault::Error {
+                status: 400,
+                kind: "AccessDeniedException",
+            },
+            "AccessDeniedException",
+            |e| matches!(e, Error::AccessDenied { message, .. } if message.contains("IAM policy")),
+        ),
+        (
+            Fault::Error {
+                status: 400,
+                kind: "ResourceNotFoundException",
+            },
+            "ResourceNotFoundException",
+            |e| matches!(e, Error::TableNotFound { message, .. } if message.contains("table create")),
+        ),
+        (
+            Fault::Error {
+                status: 400,
+                kind: "ValidationException",
+            },
+            "ValidationException",
+            |e| matches!(e, Error::InvalidRequest { .. }),
+        ),
+        (
+            Fault::Error {
+                status: 400,
+                kind: "TransactionConflictException",
+            },
+            "TransactionConflictException",
+            |e| matches!(e, Error::Contended { .. }),
+        ),
+    ];
+    for (fault, code, expected) in cases {
+        proxy.faults().set_for("UpdateItem", fault);
+        let e = acquire(&l, "k", &rpm(10), 1)
+            .await
+            .expect_err("the write fails");
+        assert!(expected(&e), "{code}: {e:?}");
+        // the SDK's error is the cause, with the service's error code
+        let cause = e
+            .source()
+            .unwrap_or_else(|| panic!("{code}: no source: {e:?}"));
+        assert!(format!("{cause:?}").contains(code), "{code}: {cause:?}");
+        assert!(e.to_string().contains(code), "{code}: {e}");
+    }
+    proxy.faults().set(Fault::Pass);
+    // only the first acquire took a token
+    assert_eq!(b.consumed("k", "rpm").await, 1_000);
+
+    let mut decisions = std::collections::BTreeMap::new();
+    let mut conflict_retries = 0;
+    for (ck, _, _, value) in snapshotter.snapshot().into_vec() {
+        let key = ck.key();
+        let label = key.labels().next().map(|l| l.value().to_string());
+        match (key.name(), value) {
+            ("zae_limiter_decisions_total", DebugValue::Counter(n)) => {
+                decisions.insert(label.unwrap_or_default(), n);
+            }
+            ("zae_limiter_store_retries_total", DebugValue::Counter(n))
+                if label.as_deref() == Some("conflict") =>
+            {
+                conflict_retries = n
+            }
+            _ => {}
+        }
+    }
+    let count = |o: &str| decisions.get(o).copied().unwrap_or(0);
+    assert_eq!(count("admitted"), 1, "{decisions:?}");
+    // two throttled, one 503
+    assert_eq!(count("unavailable"), 3, "{decisions:?}");
+    assert_eq!(count("contended"), 1, "{decisions:?}");
+    // access denied, missing table, validation
+    assert_eq!(count("error"), 3, "{decisions:?}");
+    assert!(
+        conflict_retries >= 1,
+        "the conflict was retried: {conflict_retries}"
+    );
 }

@@ -351,7 +351,7 @@ mod dynamo {
 
     fn store_err<T: std::fmt::Debug>(r: zae_limiter::Result<T>) -> String {
         match r {
-            Err(Error::Store(m)) => m,
+            Err(Error::Malformed { message }) => message,
             other => panic!("expected a store error, got {other:?}"),
         }
     }
@@ -385,7 +385,7 @@ mod dynamo {
         assert_eq!(store_err(l.get_config(&scope).await), want);
         // the acquire path reads it too (one BatchGetItem) and refuses it the same way
         match store.load_resolution("key-1", "gpt-4").await {
-            Err(StoreError::Other(m)) => assert_eq!(m, want),
+            Err(StoreError::Malformed(m)) => assert_eq!(m, want),
             other => panic!("{other:?}"),
         }
         tamper(
@@ -404,7 +404,7 @@ mod dynamo {
         // dynamodb/mod.rs switches to it)
         let entity_err = || async {
             match store.load_resolution("key-1", "other").await {
-                Err(StoreError::Other(m)) => m,
+                Err(StoreError::Malformed(m)) => m,
                 other => panic!("{other:?}"),
             }
         };

@@ -13,7 +13,8 @@ use crate::output::{table, Output};
 pub enum Cmd {
     /// List audit events, newest first.
     #[command(after_help = "Example: zae-limiter audit list key-1 --page-size 50\n\
-                            Example: zae-limiter audit list '$RESOURCE:gpt-4o'")]
+                            Example: zae-limiter audit list '$RESOURCE:gpt-4o'\n\
+                            Example: zae-limiter audit list key-1 --since 2026-01-01T00:00:00Z")]
     List {
         /// Entity id, or '$SYSTEM' / '$RESOURCE:<resource>' for changes of the system /
         /// resource defaults (quote the '$' in a shell).
@@ -22,9 +23,14 @@ pub enum Cmd {
         #[arg(long, default_value_t = 20, value_name = "N")]
         page_size: usize,
         /// Continue after this event id (printed as "More events: --before ..." at the end of
-        /// the previous page).
-        #[arg(long, value_name = "EVENT_ID")]
+        /// the previous page), or list the events before an RFC 3339 time
+        /// (`2026-01-01T00:00:00Z`).
+        #[arg(long, value_name = "EVENT_ID|TIME")]
         before: Option<String>,
+        /// Only the events at or after this RFC 3339 time (`2026-01-01T00:00:00Z`); the
+        /// listing ends at the first older event.
+        #[arg(long, value_name = "TIME", value_parser = store::parse_rfc3339)]
+        since: Option<i64>,
     },
 }
 
@@ -33,17 +39,30 @@ pub async fn run(cli: &Cli, cmd: &Cmd) -> Result<(), String> {
         entity,
         page_size,
         before,
+        since,
     } = cmd;
     if *page_size == 0 || *page_size > MAX_AUDIT_PAGE {
         return Err(format!(
             "--page-size must be between 1 and {MAX_AUDIT_PAGE}, got {page_size}"
         ));
     }
+    // a time: the smallest event id (a ULID) of that millisecond, so the events strictly before
+    let before = match before.as_deref().map(store::parse_rfc3339) {
+        Some(Ok(ms)) => Some(ulid::Ulid::from_parts(ms.max(0) as u64, 0).to_string()),
+        _ => before.clone(),
+    };
     let limiter = store::limiter(cli).await?;
-    let page = limiter
+    let mut page = limiter
         .audit_events(entity, *page_size, before.as_deref())
         .await
         .map_err(|e| e.to_string())?;
+    if let Some(since) = since {
+        let all = page.events.len();
+        page.events.retain(|e| e.timestamp_ms >= *since);
+        if page.events.len() < all {
+            page.next = None;
+        }
+    }
     match cli.output {
         Output::Json => print_json(&json!({
             "entity_id": entity,

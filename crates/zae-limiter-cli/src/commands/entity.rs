@@ -220,16 +220,18 @@ pub async fn run(cli: &Cli, cmd: &Cmd) -> Result<(), String> {
         }
         Cmd::Delete { id, force } => {
             let limiter = store::limiter(cli).await?;
+            // what is deleted, for the JSON output (every delete prints {"deleted": <the item>})
+            let entity = limiter.get_entity(id).await.map_err(err)?;
             let deleted = if *force {
                 limiter.delete_entity_forced(id).await
             } else {
                 limiter.delete_entity(id).await
             };
-            if !deleted.map_err(err)? {
+            let (true, Some(entity)) = (deleted.map_err(err)?, entity) else {
                 return Err(format!("entity '{id}' not found"));
-            }
+            };
             match cli.output {
-                Output::Json => print_json(&json!({ "deleted": id })),
+                Output::Json => print_json(&json!({ "deleted": entity_json(&entity) })),
                 Output::Table => {
                     println!("Deleted entity '{id}'");
                     Ok(())

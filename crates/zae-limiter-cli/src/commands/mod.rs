@@ -57,6 +57,10 @@ pub struct Cli {
         env = "ZAEL_NAMESPACE"
     )]
     pub namespace: String,
+    /// Whether -N/--namespace was given on the command line (set by `main`): the commands
+    /// that work on no namespace refuse it then.
+    #[arg(skip)]
+    pub namespace_given: bool,
     /// Who makes the changes, recorded in audit events.
     #[arg(long, global = true, env = "ZAEL_PRINCIPAL")]
     pub principal: Option<String>,
@@ -147,6 +151,13 @@ pub enum Command {
 /// Run the parsed command; a failure is one line and an exit code (a missing table says how
 /// to create it).
 pub async fn run(cli: Cli) -> Result<(), CliError> {
+    if cli.namespace_given {
+        if let Some(why) = ignores_namespace(&cli.command) {
+            return Err(CliError::usage(format!(
+                "-N/--namespace does not apply to {why}"
+            )));
+        }
+    }
     let result: Result<(), CliError> = match cli.command {
         Command::Demo(ref args) => demo::run(&cli, args).await.map_err(CliError::from),
         Command::Bench(ref args) => bench::run(&cli, args).await.map_err(CliError::from),
@@ -164,4 +175,19 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Completions(ref args) => completions::run(args).map_err(CliError::from),
     };
     result.map_err(|e| store::explain_missing_table(&cli, e))
+}
+
+/// Why a command does not take `-N/--namespace`, for the commands that work on no namespace.
+fn ignores_namespace(command: &Command) -> Option<&'static str> {
+    match command {
+        Command::Namespace(_) => Some(
+            "`namespace` commands: they manage every namespace (name it as the argument, \
+             e.g. `namespace show tenant-a`)",
+        ),
+        Command::Demo(_) => Some("`demo`: it runs on its own embedded store"),
+        Command::Local(_) => Some("`local`: it manages the DynamoDB Local process"),
+        Command::Version => Some("`version`"),
+        Command::Completions(_) => Some("`completions`"),
+        _ => None,
+    }
 }

@@ -64,8 +64,8 @@ pub async fn connect_in(
 }
 
 /// The DynamoDB error code of an operation on a table that does not exist. The library
-/// reports it inside the text of its error (`Error::Unavailable` today, `Error::Store` later),
-/// so the text is what is checked.
+/// reports it as `Error::TableNotFound`, whose text names the code; the commands that still
+/// return text are checked by it.
 pub(super) use crate::output::MISSING_TABLE;
 
 /// Where the table of the global flags lives, for messages: ` (at URL)`, ` (in region R)`
@@ -255,6 +255,11 @@ pub(super) async fn delete(
     limiter: &RateLimiter,
     scope: ConfigScope,
 ) -> Result<(), String> {
+    // what is deleted, for the JSON output (every delete prints {"deleted": <the item>})
+    let old = limiter
+        .get_config(&scope)
+        .await
+        .map_err(|e| e.to_string())?;
     if !limiter
         .delete_config(&scope)
         .await
@@ -263,16 +268,7 @@ pub(super) async fn delete(
         return Err(format!("no limits stored for {}", label(&scope)));
     }
     match cli.output {
-        Output::Json => {
-            let mut v = config_json(&scope, None);
-            if let Value::Object(m) = &mut v {
-                m.remove("stored");
-                m.remove("limits");
-                m.remove("on_unavailable");
-                m.insert("deleted".into(), json!(true));
-            }
-            print_json(&v)
-        }
+        Output::Json => print_json(&json!({ "deleted": config_json(&scope, old.as_ref()) })),
         Output::Table => {
             emit(&format!("Deleted limits for {}", label(&scope)));
             Ok(())
@@ -282,26 +278,24 @@ pub(super) async fn delete(
 
 /// `ms` since the Unix epoch as RFC 3339 in UTC with milliseconds, e.g.
 /// `2026-01-01T00:00:00.000Z`.
+/// Outside jiff's range (years -9999..=9999) the milliseconds are printed as they are.
 pub(super) fn rfc3339(ms: i64) -> String {
-    let days = ms.div_euclid(86_400_000);
-    let rem = ms.rem_euclid(86_400_000);
-    // civil_from_days (Howard Hinnant): days since 1970-01-01 to a proleptic Gregorian date
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let (h, m, s, milli) = (
-        rem / 3_600_000,
-        rem / 60_000 % 60,
-        rem / 1_000 % 60,
-        rem % 1_000,
-    );
-    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{milli:03}Z")
+    match jiff::Timestamp::from_millisecond(ms) {
+        Ok(t) => jiff::fmt::temporal::DateTimePrinter::new()
+            .precision(Some(3))
+            .timestamp_to_string(&t),
+        Err(_) => format!("{ms}ms since the epoch"),
+    }
+}
+
+/// An RFC 3339 timestamp (`2026-01-01T00:00:00Z`, any offset, any fraction) as milliseconds
+/// since the Unix epoch: the parser of the commands' time arguments.
+pub(super) fn parse_rfc3339(text: &str) -> Result<i64, String> {
+    text.parse::<jiff::Timestamp>()
+        .map(|t| t.as_millisecond())
+        .map_err(|e| {
+            format!("'{text}' is not an RFC 3339 timestamp (e.g. 2026-01-01T00:00:00Z): {e}")
+        })
 }
 
 #[cfg(test)]
@@ -315,6 +309,20 @@ mod tests {
         assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
         assert_eq!(rfc3339(1_709_251_199_999), "2024-02-29T23:59:59.999Z");
         assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339(i64::MAX), format!("{}ms since the epoch", i64::MAX));
+    }
+
+    #[test]
+    fn rfc3339_parses_what_it_prints_and_offsets() {
+        for ms in [0, 1_767_225_600_000, 1_709_251_199_999, -1] {
+            assert_eq!(parse_rfc3339(&rfc3339(ms)), Ok(ms));
+        }
+        assert_eq!(
+            parse_rfc3339("2026-01-01T01:00:00+01:00"),
+            Ok(1_767_225_600_000)
+        );
+        let e = parse_rfc3339("yesterday").unwrap_err();
+        assert!(e.contains("not an RFC 3339 timestamp"), "{e}");
     }
 
     #[test]
@@ -340,10 +348,10 @@ mod tests {
             "http://127.0.0.1:8000",
             "version",
         ]);
-        // today's shape (Error::Unavailable) and the coming one (Error::Store)
+        // the library's Error::TableNotFound, and the older wording
         for library in [
+            "table not found: ResourceNotFoundException: Cannot do operations on a non-existent table",
             "rate limiter unavailable: ResourceNotFoundException: Cannot do operations on a non-existent table",
-            "store error: ResourceNotFoundException: Requested resource not found",
         ] {
             let e = explain_missing_table(&c, format!("scenario a: {library}").into());
             assert_eq!(e.code, 1);

@@ -5,7 +5,10 @@
 mod decide;
 mod request;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use tracing::Instrument;
 
 use crate::bucket::MILLI;
 use crate::config::OnUnavailable;
@@ -15,6 +18,7 @@ use crate::lease::{Lease, LeaseEntry};
 use crate::limit::Limit;
 use crate::limiter::RateLimiter;
 use crate::store::{ApplyOutcome, BucketChange, BucketKey, LimitChange};
+use crate::telemetry::{self, Outcome, StoreOp};
 
 pub(crate) use decide::{amounts, pick_limits, shared_amounts, statuses_for, to_tokens};
 pub(crate) use request::AcquireSpec;
@@ -78,25 +82,53 @@ impl RateLimiter {
         }
     }
 
+    /// An acquire in its span (`zae_limiter.acquire`), counted in the decisions metric.
     pub(crate) async fn acquire_spec(&self, req: AcquireSpec) -> Result<Lease> {
+        let span = tracing::info_span!(
+            target: "zae_limiter",
+            "zae_limiter.acquire",
+            entity = %req.entity_id,
+            resource = %req.resource,
+            outcome = tracing::field::Empty,
+            store_latency_ms = tracing::field::Empty,
+        );
+        // microseconds spent waiting on the store, over every call of this acquire
+        let store_us = AtomicU64::new(0);
+        let r = self
+            .acquire_traced(req, &store_us)
+            .instrument(span.clone())
+            .await;
+        let outcome = Outcome::of(&r);
+        telemetry::decision(outcome);
+        span.record("outcome", outcome.as_str());
+        span.record(
+            "store_latency_ms",
+            store_us.load(Ordering::Relaxed) as f64 / 1e3,
+        );
+        r
+    }
+
+    async fn acquire_traced(&self, req: AcquireSpec, store_us: &AtomicU64) -> Result<Lease> {
         req.validate()?;
         // one deadline for the whole operation: resolution, cascade and write
         let deadline = self.deadline();
         let in_flight: InFlight = parking_lot::Mutex::new(None);
-        let outcome =
-            match tokio::time::timeout_at(deadline, self.acquire_inner(&req, deadline, &in_flight))
-                .await
-            {
-                Ok(r) => r,
-                Err(_) => Err(StoreFailure(
-                    StoreError::Unavailable(format!(
-                        "no answer from the store within {:?}",
-                        self.timeout()
-                    )),
-                    None,
-                    false,
+        let outcome = match tokio::time::timeout_at(
+            deadline,
+            self.acquire_inner(&req, deadline, &in_flight, store_us),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(StoreFailure(
+                StoreError::unavailable(format!(
+                    "no answer from the store within {:?}",
+                    self.timeout()
                 )),
-            };
+                None,
+                false,
+            )),
+        };
         let (e, stored_policy, resolved) = match outcome {
             Ok(r) => return r,
             Err(StoreFailure(e, p, resolved)) => (e, p, resolved),
@@ -117,13 +149,24 @@ impl RateLimiter {
         let blind = req.limits.is_empty() && !resolved;
         match (e, policy) {
             // fail open only for a real outage, and only for a request known to be well-formed
-            (StoreError::Unavailable(m), OnUnavailable::Allow) if !blind => {
-                tracing::warn!(error = %m, entity = %req.entity_id, resource = %req.resource,
+            (e, OnUnavailable::Allow) if e.is_unavailable() && !blind => {
+                tracing::warn!(error = %e, entity = %req.entity_id, resource = %req.resource,
                     "store unavailable; admitting (on_unavailable = allow)");
                 Ok(Lease::noop(self.clone()))
             }
-            (StoreError::Unavailable(m), _) => Err(Error::Unavailable {
-                message: format!("{m} [entity={}, resource={}]", req.entity_id, req.resource),
+            (StoreError::Unavailable { message, source }, _) => Err(Error::Unavailable {
+                message: format!(
+                    "{message} [entity={}, resource={}]",
+                    req.entity_id, req.resource
+                ),
+                source,
+            }),
+            (StoreError::Throttled { message, source }, _) => Err(Error::Throttled {
+                message: format!(
+                    "{message} [entity={}, resource={}]",
+                    req.entity_id, req.resource
+                ),
+                source,
             }),
             (other, _) => Err(other.into()),
         }
@@ -135,11 +178,17 @@ impl RateLimiter {
         req: &AcquireSpec,
         deadline: tokio::time::Instant,
         in_flight: &InFlight,
+        store_us: &AtomicU64,
     ) -> Result<Result<Lease>, StoreFailure> {
-        let data = self
-            .resolution(&req.entity_id, &req.resource)
-            .await
-            .map_err(|e| StoreFailure(e, None, false))?;
+        let waited = |d: Duration| {
+            store_us.fetch_add(
+                d.as_micros().min(u64::MAX as u128) as u64,
+                Ordering::Relaxed,
+            );
+        };
+        let (data, took) = self.resolution_timed(&req.entity_id, &req.resource).await;
+        waited(took);
+        let data = data.map_err(|e| StoreFailure(e, None, false))?;
         let policy = data.on_unavailable();
         let fail = |e| StoreFailure(e, policy, true);
         if data.namespace_gone {
@@ -170,10 +219,9 @@ impl RateLimiter {
             .filter(|e| e.cascade)
             .and_then(|e| e.parent_id.clone())
         {
-            let pdata = self
-                .resolution(&parent, &req.resource)
-                .await
-                .map_err(fail)?;
+            let (pdata, took) = self.resolution_timed(&parent, &req.resource).await;
+            waited(took);
+            let pdata = pdata.map_err(fail)?;
             // the parent's limits come from the parent's own resolution, never from the child
             let (plimits, pversion) = match pdata.versioned_limits() {
                 Some((stored, v)) => (stored.to_vec(), v),
@@ -202,8 +250,10 @@ impl RateLimiter {
         let op = crate::lease::op(&lease_id, "acquire", false, deadline);
         let op = std::sync::Arc::new(op);
         *in_flight.lock() = Some((changes.clone(), op.clone()));
-        let outcome = self.store().apply(&changes, now, &op).await;
-        if !matches!(outcome, Err(StoreError::Unavailable(_))) {
+        let (outcome, took) =
+            telemetry::timed(StoreOp::Acquire, self.store().apply(&changes, now, &op)).await;
+        waited(took);
+        if !matches!(outcome, Err(StoreError::Unavailable { .. })) {
             // a definite answer: applied, refused, or not applied at all
             in_flight.lock().take();
         }

@@ -8,6 +8,7 @@ use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem};
 
+use super::errors::build_err;
 use super::items::{
     self, audit_item, config_item, entity_item, key, parse_audit, parse_config, s, Item,
 };
@@ -35,10 +36,6 @@ fn first_condition_failed(
         },
         _ => false,
     }
-}
-
-pub(super) fn other(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Other(e.to_string())
 }
 
 impl DynamoStore {
@@ -100,7 +97,7 @@ impl DynamoStore {
         if condition.contains(":created") {
             put = put.expression_attribute_values(":created", items::n(entity.created_at_ms));
         }
-        let put = put.build().map_err(other)?;
+        let put = put.build().map_err(build_err)?;
         let main = TransactWriteItem::builder().put(put).build();
         match self.write_with_audit(&ns, main, audit).await {
             Ok(()) => Ok(true),
@@ -168,7 +165,7 @@ impl DynamoStore {
                         .set_expression_attribute_names(names)
                         .set_expression_attribute_values(values)
                         .build()
-                        .map_err(other)?,
+                        .map_err(build_err)?,
                 )
                 .build(),
             None => {
@@ -182,7 +179,7 @@ impl DynamoStore {
                             .set_expression_attribute_names(names)
                             .set_expression_attribute_values(values)
                             .build()
-                            .map_err(other)?,
+                            .map_err(build_err)?,
                     )
                     .build()
             }
@@ -405,7 +402,7 @@ impl DynamoStore {
                 PutRequest::builder()
                     .set_item(Some(audit_item(ns, audit)))
                     .build()
-                    .map_err(other)?,
+                    .map_err(build_err)?,
             )
             .build()];
         for item in &items {

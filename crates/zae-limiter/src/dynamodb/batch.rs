@@ -3,7 +3,7 @@
 
 use aws_sdk_dynamodb::types::KeysAndAttributes;
 
-use super::admin::other;
+use super::errors::build_err;
 use super::items::{s, Item};
 use super::{sdk_err, DynamoStore, Io};
 use crate::error::StoreError;
@@ -49,13 +49,13 @@ impl DynamoStore {
                 .set_keys(Some(chunk.to_vec()))
                 .consistent_read(true)
                 .build()
-                .map_err(other)?;
+                .map_err(build_err)?;
             let mut pending = Some(req);
             for attempt in 0.. {
                 let Some(req) = pending.take() else { break };
                 if attempt >= 10 {
-                    return Err(StoreError::Unavailable(
-                        "BatchGetItem kept returning unprocessed keys".into(),
+                    return Err(StoreError::unavailable(
+                        "BatchGetItem kept returning unprocessed keys",
                     ));
                 }
                 if attempt > 0 {
@@ -96,8 +96,8 @@ impl DynamoStore {
                     break;
                 }
                 if attempt >= 10 {
-                    return Err(StoreError::Unavailable(
-                        "BatchWriteItem kept returning unprocessed items".into(),
+                    return Err(StoreError::unavailable(
+                        "BatchWriteItem kept returning unprocessed items",
                     ));
                 }
                 let out = self

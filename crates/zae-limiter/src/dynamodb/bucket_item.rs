@@ -93,7 +93,7 @@ fn describe(item: &HashMap<String, AttributeValue>) -> String {
 pub(crate) fn parse_bucket(
     item: &HashMap<String, AttributeValue>,
 ) -> Result<BucketItem, StoreError> {
-    let bad = |what: String| StoreError::Other(format!("{}: {what}", describe(item)));
+    let bad = |what: String| StoreError::Malformed(format!("{}: {what}", describe(item)));
     let number = |attr: &str| -> Result<Option<i128>, StoreError> {
         match item.get(attr) {
             None => Ok(None),

@@ -1,19 +1,29 @@
-//! Which DynamoDB failures mean "unavailable" (the `on_unavailable` policy may admit), which
-//! mean "contended" (retry, never admit), and which are errors to report as they are.
+//! Which DynamoDB failures mean "unavailable" or "throttled" (the `on_unavailable` policy may
+//! admit), which mean "contended" (retry, never admit), and which are errors to report as
+//! they are (access denied, missing table, validation, ...). The SDK's error is kept as the
+//! `source` of the store error, boxed (no SDK type in the crate's API).
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 
-use crate::error::StoreError;
+use crate::error::{BoxError, StoreError};
 
 /// How a failure is treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
-    /// Transport failure, timeout, throttling after the SDK's retries, 5xx.
+    /// Transport failure, timeout, 5xx.
     Unavailable,
+    /// Throttling after the SDK's retries.
+    Throttled,
     /// Concurrent writers on the same items: retry with backoff.
     Contended,
-    /// Anything else (validation, access, missing table, malformed data): never admitted.
+    /// The credentials or the policy refuse the operation.
+    AccessDenied,
+    /// The table does not exist.
+    TableNotFound,
+    /// The request is invalid for DynamoDB.
+    Invalid,
+    /// Anything else (conditional checks, malformed data, ...): never admitted.
     Other,
 }
 
@@ -30,55 +40,93 @@ pub(crate) fn kind(code: Option<&str>, status: Option<u16>) -> Kind {
             | "ThrottlingException"
             | "ThrottlingError"
             | "RequestLimitExceeded"
-            | "ThroughputExceeded"
-            | "InternalServerError"
-            | "InternalFailure"
-            | "ServiceUnavailable",
-        ) => Kind::Unavailable,
+            | "ThroughputExceeded",
+        ) => Kind::Throttled,
+        Some("InternalServerError" | "InternalFailure" | "ServiceUnavailable") => Kind::Unavailable,
+        Some(
+            "AccessDeniedException"
+            | "UnrecognizedClientException"
+            | "InvalidSignatureException"
+            | "MissingAuthenticationToken"
+            | "ExpiredTokenException",
+        ) => Kind::AccessDenied,
+        Some("ResourceNotFoundException") => Kind::TableNotFound,
+        Some("ValidationException" | "SerializationException") => Kind::Invalid,
         _ if status.is_some_and(|s| s >= 500) => Kind::Unavailable,
         _ => Kind::Other,
     }
 }
 
-/// A service error as a store error, with a hint where the cause is obvious.
+/// A service error as a store error, with a hint where the cause is obvious; `source` is the
+/// SDK's error.
 pub(crate) fn service_error(
     code: Option<&str>,
     message: Option<&str>,
     status: Option<u16>,
+    source: Option<BoxError>,
 ) -> StoreError {
-    let mut text = format!("{}: {}", code.unwrap_or("error"), message.unwrap_or(""));
-    match code {
-        Some("ResourceNotFoundException") => text.push_str(
+    let mut message = format!("{}: {}", code.unwrap_or("error"), message.unwrap_or(""));
+    let kind = kind(code, status);
+    match kind {
+        Kind::TableNotFound => message.push_str(
             " (the table does not exist: create it with `zae-limiter table create` for \
              DynamoDB Local / development, or deploy the stack)",
         ),
-        Some("AccessDeniedException" | "UnrecognizedClientException") => {
-            text.push_str(" (check the credentials and the IAM policy)")
-        }
+        Kind::AccessDenied => message.push_str(" (check the credentials and the IAM policy)"),
         _ => {}
     }
-    match kind(code, status) {
-        Kind::Unavailable => StoreError::Unavailable(text),
-        Kind::Contended => StoreError::Contended(text),
-        Kind::Other => StoreError::Other(text),
+    match kind {
+        Kind::Unavailable => StoreError::Unavailable { message, source },
+        Kind::Throttled => StoreError::Throttled { message, source },
+        Kind::Contended => StoreError::Contended { message, source },
+        Kind::AccessDenied => StoreError::AccessDenied { message, source },
+        Kind::TableNotFound => StoreError::TableNotFound { message, source },
+        Kind::Invalid => StoreError::InvalidRequest { message, source },
+        Kind::Other => StoreError::Other { message, source },
+    }
+}
+
+/// A request the SDK could not build (a bug of the limiter): `Other`, with the cause.
+pub(crate) fn build_err(e: aws_sdk_dynamodb::error::BuildError) -> StoreError {
+    StoreError::Other {
+        message: format!("cannot build the request: {e}"),
+        source: Some(Box::new(e)),
     }
 }
 
 /// Map an SDK failure to a store error: transport failures and timeouts are `Unavailable`;
 /// service errors by [`kind`]; a request the SDK could not even build is a bug, `Other`.
-pub(crate) fn sdk_err<E: ProvideErrorMetadata + std::error::Error + 'static>(
-    e: SdkError<E, HttpResponse>,
-) -> StoreError {
+/// The SDK's error is the `source` in every case.
+pub(crate) fn sdk_err<E>(e: SdkError<E, HttpResponse>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
     match &e {
-        SdkError::ServiceError(se) => service_error(
-            se.err().code(),
-            se.err().message(),
-            Some(se.raw().status().as_u16()),
-        ),
-        SdkError::ConstructionFailure(_) => {
-            StoreError::Other(aws_sdk_dynamodb::error::DisplayErrorContext(&e).to_string())
+        SdkError::ServiceError(se) => {
+            let code = se.err().code().map(str::to_owned);
+            let message = se.err().message().map(str::to_owned);
+            let status = se.raw().status().as_u16();
+            service_error(
+                code.as_deref(),
+                message.as_deref(),
+                Some(status),
+                Some(Box::new(e)),
+            )
         }
-        _ => StoreError::Unavailable(aws_sdk_dynamodb::error::DisplayErrorContext(&e).to_string()),
+        SdkError::ConstructionFailure(_) => {
+            let message = aws_sdk_dynamodb::error::DisplayErrorContext(&e).to_string();
+            StoreError::Other {
+                message,
+                source: Some(Box::new(e)),
+            }
+        }
+        _ => {
+            let message = aws_sdk_dynamodb::error::DisplayErrorContext(&e).to_string();
+            StoreError::Unavailable {
+                message,
+                source: Some(Box::new(e)),
+            }
+        }
     }
 }
 
@@ -87,10 +135,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_real_outages_are_unavailable() {
+    fn each_code_has_its_kind() {
         assert_eq!(
             kind(Some("ThrottlingException"), Some(400)),
-            Kind::Unavailable
+            Kind::Throttled
+        );
+        assert_eq!(
+            kind(Some("ProvisionedThroughputExceededException"), Some(400)),
+            Kind::Throttled
         );
         assert_eq!(
             kind(Some("InternalServerError"), Some(500)),
@@ -101,19 +153,39 @@ mod tests {
             kind(Some("TransactionConflictException"), Some(400)),
             Kind::Contended
         );
-        for code in [
-            "ValidationException",
-            "ResourceNotFoundException",
-            "AccessDeniedException",
-            "ConditionalCheckFailedException",
-        ] {
-            assert_eq!(kind(Some(code), Some(400)), Kind::Other, "{code}");
-        }
+        assert_eq!(kind(Some("ValidationException"), Some(400)), Kind::Invalid);
+        assert_eq!(
+            kind(Some("ResourceNotFoundException"), Some(400)),
+            Kind::TableNotFound
+        );
+        assert_eq!(
+            kind(Some("AccessDeniedException"), Some(400)),
+            Kind::AccessDenied
+        );
+        assert_eq!(
+            kind(Some("ConditionalCheckFailedException"), Some(400)),
+            Kind::Other
+        );
         let e = service_error(
             Some("ResourceNotFoundException"),
             Some("no table"),
             Some(400),
+            None,
         );
-        assert!(matches!(e, StoreError::Other(m) if m.contains("table create")));
+        assert!(
+            matches!(&e, StoreError::TableNotFound { message, .. } if message.contains("table create")),
+            "{e:?}"
+        );
+        let e = service_error(Some("AccessDeniedException"), Some("no"), Some(400), None);
+        assert!(
+            matches!(&e, StoreError::AccessDenied { message, .. } if message.contains("IAM policy")),
+            "{e:?}"
+        );
+        // throttling and outages are what the on_unavailable policy applies to; nothing else
+        assert!(service_error(Some("ThrottlingException"), None, Some(400), None).is_unavailable());
+        assert!(service_error(None, None, Some(503), None).is_unavailable());
+        assert!(
+            !service_error(Some("ValidationException"), None, Some(400), None).is_unavailable()
+        );
     }
 }

@@ -78,7 +78,7 @@ pub(super) fn marker_active(item: &Item) -> Result<bool, StoreError> {
     let status = item.get("status").and_then(|v| v.as_s().ok());
     match status.and_then(|v| crate::namespace::NamespaceStatus::parse(v)) {
         Some(st) => Ok(st == crate::namespace::NamespaceStatus::Active),
-        None => Err(StoreError::Other(format!(
+        None => Err(StoreError::Malformed(format!(
             "corrupt namespace status item: status is {status:?}"
         ))),
     }
@@ -231,7 +231,7 @@ pub(super) fn delete_request(
             DeleteRequest::builder()
                 .set_key(Some(key_of(item)))
                 .build()
-                .map_err(|e| StoreError::Other(e.to_string()))?,
+                .map_err(super::errors::build_err)?,
         )
         .build())
 }

@@ -14,7 +14,7 @@ mod counter;
 mod errors;
 mod expr;
 mod items;
-pub mod keys;
+pub use crate::keys;
 mod namespace;
 mod plan;
 mod table;

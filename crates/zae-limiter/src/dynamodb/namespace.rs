@@ -7,6 +7,7 @@ use std::sync::Arc;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 
+use super::errors::build_err;
 use super::items::{
     delete_request, forward_sk, key as table_key, namespace_item, parse_namespace, registry_pk,
     reverse_sk, s, status_item, Item,
@@ -20,10 +21,6 @@ use crate::store::Store;
 /// The key of a registry record.
 fn key(sk: String) -> Item {
     table_key(registry_pk(), sk)
-}
-
-fn other(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Other(e.to_string())
 }
 
 impl DynamoStore {
@@ -83,7 +80,7 @@ impl DynamoStore {
                         .set_item(Some(namespace_item(sk, &info)))
                         .condition_expression("attribute_not_exists(PK)")
                         .build()
-                        .map_err(other)?,
+                        .map_err(build_err)?,
                 )
                 .build())
         };
@@ -93,7 +90,7 @@ impl DynamoStore {
                     .table_name(&*self.table)
                     .set_item(Some(status_item(&info.id, NamespaceStatus::Active)))
                     .build()
-                    .map_err(other)?,
+                    .map_err(build_err)?,
             )
             .build();
         let res = self

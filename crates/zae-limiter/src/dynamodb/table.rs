@@ -27,14 +27,14 @@ fn key(name: &str, kind: KeyType) -> Result<KeySchemaElement, StoreError> {
         .attribute_name(name)
         .key_type(kind)
         .build()
-        .map_err(|e| StoreError::Other(e.to_string()))
+        .map_err(super::errors::build_err)
 }
 
 impl DynamoStore {
     /// Create the table (key schema, GSIs, stream NEW_AND_OLD_IMAGES, TTL on `ttl`) if it does
     /// not exist, and wait until it is active.
     pub async fn create_table(&self) -> Result<()> {
-        let b = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Other(e.to_string());
+        let b = super::errors::build_err;
         let mut attrs = vec!["PK", "SK"];
         let mut req = self
             .client
@@ -113,7 +113,7 @@ impl DynamoStore {
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        Err(StoreError::Unavailable(format!("table {} did not become active", self.table)).into())
+        Err(StoreError::unavailable(format!("table {} did not become active", self.table)).into())
     }
 
     /// Delete the table and everything in it.

@@ -13,12 +13,13 @@ use aws_sdk_dynamodb::types::{
 };
 
 use super::bucket_item::{parse_bucket, BucketItem};
-use super::errors::{kind, sdk_err, service_error, Kind};
+use super::errors::{build_err, kind, sdk_err, service_error, Kind};
 use super::expr;
 use super::plan::{backoff_ms, landed_before, plan, BucketPlan, Decision, Knowledge};
 use super::{DynamoStore, Io};
-use crate::error::StoreError;
+use crate::error::{BoxError, StoreError};
 use crate::store::{check_changes, ApplyOutcome, BucketChange, BucketState, WriteOp};
+use crate::telemetry::{self, Retry};
 
 /// Re-plans after failed conditions (wrong guesses, concurrent changes) before giving up.
 const MAX_REPLANS: u32 = 8;
@@ -31,8 +32,8 @@ enum Attempt {
     Applied(Vec<Option<BucketState>>),
     /// Conditions failed: (change index, item as it was).
     Failed(Vec<(usize, Option<BucketItem>)>),
-    /// Concurrent writers conflicted: nothing was written.
-    Conflict(String),
+    /// Concurrent writers conflicted: nothing was written. What DynamoDB said, and its error.
+    Conflict(String, Option<BoxError>),
 }
 
 /// A `ClientRequestToken` (≤ 36 characters) for attempt `n` of write `op`: retries of the
@@ -114,19 +115,21 @@ impl DynamoStore {
                         }
                         replans += 1;
                         if replans > MAX_REPLANS {
-                            return Err(StoreError::Contended(format!(
+                            return Err(StoreError::contended(format!(
                                 "the bucket changed under {MAX_REPLANS} consecutive attempts"
                             )));
                         }
+                        telemetry::retry(Retry::Condition);
                         None
                     }
                 },
-                Attempt::Conflict(why) => {
+                Attempt::Conflict(why, source) => {
                     conflicts += 1;
                     if conflicts > MAX_CONFLICTS {
-                        return Err(StoreError::Contended(format!(
-                            "{why} (after {MAX_CONFLICTS} retries)"
-                        )));
+                        return Err(StoreError::Contended {
+                            message: format!("{why} (after {MAX_CONFLICTS} retries)"),
+                            source,
+                        });
                     }
                     let pause = Duration::from_millis(backoff_ms(conflicts, rand::random::<f64>()));
                     // stop while the caller still listens: contention is not an outage
@@ -134,10 +137,12 @@ impl DynamoStore {
                         .deadline
                         .is_some_and(|d| tokio::time::Instant::now() + pause * 2 >= d)
                     {
-                        return Err(StoreError::Contended(format!(
-                            "{why} (still conflicting at the deadline)"
-                        )));
+                        return Err(StoreError::Contended {
+                            message: format!("{why} (still conflicting at the deadline)"),
+                            source,
+                        });
                     }
+                    telemetry::retry(Retry::Conflict);
                     tokio::time::sleep(pause).await;
                     None
                 }
@@ -204,11 +209,15 @@ impl DynamoStore {
                         Ok(Attempt::Failed(vec![(*i, old)]))
                     }
                     other if kind(other.code(), None) == Kind::Contended => {
-                        Ok(Attempt::Conflict(format!(
+                        let why = format!(
                             "{}: {}",
                             other.code().unwrap_or("conflict"),
                             other.message().unwrap_or("")
-                        )))
+                        );
+                        Ok(Attempt::Conflict(
+                            why,
+                            Some(Box::new(SdkError::ServiceError(se))),
+                        ))
                     }
                     _ => Err(sdk_err(SdkError::ServiceError(se))),
                 },
@@ -230,7 +239,7 @@ impl DynamoStore {
                     ReturnValuesOnConditionCheckFailure::AllOld,
                 )
                 .build()
-                .map_err(|e| StoreError::Other(e.to_string()))?;
+                .map_err(build_err)?;
             items.push(TransactWriteItem::builder().update(upd).build());
         }
         let res = self
@@ -249,7 +258,7 @@ impl DynamoStore {
             Err(SdkError::ServiceError(se)) => match se.err() {
                 TransactWriteItemsError::TransactionCanceledException(tc) => {
                     let mut failed = Vec::new();
-                    let mut conflict = None;
+                    let mut conflict: Option<String> = None;
                     for ((i, _), r) in writes.iter().zip(tc.cancellation_reasons()) {
                         match r.code() {
                             Some("ConditionalCheckFailed") => {
@@ -261,24 +270,36 @@ impl DynamoStore {
                                     conflict =
                                         Some(format!("{code}: {}", r.message().unwrap_or("")))
                                 }
-                                _ => return Err(service_error(Some(code), r.message(), None)),
+                                _ => {
+                                    return Err(service_error(
+                                        Some(code),
+                                        r.message(),
+                                        None,
+                                        Some(Box::new(tc.clone())),
+                                    ))
+                                }
                             },
                         }
                     }
                     match (failed.is_empty(), conflict) {
                         (false, _) => Ok(Attempt::Failed(failed)),
-                        (true, Some(c)) => Ok(Attempt::Conflict(c)),
-                        (true, None) => {
-                            Err(StoreError::Other(format!("transaction cancelled: {tc}")))
-                        }
+                        (true, Some(c)) => Ok(Attempt::Conflict(c, Some(Box::new(tc.clone())))),
+                        (true, None) => Err(StoreError::Other {
+                            message: format!("transaction cancelled: {tc}"),
+                            source: Some(Box::new(tc.clone())),
+                        }),
                     }
                 }
                 other if kind(other.code(), None) == Kind::Contended => {
-                    Ok(Attempt::Conflict(format!(
+                    let why = format!(
                         "{}: {}",
                         other.code().unwrap_or("conflict"),
                         other.message().unwrap_or("")
-                    )))
+                    );
+                    Ok(Attempt::Conflict(
+                        why,
+                        Some(Box::new(SdkError::ServiceError(se))),
+                    ))
                 }
                 _ => Err(sdk_err(SdkError::ServiceError(se))),
             },

@@ -13,9 +13,9 @@ use crate::config::{
     AuditAction, AuditEvent, ConfigScope, OnUnavailable, ProvisionerState, StoredConfig,
     DEFAULT_RESOURCE,
 };
-use crate::dynamodb::keys::{self, ENTITY_SK};
 use crate::entity::Entity;
 use crate::error::StoreError;
+use crate::keys::{self, ENTITY_SK};
 use crate::limit::{validate_entity_id, validate_resource, Limit, MAX_AMOUNT, MAX_PERIOD};
 use crate::namespace::{
     validate_namespace_id, validate_namespace_name, NamespaceInfo, NamespaceStatus,
@@ -83,7 +83,7 @@ impl<'a> Reader<'a> {
             Some(_) => format!("({k} is not a string)"),
             None => format!("(no {k})"),
         };
-        StoreError::Other(format!(
+        StoreError::Malformed(format!(
             "corrupt {} item {} {}: {why}",
             self.kind,
             part("PK"),

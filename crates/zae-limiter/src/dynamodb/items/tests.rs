@@ -121,7 +121,7 @@ fn round_trips() {
 
 pub(super) fn err(r: Result<impl std::fmt::Debug, StoreError>) -> String {
     match r {
-        Err(StoreError::Other(m)) => m,
+        Err(StoreError::Malformed(m)) => m,
         other => panic!("expected a corrupt-item error, got {other:?}"),
     }
 }
