@@ -12,6 +12,9 @@ echo "== cargo clippy" >&2
 cargo clippy --workspace --all-targets "${features[@]}" -- -D warnings
 echo "== build tests" >&2
 cargo nextest run --workspace "${features[@]}" --no-run
+echo "== cfn-lint on rendered templates" >&2
+scripts/moto.sh --install
+scripts/cfn-lint.sh
 echo "== tests (embedded store + DynamoDB Local + moto for STS)" >&2
 scripts/moto.sh --install
 scripts/dynamodb-local.sh scripts/moto.sh cargo nextest run --workspace "${features[@]}" --no-fail-fast

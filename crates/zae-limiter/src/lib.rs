@@ -44,6 +44,7 @@ mod lease;
 mod limit;
 mod limiter;
 pub mod namespace;
+pub mod schema;
 pub mod store;
 
 pub use acquire::{Acquire, RunError};

@@ -3,8 +3,10 @@
 mod acquire;
 mod audit;
 mod bench;
+mod cfn_template;
 mod completions;
 mod demo;
+mod deploy_args;
 mod entity;
 mod local;
 mod namespace;
@@ -131,6 +133,13 @@ pub enum Command {
     /// Print the client version.
     #[command(after_help = "Example: zae-limiter version")]
     Version,
+    /// Print the CloudFormation template (JSON) for these options; every parameter has a
+    /// Description and defaults to the option's value.
+    #[command(
+        name = "cfn-template",
+        after_help = "Example: zae-limiter --name prod cfn-template --pitr-recovery-days 7 > template.json"
+    )]
+    CfnTemplate(cfn_template::Args),
     /// Print a shell completion script (bash, zsh, fish, powershell) to stdout.
     Completions(completions::Args),
 }
@@ -151,6 +160,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Acquire(ref args) => acquire::acquire(&cli, args).await,
         Command::Available(ref args) => acquire::available(&cli, args).await,
         Command::Version => version::run(&cli).map_err(CliError::from),
+        Command::CfnTemplate(ref args) => cfn_template::run(&cli, args),
         Command::Completions(ref args) => completions::run(args).map_err(CliError::from),
     };
     result.map_err(|e| store::explain_missing_table(&cli, e))

@@ -39,6 +39,7 @@ use crate::store::{ApplyOutcome, BucketChange, BucketKey, BucketState, Store, Wr
 use counter::CallCounter;
 pub(crate) use errors::sdk_err;
 use keys::ENTITY_SK;
+pub use table::INDEXES;
 
 /// Where and how to connect.
 #[derive(Debug, Clone)]
