@@ -13,16 +13,13 @@ use serde_json::{json, Value};
 /// resolved from the table (policy `-acq`).
 pub const ACQUIRE_ACTIONS: &[&str] = &[
     "dynamodb:BatchGetItem",
-    "dynamodb:ConditionCheckItem",
     "dynamodb:GetItem",
-    "dynamodb:PutItem",
     "dynamodb:UpdateItem",
 ];
 
 /// Monitoring and dashboards: every read-only command (policy `-read`).
 pub const READ_ACTIONS: &[&str] = &[
     "dynamodb:BatchGetItem",
-    "dynamodb:DescribeTable",
     "dynamodb:GetItem",
     "dynamodb:Query",
 ];
@@ -32,9 +29,7 @@ pub const READ_ACTIONS: &[&str] = &[
 pub const FULL_ACTIONS: &[&str] = &[
     "dynamodb:BatchGetItem",
     "dynamodb:BatchWriteItem",
-    "dynamodb:ConditionCheckItem",
     "dynamodb:DeleteItem",
-    "dynamodb:DescribeTable",
     "dynamodb:GetItem",
     "dynamodb:PutItem",
     "dynamodb:Query",
@@ -77,10 +72,11 @@ pub const PROVISIONER_TABLE_ACTIONS: &[&str] = &[
 ];
 
 /// Actions that work on items and can therefore be confined by `dynamodb:LeadingKeys`
-/// (`DescribeTable`, `Scan` and the batch/transaction wrappers are not item-scoped).
+/// (`DescribeTable`, `Scan` and other table-level actions are not).
 fn item_scoped(actions: &[&str]) -> Vec<&'static str> {
     const ITEM: &[&str] = &[
         "dynamodb:BatchGetItem",
+        "dynamodb:BatchWriteItem",
         "dynamodb:ConditionCheckItem",
         "dynamodb:DeleteItem",
         "dynamodb:GetItem",
@@ -214,8 +210,7 @@ mod tests {
         let p = POLICIES[4];
         assert!(p.namespaced);
         let g = p.granted();
-        assert!(!g.contains(&"dynamodb:DescribeTable"));
-        assert!(!g.contains(&"dynamodb:BatchWriteItem"));
-        assert!(g.contains(&"dynamodb:DeleteItem"));
+        assert_eq!(g, FULL_ACTIONS.to_vec());
+        assert!(item_scoped(&["dynamodb:DescribeTable", "dynamodb:Scan"]).is_empty());
     }
 }
