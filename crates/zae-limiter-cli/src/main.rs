@@ -14,7 +14,8 @@ async fn main() -> ExitCode {
     output::quiet_broken_pipe();
     // clap's own rendering, in full: usage errors on stderr with exit 2, --help / --version
     // on stdout with exit 0
-    let cli = commands::Cli::try_parse().unwrap_or_else(|e| e.exit());
+    let args = commands::lambda_export::rewrite_args(std::env::args_os().collect());
+    let cli = commands::Cli::try_parse_from(args).unwrap_or_else(|e| e.exit());
     match commands::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

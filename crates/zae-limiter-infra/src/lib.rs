@@ -5,6 +5,8 @@
 #![warn(missing_docs)]
 
 pub mod iam;
+pub mod package;
+pub mod stack;
 pub mod template;
 
 pub use template::{render, DeployOptions, OptionsError, Plan};

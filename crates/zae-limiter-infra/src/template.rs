@@ -742,8 +742,10 @@ pub fn render(opts: &DeployOptions) -> Result<Value, OptionsError> {
             "ZAEL_HANDLER": "aggregator",
             "ZAEL_TABLE_NAME": r("RateLimitsTable"),
             "ZAEL_SCHEMA_VERSION": r("SchemaVersion"),
-            "ZAEL_USAGE_RETENTION_DAYS": r("UsageRetentionDays"),
-            "ZAEL_AUDIT_RETENTION_DAYS": r("AuditRetentionDays"),
+            // environment values are strings (a Ref to a Number parameter is one in AWS, but
+            // moto keeps the number and the Rust SDK then cannot read GetFunction)
+            "ZAEL_USAGE_RETENTION_DAYS": sub("${UsageRetentionDays}"),
+            "ZAEL_AUDIT_RETENTION_DAYS": sub("${AuditRetentionDays}"),
         });
         if plan.archive {
             env["ZAEL_ARCHIVE_BUCKET"] = r("AuditArchiveBucket");

@@ -221,7 +221,8 @@ fn every_parameter_is_documented_and_used() {
                 !code,
                 "{name}: only the code location has no default"
             );
-            let used = text.contains(&format!("{{\"Ref\":\"{name}\"}}"));
+            let used = text.contains(&format!("{{\"Ref\":\"{name}\"}}"))
+                || text.contains(&format!("${{{name}}}"));
             assert!(used, "{name} is not used in {o:?}");
         }
     }

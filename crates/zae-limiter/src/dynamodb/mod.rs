@@ -17,6 +17,7 @@ mod items;
 pub mod keys;
 mod namespace;
 mod plan;
+mod schema_record;
 mod table;
 mod write;
 
