@@ -3,6 +3,7 @@
 //! Exit codes: 0 ok, 1 error, 2 usage, 3 rate limited (refused), 4 store unavailable.
 
 mod commands;
+mod lambda;
 mod output;
 
 use std::process::ExitCode;
@@ -12,6 +13,19 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> ExitCode {
     output::quiet_broken_pipe();
+    if lambda::is_lambda() {
+        let handlers = lambda::Handlers {
+            aggregator: Some(lambda::aggregator::handle),
+            provisioner: None,
+        };
+        return match lambda::main(handlers).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(output::exit::ERROR)
+            }
+        };
+    }
     // clap's own rendering, in full: usage errors on stderr with exit 2, --help / --version
     // on stdout with exit 0
     let args = commands::lambda_export::rewrite_args(std::env::args_os().collect());
