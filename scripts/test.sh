@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-features=(--features zae-limiter/dynamodb-local-tests,zae-limiter/http,zae-limiter-cli/dynamodb-local-tests)
+features=(--features zae-limiter/dynamodb-local-tests,zae-limiter/http,zae-limiter-cli/dynamodb-local-tests,zae-limiter-infra/dynamodb-local-tests)
 
 echo "== cargo fmt --check" >&2
 cargo fmt --all -- --check
@@ -15,6 +15,9 @@ cargo check -p zae-limiter --no-default-features
 cargo nextest run -p zae-limiter --no-default-features --lib --test embedded --test observability
 echo "== build tests" >&2
 cargo nextest run --workspace "${features[@]}" --no-run
+echo "== cfn-lint on rendered templates" >&2
+scripts/moto.sh --install
+scripts/cfn-lint.sh
 echo "== tests (embedded store + DynamoDB Local + moto for STS)" >&2
 scripts/moto.sh --install
 scripts/dynamodb-local.sh scripts/moto.sh cargo nextest run --workspace "${features[@]}" --no-fail-fast

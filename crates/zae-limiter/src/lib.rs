@@ -52,6 +52,7 @@ mod limit;
 mod limiter;
 pub mod manifest;
 pub mod namespace;
+pub mod schema;
 pub mod store;
 pub mod telemetry;
 

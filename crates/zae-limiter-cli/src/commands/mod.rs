@@ -3,13 +3,19 @@
 mod acquire;
 mod audit;
 mod bench;
+mod cfn_template;
+mod check;
 mod completions;
 mod demo;
+mod deploy;
+mod deploy_args;
 mod entity;
+pub mod lambda_export;
 mod limits;
 mod local;
 mod namespace;
 mod resource;
+mod stack;
 mod store;
 mod system;
 mod table;
@@ -144,6 +150,46 @@ pub enum Command {
     /// Print the client version.
     #[command(after_help = "Example: zae-limiter version")]
     Version,
+    /// Deploy the stack to AWS (CloudFormation: table, IAM policies, aggregator and
+    /// provisioner Lambdas, alarms, archive bucket), or update it through a change set; with
+    /// --endpoint-url only the table is created (DynamoDB Local, no CloudFormation). Records
+    /// the schema version and registers the `default` namespace.
+    #[command(
+        after_help = "Examples:\n  zae-limiter --name prod --region us-east-1 deploy \
+                            --pitr-recovery-days 7 --log-retention-days 90\n  \
+                            zae-limiter --endpoint-url http://127.0.0.1:8000 deploy\n\n\
+                            The Lambda package comes from scripts/build-lambda.sh \
+                            (target/lambda/bootstrap.zip) or $ZAEL_LAMBDA_ZIP."
+    )]
+    Deploy(deploy::Args),
+    /// Delete the stack and its table (asks first unless --yes).
+    #[command(after_help = "Example: zae-limiter --name dev delete --yes")]
+    Delete(stack::DeleteArgs),
+    /// The stack: status, versions, table, functions and IAM policy ARNs.
+    #[command(after_help = "Example: zae-limiter --name prod status --output json")]
+    Status,
+    /// Every zae-limiter stack of the region, with health markers.
+    #[command(after_help = "Example: zae-limiter --region us-east-1 list")]
+    List,
+    /// Write the Lambda package (our binary as `bootstrap` in a zip).
+    #[command(
+        name = "lambda-export",
+        after_help = "Example: zae-limiter lambda-export --output lambda.zip"
+    )]
+    LambdaExport(lambda_export::Args),
+    /// Client / table schema / Lambda compatibility; exits 1 when incompatible.
+    #[command(after_help = "Example: zae-limiter --name prod check")]
+    Check,
+    /// Upload this client's Lambda code to the stack's functions and record its schema.
+    #[command(after_help = "Example: zae-limiter --name prod upgrade")]
+    Upgrade,
+    /// Print the CloudFormation template (JSON) for these options; every parameter has a
+    /// Description and defaults to the option's value.
+    #[command(
+        name = "cfn-template",
+        after_help = "Example: zae-limiter --name prod cfn-template --pitr-recovery-days 7 > template.json"
+    )]
+    CfnTemplate(cfn_template::Args),
     /// Print a shell completion script (bash, zsh, fish, powershell) to stdout.
     Completions(completions::Args),
 }
@@ -172,6 +218,14 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Acquire(ref args) => acquire::acquire(&cli, args).await,
         Command::Available(ref args) => acquire::available(&cli, args).await,
         Command::Version => version::run(&cli).map_err(CliError::from),
+        Command::CfnTemplate(ref args) => cfn_template::run(&cli, args),
+        Command::Deploy(ref args) => deploy::run(&cli, args).await,
+        Command::Delete(ref args) => stack::delete(&cli, args).await,
+        Command::Status => stack::status(&cli).await,
+        Command::List => stack::list(&cli).await,
+        Command::LambdaExport(ref args) => lambda_export::run(&cli, args),
+        Command::Check => check::check(&cli).await,
+        Command::Upgrade => check::upgrade(&cli).await,
         Command::Completions(ref args) => completions::run(args).map_err(CliError::from),
     };
     result.map_err(|e| store::explain_missing_table(&cli, e))

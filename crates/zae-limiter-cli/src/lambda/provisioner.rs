@@ -28,7 +28,6 @@ pub struct Env {
 
 impl Env {
     /// From the process environment.
-    #[allow(dead_code)] // see `handle`
     pub fn from_process() -> Env {
         Env {
             table: std::env::var("ZAEL_TABLE_NAME").ok(),
@@ -38,7 +37,6 @@ impl Env {
 }
 
 /// Handle one event with the process environment (the Lambda entry point).
-#[allow(dead_code)] // called by the Lambda runtime loop of the infrastructure work
 pub async fn handle(event: Value) -> Result<Value, String> {
     handle_with(event, &Env::from_process()).await
 }

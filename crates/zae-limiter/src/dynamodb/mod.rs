@@ -17,6 +17,7 @@ mod items;
 pub use crate::keys;
 mod namespace;
 mod plan;
+mod schema_record;
 mod table;
 mod write;
 
@@ -41,6 +42,7 @@ use crate::store::{ApplyOutcome, BucketChange, BucketKey, BucketState, Store, Wr
 use counter::CallCounter;
 pub(crate) use errors::sdk_err;
 use keys::ENTITY_SK;
+pub use table::INDEXES;
 
 /// Where and how to connect.
 #[derive(Debug, Clone)]
