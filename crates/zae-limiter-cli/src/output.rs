@@ -199,6 +199,48 @@ pub fn quiet_broken_pipe() {
     }));
 }
 
+/// Progress on stderr: a spinner with the current step when stderr is a terminal (and
+/// `TERM` is not `dumb`); otherwise the steps are plain lines ([`Progress::step`]) and the
+/// updates ([`Progress::update`]) are not shown, so logs and pipes get no `\r` or escapes.
+pub struct Progress(Option<indicatif::ProgressBar>);
+
+impl Progress {
+    /// A spinner on a terminal, plain lines elsewhere.
+    pub fn new() -> Self {
+        use std::io::IsTerminal;
+        let tty =
+            std::io::stderr().is_terminal() && std::env::var_os("TERM").is_none_or(|t| t != "dumb");
+        Progress(tty.then(|| {
+            let pb = indicatif::ProgressBar::new_spinner();
+            pb.enable_steady_tick(std::time::Duration::from_millis(120));
+            pb
+        }))
+    }
+
+    /// A step worth a line in a log (`bench: scenario a: ...`).
+    pub fn step(&self, message: String) {
+        match &self.0 {
+            Some(pb) => pb.set_message(message),
+            None => eprintln!("{message}"),
+        }
+    }
+
+    /// A transient update (a counter), shown on a terminal only.
+    pub fn update(&self, message: String) {
+        if let Some(pb) = &self.0 {
+            pb.set_message(message);
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(pb) = &self.0 {
+            pb.finish_and_clear();
+        }
+    }
+}
+
 /// How results are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum Output {
@@ -209,40 +251,24 @@ pub enum Output {
     Json,
 }
 
-/// Render rows as an aligned text table with a header line.
+/// Render rows as an aligned text table (comfy-table): the header, a line of `-` under it,
+/// then one line per row; columns two spaces apart, no borders, no trailing spaces, never
+/// colours (plain text whether or not stdout is a terminal).
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    use comfy_table::{Table, TableComponent};
+    let mut t = Table::new();
+    // no borders, no column separators: only the line under the header
+    t.load_preset(comfy_table::presets::NOTHING)
+        .set_style(TableComponent::HeaderLines, '-')
+        .set_header(headers.to_vec());
     for r in rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
+        t.add_row(r.clone());
     }
-    let line = |cells: Vec<&str>| {
-        cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_string()
-    };
-    let mut out = line(headers.to_vec());
-    out.push('\n');
-    out.push_str(&line(
-        widths
-            .iter()
-            .map(|w| "-".repeat(*w))
-            .collect::<Vec<_>>()
-            .iter()
-            .map(String::as_str)
-            .collect(),
-    ));
-    for r in rows {
-        out.push('\n');
-        out.push_str(&line(r.iter().map(String::as_str).collect()));
+    let last = headers.len().saturating_sub(1);
+    for (i, c) in t.column_iter_mut().enumerate() {
+        c.set_padding((0, if i == last { 0 } else { 2 }));
     }
-    out
+    t.trim_fmt()
 }
 
 #[cfg(test)]
@@ -296,6 +322,9 @@ mod tests {
     #[test]
     fn aligned() {
         let t = super::table(&["a", "bbb"], &[vec!["xx".into(), "y".into()]]);
-        assert_eq!(t, "a   bbb\n--  ---\nxx  y");
+        assert_eq!(t, "a   bbb\n-------\nxx  y");
+        // width by characters, not bytes; an empty last cell leaves no trailing space
+        let t = super::table(&["é", "b"], &[vec!["ééé".into(), String::new()]]);
+        assert_eq!(t, "é    b\n------\nééé");
     }
 }

@@ -69,6 +69,11 @@ fn memory_store_reports_every_scenario() {
 
     // progress per scenario and the summary table go to stderr
     assert!(stderr.contains("bench: scenario a:"), "{stderr}");
+    // not a terminal: plain lines, no spinner (no carriage returns, no escape sequences)
+    assert!(
+        !stderr.contains('\r') && !stderr.contains('\u{1b}'),
+        "{stderr:?}"
+    );
     assert!(stderr.contains("post-check"), "{stderr}");
 }
 

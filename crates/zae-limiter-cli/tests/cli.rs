@@ -175,3 +175,28 @@ fn commands_without_a_namespace_refuse_an_explicit_one() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
 }
+
+/// Colours only on a terminal, never with NO_COLOR: clap's messages are plain when stderr is
+/// not a terminal, coloured when forced (CLICOLOR_FORCE, the control), and plain again when
+/// NO_COLOR is set, which wins. The tables are plain text always (output::table).
+#[test]
+fn no_color_and_non_tty_are_respected() {
+    let run = |env: &[(&str, &str)]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_zae-limiter"));
+        c.arg("no-such-command")
+            .env_remove("NO_COLOR")
+            .env_remove("CLICOLOR_FORCE");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).contains('\u{1b}')
+    };
+    assert!(!run(&[]), "not a terminal: no escapes");
+    assert!(run(&[("CLICOLOR_FORCE", "1")]), "forced: coloured");
+    assert!(
+        !run(&[("CLICOLOR_FORCE", "1"), ("NO_COLOR", "1")]),
+        "NO_COLOR wins"
+    );
+}

@@ -976,7 +976,6 @@ fn entity_update_and_list_pages() {
             &["entity", "update", "key-1", "--cascade", "maybe"][..],
             "maybe",
         ),
-        (&["entity", "list"][..], "--parent <ID>"),
     ] {
         let r = t.run(args);
         assert_eq!(r.code, 2, "{r:?}");
@@ -1030,6 +1029,49 @@ fn entity_update_and_list_pages() {
         .run(&["entity", "list", "--parent", "acme", "--page-size", "1001"])
         .fails();
     assert!(e.contains("between 1 and 1000"), "{e}");
+
+    // without --parent: every entity of the namespace, sorted by id, paged the same way
+    let all = t.run(&["entity", "list", "--output", "json"]).json();
+    let all: Vec<String> = all["entities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
+    let mut sorted = all.clone();
+    sorted.sort();
+    assert_eq!(all, sorted);
+    for id in ["acme", "k-a", "k-b", "k-c", "k-d", "k-e"] {
+        assert!(all.iter().any(|a| a == id), "{id} in {all:?}");
+    }
+    let mut paged = Vec::new();
+    let mut after: Option<String> = None;
+    for _ in 0..all.len() + 1 {
+        let mut args = vec!["entity", "list", "--page-size", "3", "--output", "json"];
+        if let Some(a) = after.as_deref() {
+            args.extend(["--after", a]);
+        }
+        let v = t.run(&args).json();
+        paged.extend(
+            v["entities"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["id"].as_str().unwrap().to_string()),
+        );
+        match &v["next"] {
+            Value::Null => break,
+            Value::String(n) => after = Some(n.clone()),
+            other => panic!("next is {other}"),
+        }
+    }
+    assert_eq!(paged, all);
+    // in another namespace: none of these
+    t.run(&["namespace", "register", "empty-ns"]).ok();
+    assert_eq!(
+        t.run(&["-N", "empty-ns", "entity", "list"]).ok(),
+        "No entities\n"
+    );
 
     // resource entities pages with --page-size too
     for id in ["k-a", "k-b"] {

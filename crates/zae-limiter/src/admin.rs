@@ -73,7 +73,7 @@ fn children_text(kids: &[Entity]) -> String {
     format!("{} {noun} ({})", kids.len(), ids.join(", "))
 }
 
-fn check_page(limit: usize) -> Result<()> {
+pub(crate) fn check_page(limit: usize) -> Result<()> {
     if limit == 0 || limit > MAX_AUDIT_PAGE {
         return Err(Error::invalid(
             "limit",

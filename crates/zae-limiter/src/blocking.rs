@@ -172,6 +172,11 @@ impl RateLimiter {
         self.rt.block_on(self.inner.resources_with_defaults())
     }
 
+    /// See [`crate::RateLimiter::list_entities`].
+    pub fn list_entities(&self, limit: usize, after: Option<&str>) -> Result<crate::EntityPage> {
+        self.rt.block_on(self.inner.list_entities(limit, after))
+    }
+
     /// See [`crate::RateLimiter::entities_with_limits`].
     pub fn entities_with_limits(
         &self,

@@ -8,6 +8,22 @@ use crate::limit::validate_entity_id;
 use crate::limiter::RateLimiter;
 
 impl RateLimiter {
+    /// The entities of this limiter's namespace sorted by id, `limit` per page (1..=1000);
+    /// pass the returned [`EntityPage::next`](crate::EntityPage::next) as `after` for the
+    /// next page. On DynamoDB a page is one query of the namespace index (more when
+    /// non-entity items fill DynamoDB's 1 MB pages) and one `BatchGetItem`.
+    pub async fn list_entities(
+        &self,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<crate::EntityPage> {
+        crate::admin::check_page(limit)?;
+        if let Some(a) = after {
+            validate_entity_id(a)?;
+        }
+        Ok(self.call(self.store().list_entities(limit, after)).await?)
+    }
+
     /// Create an entity. A child names its parent, which must exist and must not itself have
     /// a parent (two levels).
     pub async fn create_entity(&self, spec: NewEntity) -> Result<Entity> {

@@ -38,6 +38,32 @@ pub struct Entity {
     pub created_at_ms: i64,
 }
 
+/// A page of entities, sorted by id.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct EntityPage {
+    /// The entities.
+    pub entities: Vec<Entity>,
+    /// Pass as `after` to get the next page; `None` when there are no more.
+    pub next: Option<String>,
+}
+
+impl EntityPage {
+    /// Cut `sorted` (by id, already past `after`) to `limit`, noting whether more follow.
+    pub(crate) fn from_sorted(mut sorted: Vec<Entity>, limit: usize) -> Self {
+        let more = sorted.len() > limit;
+        sorted.truncate(limit);
+        let next = if more {
+            sorted.last().map(|e| e.id.clone())
+        } else {
+            None
+        };
+        EntityPage {
+            entities: sorted,
+            next,
+        }
+    }
+}
+
 impl Entity {
     /// Check every field on its own (the rules that need the store, such as "the parent
     /// exists and is top-level", are checked by the limiter): the ids, the name and metadata

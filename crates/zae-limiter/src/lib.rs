@@ -67,8 +67,8 @@ pub use config::{
 #[cfg(feature = "dynamodb")]
 pub use dynamodb::{ConsumedCapacity, DynamoStore, StoreConfig};
 pub use entity::{
-    validate_entity_name, validate_metadata, Entity, NewEntity, UpdateEntity, MAX_ENTITY_NAME,
-    MAX_METADATA_ENTRIES, MAX_METADATA_KEY, MAX_METADATA_VALUE,
+    validate_entity_name, validate_metadata, Entity, EntityPage, NewEntity, UpdateEntity,
+    MAX_ENTITY_NAME, MAX_METADATA_ENTRIES, MAX_METADATA_KEY, MAX_METADATA_VALUE,
 };
 pub use error::{BoxError, Error, Result, StoreError};
 pub use exceeded::{LimitStatus, RateLimitExceeded};

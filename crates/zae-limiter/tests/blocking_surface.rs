@@ -146,6 +146,9 @@ fn blocking_twins_work_on_the_memory_store() {
         .unwrap();
     assert!(l.get_config(&gpt4).unwrap().is_some());
     assert_eq!(l.resources_with_defaults().unwrap(), ["gpt-4"]);
+    let page = l.list_entities(1, None).unwrap();
+    assert_eq!(page.entities[0].id, "key");
+    assert_eq!(page.next.as_deref(), Some("key"));
     assert!(l
         .entities_with_limits("gpt-4", 10, None)
         .unwrap()

@@ -61,16 +61,16 @@ pub enum Cmd {
         /// Parent entity id.
         id: String,
     },
-    /// List entities one page at a time, sorted by id. The table keeps no index of all
-    /// entities, so --parent is required: this lists the children of that entity.
+    /// List the entities of the namespace one page at a time, sorted by id (all of them, or
+    /// the children of --parent).
     #[command(
-        after_help = "Example: zae-limiter entity list --parent acme --page-size 50 \
-                            --after key-0042"
+        after_help = "Example: zae-limiter entity list --page-size 50 --after key-0042\n\
+                      Example: zae-limiter entity list --parent acme"
     )]
     List {
-        /// List the children of this entity (required: there is no listing of all entities).
-        #[arg(long, value_name = "ID", required = true)]
-        parent: String,
+        /// Only the children of this entity.
+        #[arg(long, value_name = "ID")]
+        parent: Option<String>,
         /// Entities per page (1 to 1000).
         #[arg(long, default_value_t = 100, value_name = "N")]
         page_size: usize,
@@ -268,8 +268,19 @@ pub async fn run(cli: &Cli, cmd: &Cmd) -> Result<(), String> {
                 ));
             }
             let limiter = store::limiter(cli).await?;
-            let children = limiter.children(parent).await.map_err(err)?;
-            let (entities, next) = page(children, *page_size, after.as_deref());
+            let (entities, next) = match parent {
+                Some(parent) => {
+                    let children = limiter.children(parent).await.map_err(err)?;
+                    page(children, *page_size, after.as_deref())
+                }
+                None => {
+                    let p = limiter
+                        .list_entities(*page_size, after.as_deref())
+                        .await
+                        .map_err(err)?;
+                    (p.entities, p.next)
+                }
+            };
             match cli.output {
                 Output::Json => print_json(&json!({
                     "entities": entities.iter().map(entity_json).collect::<Vec<_>>(),
@@ -277,7 +288,10 @@ pub async fn run(cli: &Cli, cmd: &Cmd) -> Result<(), String> {
                 })),
                 Output::Table => {
                     if entities.is_empty() {
-                        println!("No entities with parent '{parent}'");
+                        match parent {
+                            Some(parent) => println!("No entities with parent '{parent}'"),
+                            None => println!("No entities"),
+                        }
                     } else {
                         let rows: Vec<Vec<String>> = entities
                             .iter()

@@ -195,11 +195,15 @@ pub async fn run(cli: &Cli, cmd: &Cmd) -> Result<(), String> {
                     info.name
                 ));
             }
+            // a counter on a terminal only; the result line says how many
+            let progress = crate::output::Progress::new();
             let n = limiter
-                .purge_namespace(id, |done| eprint!("\rpurging {id}: {done} items deleted"))
+                .purge_namespace(id, |done| {
+                    progress.update(format!("purging {id}: {done} items deleted"))
+                })
                 .await
                 .map_err(e)?;
-            eprintln!();
+            drop(progress);
             if json {
                 print_json(&json!({ "purged": doc(&info), "items_deleted": n }))?;
             } else {

@@ -14,6 +14,7 @@ mod counter;
 mod errors;
 mod expr;
 mod items;
+mod listing;
 pub use crate::keys;
 mod namespace;
 mod plan;
@@ -509,6 +510,14 @@ impl Store for DynamoStore {
 
     async fn children(&self, parent_id: &str) -> Result<Vec<Entity>, StoreError> {
         self.children_items(parent_id).await
+    }
+
+    async fn list_entities(
+        &self,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<crate::entity::EntityPage, StoreError> {
+        self.list_entity_items(limit, after).await
     }
 
     async fn resources_with_defaults(&self) -> Result<Vec<String>, StoreError> {

@@ -237,6 +237,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// The children of `parent_id`, sorted by id.
     async fn children(&self, parent_id: &str) -> Result<Vec<Entity>, StoreError>;
 
+    /// The entities of this namespace sorted by id: at most `limit`, those after `after`
+    /// when given.
+    async fn list_entities(
+        &self,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<crate::entity::EntityPage, StoreError>;
+
     /// Resources that have a resource-level config, sorted.
     async fn resources_with_defaults(&self) -> Result<Vec<String>, StoreError>;
 

@@ -76,6 +76,7 @@ macro_rules! conformance_suite {
             config_cache_hits_misses_ttl_and_invalidation,
             audit_records_every_change_newest_first,
             delete_entity_children_and_listings,
+            list_entities_pages_through_the_namespace,
             namespaces_isolate_and_have_a_lifecycle,
             manifest_applies_once_and_then_writes_nothing,
             manifest_updates_deletes_and_reports_drift,

@@ -120,8 +120,9 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<(), String> {
 
     let mut rows = Vec::new();
     let mut failures = Vec::new();
+    let progress = crate::output::Progress::new();
     for (id, description) in SCENARIOS.iter().filter(|(id, _)| selected.contains(id)) {
-        eprintln!("bench: scenario {id}: {description} ...");
+        progress.step(format!("bench: scenario {id}: {description} ..."));
         let mut rep = Report {
             scenario: id,
             description,
@@ -143,6 +144,7 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<(), String> {
         json_line(&rep)?;
         rows.push(row(id, &w, &check));
     }
+    drop(progress);
     eprintln!(
         "\n{}",
         table(
@@ -185,8 +187,9 @@ async fn capacity_pass(cli: &Cli, timed: &Bench, selected: &[&str]) -> Result<()
         max: timed.max,
     };
     let mut rows = Vec::new();
+    let progress = crate::output::Progress::new();
     for id in selected.iter().filter(|id| **id != "g") {
-        eprintln!("bench: capacity pass, scenario {id} ...");
+        progress.step(format!("bench: capacity pass, scenario {id} ..."));
         let (w, _) = bench
             .scenario(id)
             .await
@@ -208,6 +211,7 @@ async fn capacity_pass(cli: &Cli, timed: &Bench, selected: &[&str]) -> Result<()
             per(cap.write).to_string(),
         ]);
     }
+    drop(progress);
     eprintln!(
         "\ncapacity units per op as reported by the endpoint:\n{}",
         table(&["scenario", "ops", "read CU/op", "write CU/op"], &rows)

@@ -1,6 +1,6 @@
 //! Parsers of the management items. Every attribute is validated like user input: a
 //! missing attribute, a wrong type, a number out of range or a key that does not fit the
-//! item is an error naming the item's `PK`/`SK` and the attribute (`StoreError::Other`),
+//! item is an error naming the item's `PK`/`SK` and the attribute (`StoreError::Malformed`),
 //! never a panic and never a silent default. Attributes the parser does not know are
 //! ignored (room for later versions).
 

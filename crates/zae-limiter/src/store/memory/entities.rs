@@ -3,7 +3,7 @@
 
 use super::{size, Inner, MemoryStore};
 use crate::config::{ConfigScope, IdPage, StoredConfig};
-use crate::entity::Entity;
+use crate::entity::{Entity, EntityPage};
 use crate::error::StoreError;
 
 impl MemoryStore {
@@ -54,6 +54,19 @@ impl Inner {
             .collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));
         out
+    }
+
+    /// A page of the entities by id, after `after`.
+    pub(super) fn list_entities(&self, limit: usize, after: Option<&str>) -> EntityPage {
+        let mut out: Vec<&Entity> = self
+            .entities
+            .values()
+            .filter(|e| after.is_none_or(|a| e.id.as_str() > a))
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        // only what the page needs is copied
+        let out = out.into_iter().take(limit + 1).cloned().collect();
+        EntityPage::from_sorted(out, limit)
     }
 
     /// The resources with a resource-level config, sorted.

@@ -328,6 +328,14 @@ impl Store for MemoryStore {
         Ok(self.with(|i| i.children(parent_id)))
     }
 
+    async fn list_entities(
+        &self,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<crate::entity::EntityPage, StoreError> {
+        Ok(self.with(|i| i.list_entities(limit, after)))
+    }
+
     async fn resources_with_defaults(&self) -> Result<Vec<String>, StoreError> {
         Ok(self.with(|i| i.resources_with_defaults()))
     }

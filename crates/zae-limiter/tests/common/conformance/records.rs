@@ -410,3 +410,72 @@ pub async fn namespaces_isolate_and_have_a_lifecycle(store: Arc<dyn Store>) {
         ]
     );
 }
+
+/// `list_entities` pages through every entity of the namespace by id, and only of it: the
+/// entities' configs (same DynamoDB partition) and other namespaces' entities are not listed.
+pub async fn list_entities_pages_through_the_namespace(store: Arc<dyn Store>) {
+    use zae_limiter::ConfigScope;
+    let (l, _) = limiter(store);
+    assert_eq!(l.list_entities(10, None).await.unwrap().entities, []);
+    family(&l).await;
+    for id in ["key-c", "other"] {
+        l.create_entity(NewEntity::new(id)).await.unwrap();
+    }
+    let lim = [Limit::per_minute("rpm", 10)];
+    for scope in [
+        ConfigScope::EntityDefault {
+            entity_id: "key-a".into(),
+        },
+        ConfigScope::Entity {
+            entity_id: "key-a".into(),
+            resource: "gpt-4".into(),
+        },
+    ] {
+        l.set_config(&scope, stored(&lim)).await.unwrap();
+    }
+    let other_ns = {
+        l.register_namespace("tenant-b").await.unwrap();
+        l.namespace("tenant-b").await.unwrap()
+    };
+    other_ns
+        .create_entity(NewEntity::new("key-zz"))
+        .await
+        .unwrap();
+
+    let ids = |p: &zae_limiter::EntityPage| -> Vec<String> {
+        p.entities.iter().map(|e| e.id.clone()).collect()
+    };
+    let p1 = l.list_entities(2, None).await.unwrap();
+    assert_eq!(ids(&p1), ["key-a", "key-b"]);
+    assert_eq!(p1.next.as_deref(), Some("key-b"));
+    assert_eq!(p1.entities[0].parent_id.as_deref(), Some("proj"));
+    let p2 = l.list_entities(2, p1.next.as_deref()).await.unwrap();
+    assert_eq!(ids(&p2), ["key-c", "other"]);
+    let p3 = l.list_entities(2, p2.next.as_deref()).await.unwrap();
+    assert_eq!(ids(&p3), ["proj"]);
+    assert_eq!(p3.next, None);
+    assert_eq!(p3.entities[0].name.as_deref(), Some("Production"));
+    // one page holding everything: no next
+    let all = l.list_entities(1_000, None).await.unwrap();
+    assert_eq!(ids(&all), ["key-a", "key-b", "key-c", "other", "proj"]);
+    assert_eq!(all.next, None);
+    // after an id that is not an entity: the ones sorting after it
+    assert_eq!(
+        ids(&l.list_entities(10, Some("key-b0")).await.unwrap()),
+        ["key-c", "other", "proj"]
+    );
+    assert_eq!(
+        ids(&other_ns.list_entities(10, None).await.unwrap()),
+        ["key-zz"]
+    );
+    for bad in [0, 1_001] {
+        assert!(matches!(
+            l.list_entities(bad, None).await,
+            Err(Error::Validation { .. })
+        ));
+    }
+    assert!(matches!(
+        l.list_entities(10, Some("a#b")).await,
+        Err(Error::Validation { .. })
+    ));
+}
