@@ -206,29 +206,71 @@ async fn aggregator_answers_stream_batches_with_partial_failures() {
     );
 }
 
+/// A stand-in for CloudFormation's pre-signed ResponseURL: accepts one PUT on 127.0.0.1,
+/// answers 200, hands over the JSON body.
+async fn response_url() -> (String, tokio::task::JoinHandle<Value>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://{}/cfn?X-Amz-Signature=s",
+        listener.local_addr().unwrap()
+    );
+    let task = tokio::spawn(async move {
+        let (s, _) = tokio::time::timeout(Duration::from_secs(60), listener.accept())
+            .await
+            .expect("the provisioner answers CloudFormation")
+            .unwrap();
+        let mut r = BufReader::new(s);
+        let mut line = String::new();
+        r.read_line(&mut line).await.unwrap();
+        assert!(line.starts_with("PUT /cfn?X-Amz-Signature=s "), "{line}");
+        let mut len = 0usize;
+        loop {
+            let mut h = String::new();
+            r.read_line(&mut h).await.unwrap();
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    len = v.trim().parse().unwrap();
+                }
+            }
+        }
+        let mut body = vec![0u8; len];
+        r.read_exact(&mut body).await.unwrap();
+        respond(r.get_mut(), "200 OK", &[], b"").await.unwrap();
+        serde_json::from_slice(&body).unwrap()
+    });
+    (url, task)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_custom_resource_event_without_the_provisioner_is_a_clear_error() {
-    // the provisioner handler (issue 9) is not in this build: the custom-resource event
-    // gets an invocation error naming that, never a fake success
+async fn the_provisioner_answers_a_custom_resource_event() {
+    // invalid limits (validated before any DynamoDB call): FAILED with the path, sent to
+    // the ResponseURL, and the same body as the invocation's answer
+    let (url, put) = response_url().await;
     let event = json!({
         "RequestType": "Create",
         "ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:t-limits-provisioner",
-        "ResponseURL": "http://127.0.0.1:9/unused",
+        "ResponseURL": url,
         "StackId": "arn:aws:cloudformation:us-east-1:123456789012:stack/limits/1",
         "RequestId": "r-1", "LogicalResourceId": "TenantLimits",
         "ResourceType": "Custom::ZaeLimiterLimits",
-        "ResourceProperties": {"ServiceToken": "x", "TableName": "t", "Namespace": "default"}
+        "ResourceProperties": {"ServiceToken": "x", "TableName": "t", "Namespace": "default",
+            "Resources": {"gpt-4": {"Limits": {"rpm": {"Capacity": "0"}}}}}
     });
     let posted = invoke("provisioner", vec![event]).await;
-    assert_eq!(posted[0].0, "/2018-06-01/runtime/invocation/req-0/error");
-    assert!(
-        posted[0]
-            .1
-            .to_string()
-            .contains("provisioner handler is not part of this build"),
-        "{:?}",
-        posted[0]
+    let sent = put.await.unwrap();
+    assert_eq!(sent["Status"], "FAILED");
+    assert_eq!(
+        sent["Reason"],
+        "invalid limits: resources.gpt-4.limits.rpm.capacity: must be > 0"
     );
+    assert_eq!(sent["RequestId"], "r-1");
+    assert_eq!(sent["LogicalResourceId"], "TenantLimits");
+    assert_eq!(posted[0].0, "/2018-06-01/runtime/invocation/req-0/response");
+    assert_eq!(posted[0].1, sent);
     let posted = invoke("nonsense", vec![json!({})]).await;
     assert!(
         posted[0].1.to_string().contains("ZAEL_HANDLER"),

@@ -422,7 +422,11 @@ async fn audit_principal_falls_back_to_the_sts_caller_identity() {
             DynamoStore::connect(c).await.unwrap()
         }
     };
-    let with_sts = RateLimiter::builder(connect(Some(moto)).await).build();
+    // moto answers its first STS call slowly while other tests keep it busy: the lookup is
+    // bounded by the limiter's timeout, so give it room (the subject is the fallback)
+    let with_sts = RateLimiter::builder(connect(Some(moto)).await)
+        .timeout(Duration::from_secs(30))
+        .build();
     with_sts.create_entity(NewEntity::new("a")).await.unwrap();
     let ev = with_sts.audit_events("a", 1, None).await.unwrap().events;
     let who = ev[0].principal.as_deref().unwrap_or_default();
