@@ -150,6 +150,7 @@ fn an_unreachable_store_exits_4_on_one_line() {
         assert!(out.is_empty(), "{args:?}: {out}");
         one_line(&err);
         assert!(err.contains("unavailable"), "{err}");
+        assert!(err.contains("the endpoint is unreachable"), "{err}");
     }
 }
 

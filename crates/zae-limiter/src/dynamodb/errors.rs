@@ -121,7 +121,17 @@ where
             }
         }
         _ => {
-            let message = aws_sdk_dynamodb::error::DisplayErrorContext(&e).to_string();
+            let mut message = aws_sdk_dynamodb::error::DisplayErrorContext(&e).to_string();
+            match &e {
+                SdkError::DispatchFailure(d) if d.is_io() => message.push_str(
+                    " (the endpoint is unreachable: check --endpoint-url / AWS_ENDPOINT_URL, the \
+                     region and the network)",
+                ),
+                SdkError::TimeoutError(_) => {
+                    message.push_str(" (no answer in time: the endpoint may be overloaded)")
+                }
+                _ => {}
+            }
             StoreError::Unavailable {
                 message,
                 source: Some(Box::new(e)),
