@@ -5,60 +5,11 @@
 #![cfg(feature = "dynamodb-local-tests")]
 
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
 mod support;
-use support::Run;
-
-/// A table on DynamoDB Local, with a fresh name.
-struct Table {
-    name: String,
-    endpoint: String,
-}
-
-impl Table {
-    /// A fresh table, created with `table create` (no other command creates tables).
-    fn new(tag: &str) -> Self {
-        let t = Table::missing(tag);
-        t.run(&["table", "create"]).ok();
-        t
-    }
-
-    /// A fresh name with no table behind it.
-    fn missing(tag: &str) -> Self {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let endpoint = std::env::var("ZAEL_TEST_DYNAMODB_ENDPOINT").expect(
-            "ZAEL_TEST_DYNAMODB_ENDPOINT is not set: run through scripts/dynamodb-local.sh",
-        );
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let name = format!(
-            "t-{tag}-{}-{}-{nanos}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        Table { name, endpoint }
-    }
-
-    /// Run `zae-limiter --name TABLE --endpoint-url ENDPOINT ARGS...`.
-    fn run(&self, args: &[&str]) -> Run {
-        let out = Command::new(env!("CARGO_BIN_EXE_zae-limiter"))
-            .args(["--name", &self.name, "--endpoint-url", &self.endpoint])
-            .args(args)
-            .env_remove("ZAEL_PRINCIPAL")
-            .env_remove("ZAEL_NAME")
-            .env_remove("ZAEL_ENDPOINT_URL")
-            .env_remove("ZAEL_NAMESPACE")
-            .output()
-            .expect("run zae-limiter");
-        Run::from(out)
-    }
-}
+use support::LocalTable;
 
 /// The `spec` of every limit in a config JSON document.
 fn specs(v: &Value) -> Vec<&str> {
@@ -72,7 +23,7 @@ fn specs(v: &Value) -> Vec<&str> {
 
 #[test]
 fn table_create_is_idempotent() {
-    let t = Table::missing("create");
+    let t = LocalTable::missing("create");
     let at = format!(" (at {})", t.endpoint);
     assert_eq!(
         t.run(&["table", "create"]).ok(),
@@ -91,7 +42,7 @@ fn table_create_is_idempotent() {
     t.run(&["entity", "create", "acme"]).ok();
     t.run(&["entity", "show", "acme"]).ok();
 
-    let fresh = Table::missing("create-json");
+    let fresh = LocalTable::missing("create-json");
     let v = fresh.run(&["table", "create", "--output", "json"]).json();
     assert_eq!(
         v,
@@ -101,7 +52,7 @@ fn table_create_is_idempotent() {
 
 #[test]
 fn a_missing_table_is_one_line_naming_it_and_table_create() {
-    let t = Table::missing("gone");
+    let t = LocalTable::missing("gone");
     let want = format!(
         "error: table '{}' does not exist (at {}); create it with 'zae-limiter table create' \
          (DynamoDB Local / development) or deploy the stack",
@@ -129,7 +80,7 @@ fn a_missing_table_is_one_line_naming_it_and_table_create() {
 
 #[test]
 fn bench_on_an_endpoint_creates_its_table() {
-    let t = Table::missing("bench");
+    let t = LocalTable::missing("bench");
     let r = t.run(&[
         "bench",
         "--store",
@@ -160,7 +111,7 @@ fn bench_on_an_endpoint_creates_its_table() {
 
 #[test]
 fn limits_at_every_level() {
-    let t = Table::new("levels");
+    let t = LocalTable::create("levels");
 
     // system
     let out = t
@@ -353,7 +304,7 @@ fn limits_at_every_level() {
 
 #[test]
 fn audit_lists_changes_newest_first() {
-    let t = Table::new("audit");
+    let t = LocalTable::create("audit");
     let p = ["--principal", "alice"];
     t.run(&[&p[..], &["entity", "create", "proj"]].concat())
         .ok();
@@ -507,7 +458,7 @@ fn audit_lists_changes_newest_first() {
 
 #[test]
 fn entity_create_show_children_delete() {
-    let t = Table::new("entity");
+    let t = LocalTable::create("entity");
     assert_eq!(
         t.run(&[
             "entity",
@@ -639,7 +590,7 @@ fn entity_create_show_children_delete() {
 
 #[test]
 fn bad_input_fails_with_one_line() {
-    let t = Table::new("bad");
+    let t = LocalTable::create("bad");
     let e = t
         .run(&["entity", "set-limits", "k", "-l", "rpm:10", "-l", "tpm=100"])
         .usage_error(); // a bad spec is a usage error, reported by clap
@@ -708,7 +659,7 @@ fn bad_input_fails_with_one_line() {
 
 #[test]
 fn namespaces_register_isolate_delete_recover_purge() {
-    let t = Table::new("ns");
+    let t = LocalTable::create("ns");
     let out = t.run(&["namespace", "register", "tenant-a"]).ok();
     assert!(
         out.starts_with("Registered namespace 'tenant-a'\n  Namespace ID: "),
@@ -783,7 +734,7 @@ fn namespaces_register_isolate_delete_recover_purge() {
 
 #[test]
 fn usage_errors_are_clap_in_full() {
-    let t = Table::new("usage");
+    let t = LocalTable::create("usage");
     let r = t.run(&["entity", "show"]);
     assert_eq!(r.code, 2, "{r:?}");
     assert!(r.err.starts_with("error: "), "{r:?}");
@@ -795,7 +746,7 @@ fn usage_errors_are_clap_in_full() {
 
 #[test]
 fn acquire_and_available_resolve_stored_levels() {
-    let t = Table::new("acq");
+    let t = LocalTable::create("acq");
     // nothing stored and no -l: a clear error naming entity and resource
     let line = t.run(&["available", "k", "gpt-4o"]).fails();
     assert!(line.contains("'k'") && line.contains("'gpt-4o'"), "{line}");
@@ -865,7 +816,7 @@ fn acquire_and_available_resolve_stored_levels() {
 
 #[test]
 fn entity_update_and_list_pages() {
-    let t = Table::new("entity-upd");
+    let t = LocalTable::create("entity-upd");
     for id in ["acme", "other"] {
         t.run(&["entity", "create", id]).ok();
     }
@@ -1103,7 +1054,7 @@ fn entity_update_and_list_pages() {
 
 #[test]
 fn the_default_namespace_is_protected_and_recoverable() {
-    let t = Table::new("nsdef");
+    let t = LocalTable::create("nsdef");
     t.run(&["entity", "create", "acme"]).ok();
     let id = t
         .run(&["--output", "json", "namespace", "show", "default"])

@@ -69,21 +69,30 @@ pub struct LocalTable {
 }
 
 impl LocalTable {
-    /// A fresh table, created with `table create`.
+    /// A fresh table, created with `table create` (no other command creates tables).
     pub fn create(tag: &str) -> Self {
+        let t = LocalTable::missing(tag);
+        t.run(&["table", "create"]).ok();
+        t
+    }
+
+    /// A fresh name with no table behind it.
+    pub fn missing(tag: &str) -> Self {
         use std::sync::atomic::{AtomicU32, Ordering};
         static N: AtomicU32 = AtomicU32::new(0);
         let endpoint = std::env::var("ZAEL_TEST_DYNAMODB_ENDPOINT").expect(
             "ZAEL_TEST_DYNAMODB_ENDPOINT is not set: run through scripts/dynamodb-local.sh",
         );
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
         let name = format!(
-            "t-{tag}-{}-{}",
+            "t-{tag}-{}-{}-{nanos}",
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         );
-        let t = LocalTable { name, endpoint };
-        t.run(&["table", "create"]).ok();
-        t
+        LocalTable { name, endpoint }
     }
 
     /// `zae-limiter --name TABLE --endpoint-url ENDPOINT ARGS...`, stdin closed.

@@ -199,6 +199,12 @@ impl DynamoStore {
     ) -> Result<Option<ProvisionerState>, StoreError> {
         let ns = self.ns().await?;
         let (pk, sk) = keys::provisioner_key(&ns);
+        let item = self.get_consistent(pk, sk).await?;
+        item.as_ref().map(items::parse_provisioner).transpose()
+    }
+
+    /// One item by key, strongly consistent (`None` when absent).
+    async fn get_consistent(&self, pk: String, sk: String) -> Result<Option<Item>, StoreError> {
         let out = self
             .client
             .get_item()
@@ -210,7 +216,7 @@ impl DynamoStore {
             .await
             .map_err(sdk_err)?;
         self.track(Io::Read, out.consumed_capacity());
-        out.item().map(items::parse_provisioner).transpose()
+        Ok(out.item)
     }
 
     /// Replace the `#PROVISIONER` record if it is still at `expected_revision`.
@@ -253,18 +259,8 @@ impl DynamoStore {
         let ns = self.ns().await?;
         let ns = &*ns;
         let (pk, sk) = keys::config_key(ns, scope);
-        let out = self
-            .client
-            .get_item()
-            .table_name(&*self.table)
-            .set_key(Some(key(pk, sk)))
-            .consistent_read(true)
-            .set_return_consumed_capacity(self.rcc())
-            .send()
-            .await
-            .map_err(sdk_err)?;
-        self.track(Io::Read, out.consumed_capacity());
-        out.item().map(|i| parse_config(i, scope)).transpose()
+        let item = self.get_consistent(pk, sk).await?;
+        item.as_ref().map(|i| parse_config(i, scope)).transpose()
     }
 
     pub(super) async fn load_resolution_items(
