@@ -29,6 +29,9 @@ for v in "${variants[@]}"; do
   "$bin" --name prod-limiter cfn-template ${v#*|} >"$out/$name.json"
   files+=("$out/$name.json")
 done
+# the declarative-limits stack of the example manifest
+"$bin" --name prod-limiter limits cfn-template -f docs/limits.example.yaml >"$out/limits.yaml"
+files+=("$out/limits.yaml")
 echo "cfn-lint on ${#files[@]} rendered templates" >&2
 "$lint" --format parseable "${files[@]}"
 echo "cfn-lint: clean" >&2

@@ -376,3 +376,13 @@ proptest! {
         prop_assert_eq!(Manifest::from_cfn_properties(&props).unwrap(), expected);
     }
 }
+
+#[test]
+fn the_documented_example_parses() {
+    let m = parse(include_str!("../../../../docs/limits.example.yaml"));
+    assert_eq!(m.desired().len(), 3);
+    assert_eq!(
+        m.resources["gpt-4"][1],
+        Limit::per_minute("tpm", 50_000).burst(75_000)
+    );
+}
