@@ -36,12 +36,13 @@ where
     R: std::fmt::Debug,
 {
     match e.as_service_error() {
-        Some(se) => format!(
+        Some(se) if se.code().is_some() || se.message().is_some() => format!(
             "{}: {}",
             se.code().unwrap_or("error"),
             se.message().unwrap_or("")
         ),
-        None => one_line_err(e),
+        // an answer the SDK could not read (e.g. an emulator's): say what did not parse
+        _ => one_line_err(e),
     }
 }
 
@@ -312,6 +313,9 @@ pub async fn deploy(
             existing.stack_status
         )));
     }
+    if unchanged(cfn, name, template, &params, &tags).await? {
+        return Ok(Started::NoChanges);
+    }
     let cs = format!(
         "zael-{}",
         std::time::SystemTime::now()
@@ -339,16 +343,9 @@ pub async fn deploy(
             .await
             .map_err(|e| aws_err("describing the change set", e))?;
         match d.status() {
+            // the same template, parameters and tags were ruled out above; a change set
+            // listing no resource changes still updates parameters or tags
             Some(ChangeSetStatus::CreateComplete) => {
-                if d.changes().is_empty() {
-                    let _ = cfn
-                        .delete_change_set()
-                        .stack_name(name)
-                        .change_set_name(&cs)
-                        .send()
-                        .await;
-                    return Ok(Started::NoChanges);
-                }
                 cfn.execute_change_set()
                     .stack_name(name)
                     .change_set_name(&cs)
@@ -605,4 +602,66 @@ pub async fn update_functions(
         done.push(f);
     }
     Ok(done)
+}
+
+/// Whether the stack already has exactly this template, these parameters and tags (then
+/// there is nothing to deploy; CloudFormation would refuse an empty change set anyway).
+async fn unchanged(
+    cfn: &Cfn,
+    name: &str,
+    template: &str,
+    params: &[Parameter],
+    tags: &[Tag],
+) -> Result<bool, StackError> {
+    let current = cfn
+        .get_template()
+        .stack_name(name)
+        .template_stage(aws_sdk_cloudformation::types::TemplateStage::Original)
+        .send()
+        .await
+        .map_err(|e| aws_err(&format!("reading the template of {name}"), e))?;
+    let same_template = match (
+        current
+            .template_body()
+            .map(serde_json::from_str::<serde_json::Value>),
+        serde_json::from_str::<serde_json::Value>(template),
+    ) {
+        (Some(Ok(a)), Ok(b)) => a == b,
+        _ => false,
+    };
+    if !same_template {
+        return Ok(false);
+    }
+    let out = cfn
+        .describe_stacks()
+        .stack_name(name)
+        .send()
+        .await
+        .map_err(|e| aws_err(&format!("describing stack {name}"), e))?;
+    let Some(stack) = out.stacks().first() else {
+        return Ok(false);
+    };
+    type Pairs = std::collections::BTreeSet<(String, String)>;
+    let pair = |k: Option<&str>, v: Option<&str>| {
+        (
+            k.unwrap_or_default().to_string(),
+            v.unwrap_or_default().to_string(),
+        )
+    };
+    let have_params: Pairs = stack
+        .parameters()
+        .iter()
+        .map(|p| pair(p.parameter_key(), p.parameter_value()))
+        .collect();
+    let want_params: Pairs = params
+        .iter()
+        .map(|p| pair(p.parameter_key(), p.parameter_value()))
+        .collect();
+    let have_tags: Pairs = stack
+        .tags()
+        .iter()
+        .map(|t| pair(t.key(), t.value()))
+        .collect();
+    let want_tags: Pairs = tags.iter().map(|t| pair(t.key(), t.value())).collect();
+    Ok(have_params == want_params && have_tags == want_tags)
 }
