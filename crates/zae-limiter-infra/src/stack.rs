@@ -408,21 +408,25 @@ pub async fn delete(cfn: &Cfn, name: &str) -> Result<bool, StackError> {
 /// How long [`wait`] follows an operation at most.
 pub const WAIT_LIMIT: Duration = Duration::from_secs(3600);
 
-/// Follow the operation on stack `name` until it settles: `on_event` gets every new stack
-/// event (oldest first) and `on_tick` is called about every `poll`. Returns the final status
+/// Follow the operation on stack `name`, started at `since`, until it settles: `on_event`
+/// gets every new stack event of it (oldest first) and `on_tick` is called about every `poll`. Returns the final status
 /// (`None` once the stack is gone after a delete); a failed or rolled-back operation is an
 /// error carrying the failure reasons.
 pub async fn wait(
     cfn: &Cfn,
     name: &str,
+    since: std::time::SystemTime,
     poll: Duration,
     mut on_event: impl FnMut(&Event),
     mut on_tick: impl FnMut(),
 ) -> Result<Option<String>, StackError> {
     let start = Instant::now();
     let mut seen = std::collections::HashSet::new();
-    // events before this call belong to earlier operations
-    let mut first = true;
+    // events older than the operation (250 ms of clock skew allowed) are earlier ones'
+    let since_ms = since
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+        - 250;
     let mut failures: Vec<String> = Vec::new();
     while start.elapsed() < WAIT_LIMIT {
         let status = match cfn.describe_stacks().stack_name(name).send().await {
@@ -434,7 +438,11 @@ pub async fn wait(
             let mut fresh: Vec<Event> = Vec::new();
             for e in ev.stack_events() {
                 let id = e.event_id().unwrap_or_default().to_string();
-                if !seen.insert(id) || first {
+                let old = e
+                    .timestamp()
+                    .and_then(|t| t.to_millis().ok())
+                    .is_some_and(|t| t < since_ms);
+                if !seen.insert(id) || old {
                     continue;
                 }
                 let st = e
@@ -466,7 +474,6 @@ pub async fn wait(
                 on_event(e);
             }
         }
-        first = false;
         let Some(status) = status else {
             return Ok(None);
         };
