@@ -18,7 +18,7 @@ cargo nextest run --workspace "${features[@]}" --no-run
 echo "== cfn-lint on rendered templates" >&2
 scripts/moto.sh --install
 scripts/cfn-lint.sh
-echo "== tests (embedded store + DynamoDB Local + moto for STS)" >&2
+echo "== tests (embedded store + DynamoDB Local + moto for STS, CloudFormation, S3, Lambda)" >&2
 scripts/moto.sh --install
 scripts/dynamodb-local.sh scripts/moto.sh cargo nextest run --workspace "${features[@]}" --no-fail-fast
 echo "== doctests" >&2

@@ -2,7 +2,8 @@
 //! at a small stand-in for the Lambda Runtime API written here (127.0.0.1, HTTP/1.1 with
 //! keep-alive: `/2018-06-01/runtime/invocation/next`, `…/{id}/response`, `…/{id}/error`),
 //! gets a DynamoDB stream event and a CloudFormation custom-resource event, and its answers
-//! are checked. Runs the debug binary (the same code as the packaged release `bootstrap`).
+//! are checked. Runs the debug binary (the same code as the packaged release `bootstrap`),
+//! or the binary named by `ZAEL_TEST_BOOTSTRAP` (e.g. `target/lambda/bootstrap`).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -136,7 +137,11 @@ async fn invoke(handler: &str, events: Vec<Value>) -> Vec<(String, Value)> {
             tokio::spawn(serve(s, a.clone()));
         }
     });
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_zae-limiter"))
+    // ZAEL_TEST_BOOTSTRAP: run a packaged bootstrap instead (target/lambda/bootstrap)
+    let bin = std::env::var_os("ZAEL_TEST_BOOTSTRAP")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_zae-limiter").into());
+    let mut child = tokio::process::Command::new(bin)
         .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
         .env("AWS_LAMBDA_FUNCTION_NAME", "t-aggregator")
         .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")

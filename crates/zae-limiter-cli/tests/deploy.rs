@@ -145,12 +145,30 @@ fn deploy_update_status_list_check_delete_on_moto() {
         "{text:?}"
     );
 
-    // changed options: a change set, UPDATE_COMPLETE
+    // changed values only (parameters): a change set, UPDATE_COMPLETE. (Not the table's:
+    // moto has no update handler for AWS::DynamoDB::Table and loses the resource, so PITR
+    // and deletion protection changes are asserted on the template only.)
     let v = s
         .run(&[
             "--output",
             "json",
             "deploy",
+            "--log-retention-days",
+            "90",
+            "--lambda-memory",
+            "512",
+        ])
+        .json();
+    assert_eq!(v["operation"], "update", "{v}");
+    assert_eq!(v["status"], "UPDATE_COMPLETE", "{v}");
+    // changed options: new resources
+    let v = s
+        .run(&[
+            "--output",
+            "json",
+            "deploy",
+            "--log-retention-days",
+            "90",
             "--lambda-memory",
             "512",
             "--create-iam-roles",

@@ -36,12 +36,13 @@ where
     R: std::fmt::Debug,
 {
     match e.as_service_error() {
-        Some(se) => format!(
+        Some(se) if se.code().is_some() || se.message().is_some() => format!(
             "{}: {}",
             se.code().unwrap_or("error"),
             se.message().unwrap_or("")
         ),
-        None => one_line_err(e),
+        // an answer the SDK could not read (e.g. an emulator's): say what did not parse
+        _ => one_line_err(e),
     }
 }
 
@@ -312,6 +313,9 @@ pub async fn deploy(
             existing.stack_status
         )));
     }
+    if unchanged(cfn, name, template, &params, &tags).await? {
+        return Ok(Started::NoChanges);
+    }
     let cs = format!(
         "zael-{}",
         std::time::SystemTime::now()
@@ -339,16 +343,9 @@ pub async fn deploy(
             .await
             .map_err(|e| aws_err("describing the change set", e))?;
         match d.status() {
+            // the same template, parameters and tags were ruled out above; a change set
+            // listing no resource changes still updates parameters or tags
             Some(ChangeSetStatus::CreateComplete) => {
-                if d.changes().is_empty() {
-                    let _ = cfn
-                        .delete_change_set()
-                        .stack_name(name)
-                        .change_set_name(&cs)
-                        .send()
-                        .await;
-                    return Ok(Started::NoChanges);
-                }
                 cfn.execute_change_set()
                     .stack_name(name)
                     .change_set_name(&cs)
@@ -411,21 +408,25 @@ pub async fn delete(cfn: &Cfn, name: &str) -> Result<bool, StackError> {
 /// How long [`wait`] follows an operation at most.
 pub const WAIT_LIMIT: Duration = Duration::from_secs(3600);
 
-/// Follow the operation on stack `name` until it settles: `on_event` gets every new stack
-/// event (oldest first) and `on_tick` is called about every `poll`. Returns the final status
+/// Follow the operation on stack `name`, started at `since`, until it settles: `on_event`
+/// gets every new stack event of it (oldest first) and `on_tick` is called about every `poll`. Returns the final status
 /// (`None` once the stack is gone after a delete); a failed or rolled-back operation is an
 /// error carrying the failure reasons.
 pub async fn wait(
     cfn: &Cfn,
     name: &str,
+    since: std::time::SystemTime,
     poll: Duration,
     mut on_event: impl FnMut(&Event),
     mut on_tick: impl FnMut(),
 ) -> Result<Option<String>, StackError> {
     let start = Instant::now();
     let mut seen = std::collections::HashSet::new();
-    // events before this call belong to earlier operations
-    let mut first = true;
+    // events older than the operation (250 ms of clock skew allowed) are earlier ones'
+    let since_ms = since
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+        - 250;
     let mut failures: Vec<String> = Vec::new();
     while start.elapsed() < WAIT_LIMIT {
         let status = match cfn.describe_stacks().stack_name(name).send().await {
@@ -437,7 +438,11 @@ pub async fn wait(
             let mut fresh: Vec<Event> = Vec::new();
             for e in ev.stack_events() {
                 let id = e.event_id().unwrap_or_default().to_string();
-                if !seen.insert(id) || first {
+                let old = e
+                    .timestamp()
+                    .and_then(|t| t.to_millis().ok())
+                    .is_some_and(|t| t < since_ms);
+                if !seen.insert(id) || old {
                     continue;
                 }
                 let st = e
@@ -469,7 +474,6 @@ pub async fn wait(
                 on_event(e);
             }
         }
-        first = false;
         let Some(status) = status else {
             return Ok(None);
         };
@@ -605,4 +609,66 @@ pub async fn update_functions(
         done.push(f);
     }
     Ok(done)
+}
+
+/// Whether the stack already has exactly this template, these parameters and tags (then
+/// there is nothing to deploy; CloudFormation would refuse an empty change set anyway).
+async fn unchanged(
+    cfn: &Cfn,
+    name: &str,
+    template: &str,
+    params: &[Parameter],
+    tags: &[Tag],
+) -> Result<bool, StackError> {
+    let current = cfn
+        .get_template()
+        .stack_name(name)
+        .template_stage(aws_sdk_cloudformation::types::TemplateStage::Original)
+        .send()
+        .await
+        .map_err(|e| aws_err(&format!("reading the template of {name}"), e))?;
+    let same_template = match (
+        current
+            .template_body()
+            .map(serde_json::from_str::<serde_json::Value>),
+        serde_json::from_str::<serde_json::Value>(template),
+    ) {
+        (Some(Ok(a)), Ok(b)) => a == b,
+        _ => false,
+    };
+    if !same_template {
+        return Ok(false);
+    }
+    let out = cfn
+        .describe_stacks()
+        .stack_name(name)
+        .send()
+        .await
+        .map_err(|e| aws_err(&format!("describing stack {name}"), e))?;
+    let Some(stack) = out.stacks().first() else {
+        return Ok(false);
+    };
+    type Pairs = std::collections::BTreeSet<(String, String)>;
+    let pair = |k: Option<&str>, v: Option<&str>| {
+        (
+            k.unwrap_or_default().to_string(),
+            v.unwrap_or_default().to_string(),
+        )
+    };
+    let have_params: Pairs = stack
+        .parameters()
+        .iter()
+        .map(|p| pair(p.parameter_key(), p.parameter_value()))
+        .collect();
+    let want_params: Pairs = params
+        .iter()
+        .map(|p| pair(p.parameter_key(), p.parameter_value()))
+        .collect();
+    let have_tags: Pairs = stack
+        .tags()
+        .iter()
+        .map(|t| pair(t.key(), t.value()))
+        .collect();
+    let want_tags: Pairs = tags.iter().map(|t| pair(t.key(), t.value())).collect();
+    Ok(have_params == want_params && have_tags == want_tags)
 }

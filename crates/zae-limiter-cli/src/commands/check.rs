@@ -23,14 +23,25 @@ async fn table_store(cli: &Cli) -> Result<(Option<Aws>, DynamoStore), CliError> 
     Ok((Some(aws), s))
 }
 
-/// The Lambda code version of the aggregator (tag `zae-limiter:lambda-version`), if the
-/// function exists.
+/// The Lambda code version of the aggregator, if the function exists: its tag
+/// `zae-limiter:lambda-version` (set by `upgrade`), else the stack's (set by `deploy`,
+/// which CloudFormation copies to the resources).
 async fn lambda_version(aws: &Aws, name: &str) -> Result<Option<String>, CliError> {
     let f = format!("{name}-aggregator");
     match aws.lambda.get_function().function_name(&f).send().await {
-        Ok(out) => Ok(out
-            .tags()
-            .and_then(|t| t.get("zae-limiter:lambda-version").cloned())),
+        Ok(out) => {
+            if let Some(v) = out.tags().and_then(|t| t.get("zae-limiter:lambda-version")) {
+                return Ok(Some(v.clone()));
+            }
+            let stack = stack::describe(&aws.cfn, name)
+                .await
+                .map_err(|e| CliError::from(e.0))?;
+            Ok(Some(
+                stack
+                    .and_then(|s| s.lambda_version)
+                    .unwrap_or_else(|| "unknown".into()),
+            ))
+        }
         Err(e)
             if e.as_service_error()
                 .is_some_and(|s| s.is_resource_not_found_exception()) =>

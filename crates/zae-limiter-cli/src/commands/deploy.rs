@@ -93,10 +93,11 @@ impl Progress {
     }
 }
 
-/// Follow the operation on `name` with progress; the final status (`None`: deleted).
+/// Follow the operation on `name`, started at `since`, with progress; the final status (`None`: deleted).
 pub(super) async fn follow(
     aws: &Aws,
     name: &str,
+    since: std::time::SystemTime,
     what: &str,
     quiet: bool,
 ) -> Result<(Option<String>, Duration), CliError> {
@@ -104,6 +105,7 @@ pub(super) async fn follow(
     let result = stack::wait(
         &aws.cfn,
         name,
+        since,
         Duration::from_secs(2),
         |e| p.event(e),
         || {},
@@ -233,6 +235,7 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<(), CliError> {
     }
     let template = zae_limiter_infra::render(&opts).map_err(|e| CliError::usage(e.0))?;
     let body = serde_json::to_string(&template).map_err(|e| CliError::from(e.to_string()))?;
+    let since = std::time::SystemTime::now();
     let started = stack::deploy(&aws.cfn, &opts, &body)
         .await
         .map_err(|e| CliError::from(e.0))?;
@@ -259,7 +262,14 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<(), CliError> {
     let mut status = None;
     let mut seconds = 0.0;
     if started != Started::NoChanges && !args.no_wait {
-        let (s, took) = follow(&aws, &opts.name, &format!("{verb} {}", opts.name), quiet).await?;
+        let (s, took) = follow(
+            &aws,
+            &opts.name,
+            since,
+            &format!("{verb} {}", opts.name),
+            quiet,
+        )
+        .await?;
         status = s;
         seconds = took.as_secs_f64();
         say(&format!(

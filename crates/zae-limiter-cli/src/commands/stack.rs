@@ -186,6 +186,7 @@ pub async fn delete(cli: &Cli, args: &DeleteArgs) -> Result<(), CliError> {
         }
     }
     let aws = Aws::load(cli.region.as_deref()).await;
+    let since = std::time::SystemTime::now();
     let started = stack::delete(&aws.cfn, &cli.name)
         .await
         .map_err(|e| CliError::from(e.0))?;
@@ -198,7 +199,14 @@ pub async fn delete(cli: &Cli, args: &DeleteArgs) -> Result<(), CliError> {
         if !quiet {
             eprintln!("Deleting stack '{}'", cli.name);
         }
-        let (_, took) = follow(&aws, &cli.name, &format!("delete {}", cli.name), quiet).await?;
+        let (_, took) = follow(
+            &aws,
+            &cli.name,
+            since,
+            &format!("delete {}", cli.name),
+            quiet,
+        )
+        .await?;
         seconds = took.as_secs_f64();
     }
     let status = if args.no_wait {
