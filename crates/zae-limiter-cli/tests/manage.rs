@@ -38,6 +38,10 @@ fn table_create_is_idempotent() {
         v,
         serde_json::json!({ "table": t.name, "status": "exists" })
     );
+    // the new table records its schema, as `deploy` does
+    let v = t.run(&["--output", "json", "check"]).json();
+    assert_eq!(v["table_schema_version"], v["client_schema_version"], "{v}");
+    assert_eq!(v["compatible"], true, "{v}");
     // the table is usable: GSIs, registry, audit
     t.run(&["entity", "create", "acme"]).ok();
     t.run(&["entity", "show", "acme"]).ok();

@@ -67,6 +67,47 @@ async fn written_read_and_never_downgraded() {
         store.schema_record().await.unwrap().unwrap().schema_version,
         "1.99.0"
     );
+    // a client of this (older) schema refuses every write, on its first one, and still reads
+    let old = DynamoStore::connect(
+        StoreConfig::new(&table)
+            .endpoint_url(&endpoint)
+            .static_credentials("test", "test")
+            .region("us-east-1")
+            .attempt_timeout(std::time::Duration::from_secs(20)),
+    )
+    .await
+    .unwrap();
+    let l = zae_limiter::RateLimiter::builder(old).build();
+    let rpm = [zae_limiter::Limit::per_minute("rpm", 5)];
+    let refused = l
+        .acquire("k", "r")
+        .limits(rpm.clone())
+        .consume([("rpm", 1)])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, zae_limiter::Error::Conflict(ref m) if m.contains("upgrade zae-limiter")),
+        "{refused}"
+    );
+    let e = l
+        .create_entity(zae_limiter::NewEntity::new("e1"))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("newer than this client"), "{e}");
+    let e = l
+        .set_config(
+            &zae_limiter::ConfigScope::System,
+            zae_limiter::StoredConfig::limits(rpm.clone()),
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("newer than this client"), "{e}");
+    let e = l.register_namespace("tenant-z").await.unwrap_err();
+    assert!(e.to_string().contains("newer than this client"), "{e}");
+    // reads still work, and nothing was written
+    assert_eq!(l.available("k", "r", &rpm).await.unwrap()["rpm"], 5);
+    assert_eq!(l.get_entity("e1").await.unwrap(), None);
+
     // another major version
     raw.put_item()
         .table_name(&table)

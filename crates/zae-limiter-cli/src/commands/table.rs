@@ -76,7 +76,8 @@ impl TableStatus {
     }
 }
 
-/// Create the table of `store` if it is missing and wait until it is active. A read of the
+/// Create the table of `store` if it is missing and wait until it is active (a new table gets
+/// the schema record). A read of the
 /// namespace registry first tells whether it existed (a missing table answers
 /// `ResourceNotFoundException`).
 pub(super) async fn create(store: &DynamoStore) -> Result<TableStatus, String> {
@@ -89,5 +90,12 @@ pub(super) async fn create(store: &DynamoStore) -> Result<TableStatus, String> {
         .create_table()
         .await
         .map_err(|e| format!("creating table '{}': {e}", store.table_name()))?;
+    if before == TableStatus::Created {
+        // a new table records the schema it was created with (as `deploy` does)
+        store
+            .write_schema_record(env!("CARGO_PKG_VERSION"), super::deploy::now_ms())
+            .await
+            .map_err(|e| format!("recording the schema of '{}': {e}", store.table_name()))?;
+    }
     Ok(before)
 }

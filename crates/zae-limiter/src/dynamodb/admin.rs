@@ -64,6 +64,7 @@ impl DynamoStore {
     }
 
     pub(super) async fn record_audit_item(&self, audit: &AuditEvent) -> Result<(), StoreError> {
+        self.writable().await?;
         // namespace changes are table-level (under `_`): they need no namespace of this
         // handle, and resolving it must not (re-)register `default` as it is being deleted
         let ns: std::sync::Arc<str> = if audit.entity_id == NAMESPACE_AUDIT_ENTITY {
@@ -89,6 +90,7 @@ impl DynamoStore {
         audit: &AuditEvent,
         condition: &str,
     ) -> Result<bool, StoreError> {
+        self.writable().await?;
         let ns = self.ns().await?;
         let mut put = Put::builder()
             .table_name(&*self.table)
@@ -144,6 +146,7 @@ impl DynamoStore {
         config: Option<&StoredConfig>,
         audit: &AuditEvent,
     ) -> Result<(), StoreError> {
+        self.writable().await?;
         let ns = self.ns().await?;
         let ns = &*ns;
         // what the caller read must still be there: that version, or nothing
@@ -225,6 +228,7 @@ impl DynamoStore {
         state: &ProvisionerState,
         expected_revision: u64,
     ) -> Result<(), StoreError> {
+        self.writable().await?;
         let ns = self.ns().await?;
         let mut put = self
             .client
@@ -369,6 +373,7 @@ impl DynamoStore {
         entity_id: &str,
         audit: &AuditEvent,
     ) -> Result<bool, StoreError> {
+        self.writable().await?;
         let ns = self.ns().await?;
         let ns = &*ns;
         use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};

@@ -251,6 +251,9 @@ pub struct DynamoStore {
     /// The namespace's name, and its id once looked up.
     ns_name: Arc<str>,
     ns_id: Arc<tokio::sync::OnceCell<Arc<str>>>,
+    /// Read once, before the first write: why this client must not write to the table (its
+    /// schema record is newer than this client), `None` when it may.
+    schema_block: Arc<tokio::sync::OnceCell<Option<String>>>,
     states: Arc<Mutex<LruCache<String, BucketState>>>,
     calls: CallCounter,
     capacity: Option<Arc<Mutex<ConsumedCapacity>>>,
@@ -363,6 +366,7 @@ impl DynamoStore {
                 Some(id) => tokio::sync::OnceCell::new_with(Some(id.into())),
                 None => tokio::sync::OnceCell::new(),
             }),
+            schema_block: Arc::new(tokio::sync::OnceCell::new()),
             states: Arc::new(Mutex::new(LruCache::new(
                 NonZeroUsize::new(config.state_cache_size.max(1)).expect("non-zero"),
             ))),

@@ -136,6 +136,7 @@ impl DynamoStore {
         name: &str,
         now_ms: i64,
     ) -> Result<NamespaceInfo, StoreError> {
+        self.writable().await?;
         self.register(name, now_ms).await
     }
 
@@ -192,6 +193,7 @@ impl DynamoStore {
         name: &str,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
+        self.writable().await?;
         let Some(info) = self.forward(name).await? else {
             return Ok(false);
         };
@@ -211,6 +213,7 @@ impl DynamoStore {
         &self,
         id: &str,
     ) -> Result<NamespaceInfo, StoreError> {
+        self.writable().await?;
         let info = self
             .get_record(reverse_sk(id))
             .await?
@@ -247,6 +250,7 @@ impl DynamoStore {
         id: &str,
         progress: &(dyn Fn(usize) + Send + Sync),
     ) -> Result<usize, StoreError> {
+        self.writable().await?;
         let Some(info) = self.get_record(reverse_sk(id)).await? else {
             return Ok(0);
         };

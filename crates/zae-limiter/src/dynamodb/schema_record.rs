@@ -18,6 +18,10 @@ impl DynamoStore {
     /// The table's schema record, `None` when none was written (a table created before
     /// schema records, or by hand).
     pub async fn schema_record(&self) -> Result<Option<SchemaRecord>> {
+        Ok(self.read_schema_record().await?)
+    }
+
+    async fn read_schema_record(&self) -> std::result::Result<Option<SchemaRecord>, StoreError> {
         let out = self
             .client
             .get_item()
@@ -65,20 +69,39 @@ impl DynamoStore {
     /// write (newer than its own, or another major version); a table without a record is
     /// accepted.
     pub async fn check_schema_for_write(&self) -> Result<()> {
-        let Some(rec) = self.schema_record().await? else {
-            return Ok(());
-        };
-        match compatibility(SCHEMA_VERSION, &rec.schema_version) {
-            Some(c) if c.can_write() => Ok(()),
-            Some(crate::schema::Compatibility::MajorMismatch) => Err(Error::invalid(
-                "schema",
-                format!(
-                    "the table has schema {}, another major version than this client's \
-                     {SCHEMA_VERSION}: migrate the table first",
-                    rec.schema_version
-                ),
-            )),
-            _ => Err(Error::invalid("schema", refusal(&rec.schema_version))),
+        match self.schema_record().await?.as_ref().and_then(write_refusal) {
+            Some(why) => Err(Error::invalid("schema", why)),
+            None => Ok(()),
         }
+    }
+
+    /// Every write of this handle goes through here: the first one reads the schema record
+    /// (one `GetItem`, remembered for the handle's life); a table whose schema is newer than
+    /// this client refuses the write with [`StoreError::Conflict`] saying to upgrade.
+    pub(super) async fn writable(&self) -> std::result::Result<(), StoreError> {
+        let block = self
+            .schema_block
+            .get_or_try_init(|| async {
+                let rec = self.read_schema_record().await?;
+                Ok::<_, StoreError>(rec.as_ref().and_then(write_refusal))
+            })
+            .await?;
+        match block {
+            Some(why) => Err(StoreError::Conflict(why.clone())),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Why this client must not write to a table with schema record `rec` (`None`: it may).
+fn write_refusal(rec: &SchemaRecord) -> Option<String> {
+    match compatibility(SCHEMA_VERSION, &rec.schema_version) {
+        Some(c) if c.can_write() => None,
+        Some(crate::schema::Compatibility::MajorMismatch) => Some(format!(
+            "the table has schema {}, another major version than this client's \
+             {SCHEMA_VERSION}: migrate the table first",
+            rec.schema_version
+        )),
+        _ => Some(refusal(&rec.schema_version)),
     }
 }

@@ -55,6 +55,7 @@ impl DynamoStore {
         now: i64,
         op: &WriteOp,
     ) -> Result<ApplyOutcome, StoreError> {
+        self.writable().await?;
         check_changes(changes)?;
         let ns = self.ns().await?;
         let mut know: Vec<Knowledge> = changes
