@@ -62,7 +62,8 @@ pub const STREAM_ACTIONS: &[&str] = &[
     "dynamodb:ListStreams",
 ];
 
-/// The provisioner's table actions (declarative limits, issue 9): read the managed state,
+/// The provisioner's table actions, exactly what `limits apply` issues (proven by
+/// `tests/least_privilege.rs`): read the managed state and the configs,
 /// put/delete config items.
 pub const PROVISIONER_TABLE_ACTIONS: &[&str] = &[
     "dynamodb:DeleteItem",

@@ -306,6 +306,19 @@ async fn manage_namespaces(l: &RateLimiter) {
 }
 
 /// Every request of a tenant's phase stays in its namespace, except reads of the registry.
+/// The provisioner handler's table work: the same code as `limits apply`.
+async fn provisioner_workload(l: &RateLimiter) {
+    use zae_limiter::manifest::Manifest;
+    let apply = |text: &str| {
+        let m = Manifest::from_yaml(text).unwrap();
+        async move { m.apply(l).await.unwrap() }
+    };
+    // create (and register the namespace), update, delete everything again
+    apply("namespace: prov\nsystem: {limits: {rpm: 5}}\nresources: {r1: {limits: {rpm: 1}}}").await;
+    apply("namespace: prov\nsystem: {limits: {rpm: 6}}\nresources: {r1: {limits: {rpm: 1}}}").await;
+    apply("namespace: prov").await;
+}
+
 fn assert_confined(seen: &Seen, ns_id: &str, phase: &str) {
     assert!(!seen.partitions.is_empty(), "{phase}: nothing recorded");
     for (action, key) in &seen.partitions {
@@ -374,6 +387,18 @@ async fn each_policy_grants_exactly_what_the_code_issues() {
     let root = RateLimiter::builder(store(&table, "default", &rec).await).build();
     manage_namespaces(&root).await;
     let namespaces = rec.take();
+
+    // the provisioner: what `limits apply` / the custom resource does (plan, create, update,
+    // delete, a namespace registered on the way), as a fresh client on the table
+    let prov = RateLimiter::builder(store(&table, "default", &rec).await).build();
+    provisioner_workload(&prov).await;
+    let provisioner = rec.take();
+    println!("recorded provisioner: {:?}", provisioner.actions);
+    assert_eq!(
+        provisioner.actions,
+        set(iam::PROVISIONER_TABLE_ACTIONS),
+        "provisioner role"
+    );
 
     println!("recorded -acq:  {:?}", acq.actions);
     println!("recorded -read: {:?}", read.actions);
