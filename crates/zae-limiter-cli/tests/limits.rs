@@ -156,17 +156,13 @@ fn bad_files_are_errors_with_their_place() {
         "ns.yaml",
         "namespace: tenant-a\nresources: {r: {limits: {a: 1}}}\n",
     );
-    let line = t
-        .run(&[
-            "-N",
-            "tenant-b",
-            "limits",
-            "plan",
-            "-f",
-            f.to_str().unwrap(),
-        ])
-        .fails();
-    assert!(line.contains("targets namespace 'tenant-a'"), "{line}");
+    // an explicit -N that differs from the file's, even `default`, is an error
+    for ns in ["tenant-b", "default"] {
+        let line = t
+            .run(&["-N", ns, "limits", "plan", "-f", f.to_str().unwrap()])
+            .fails();
+        assert!(line.contains("targets namespace 'tenant-a'"), "{line}");
+    }
 }
 
 #[test]

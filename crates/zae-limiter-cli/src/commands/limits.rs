@@ -56,8 +56,8 @@ pub enum Cmd {
 /// The manifest file.
 #[derive(Debug, clap::Args)]
 pub struct FileArgs {
-    /// The manifest (YAML or JSON; `-` reads stdin). Its `namespace` wins; without one,
-    /// --namespace applies.
+    /// The manifest (YAML or JSON; `-` reads stdin). Its `namespace` is used; without one,
+    /// --namespace applies (an explicit -N that differs from the file's is an error).
     #[arg(long, short = 'f', value_name = "FILE")]
     file: PathBuf,
 }
@@ -75,7 +75,7 @@ impl FileArgs {
         })?;
         match &manifest.namespace {
             None => manifest.namespace = Some(cli.namespace.clone()),
-            Some(ns) if cli.namespace != DEFAULT_NAMESPACE && cli.namespace != *ns => {
+            Some(ns) if cli.namespace_given && cli.namespace != *ns => {
                 return Err(CliError::new(
                     exit::ERROR,
                     format!(
