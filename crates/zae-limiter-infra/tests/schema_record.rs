@@ -5,20 +5,25 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use zae_limiter::schema::{RECORD_PK, RECORD_SK, SCHEMA_VERSION};
 use zae_limiter::{DynamoStore, StoreConfig};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn written_read_and_never_downgraded() {
-    let endpoint = std::env::var("ZAEL_TEST_DYNAMODB_ENDPOINT")
-        .expect("ZAEL_TEST_DYNAMODB_ENDPOINT is not set: run through scripts/dynamodb-local.sh");
-    let table = format!("zael-schema-{}", std::process::id());
-    let store = DynamoStore::connect(
-        StoreConfig::new(&table)
-            .endpoint_url(&endpoint)
+/// A fresh store handle on `table` (its own caches: the schema is read anew).
+async fn connect(table: &str, endpoint: &str) -> DynamoStore {
+    DynamoStore::connect(
+        StoreConfig::new(table)
+            .endpoint_url(endpoint)
             .static_credentials("test", "test")
             .region("us-east-1")
             .attempt_timeout(std::time::Duration::from_secs(20)),
     )
     .await
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn written_read_and_never_downgraded() {
+    let endpoint = std::env::var("ZAEL_TEST_DYNAMODB_ENDPOINT")
+        .expect("ZAEL_TEST_DYNAMODB_ENDPOINT is not set: run through scripts/dynamodb-local.sh");
+    let table = format!("zael-schema-{}", std::process::id());
+    let store = connect(&table, &endpoint).await;
     store.create_table().await.unwrap();
     assert_eq!(store.schema_record().await.unwrap(), None);
     store.check_schema_for_write().await.unwrap();
@@ -68,15 +73,7 @@ async fn written_read_and_never_downgraded() {
         "1.99.0"
     );
     // a client of this (older) schema refuses every write, on its first one, and still reads
-    let old = DynamoStore::connect(
-        StoreConfig::new(&table)
-            .endpoint_url(&endpoint)
-            .static_credentials("test", "test")
-            .region("us-east-1")
-            .attempt_timeout(std::time::Duration::from_secs(20)),
-    )
-    .await
-    .unwrap();
+    let old = connect(&table, &endpoint).await;
     let l = zae_limiter::RateLimiter::builder(old).build();
     let rpm = [zae_limiter::Limit::per_minute("rpm", 5)];
     let refused = l

@@ -85,8 +85,10 @@ impl Manifest {
             if let Some(b) = &before {
                 scopes.extend(b.scopes());
             }
+            let mut read = std::collections::HashSet::new();
             for scope in scopes {
-                if live.contains_key(&scope) {
+                // an item both declared and managed is read once
+                if !read.insert(scope.clone()) {
                     continue;
                 }
                 if let Some(c) = l.get_config(&scope).await? {

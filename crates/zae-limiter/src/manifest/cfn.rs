@@ -18,6 +18,8 @@ enum Level {
     /// Under an entity: `Resources`.
     Entity,
     Limit,
+    /// A plain value (the namespace, the policy, a number): nothing to rename inside.
+    Scalar,
 }
 
 const LIMIT: Level = Level::Limit;
@@ -28,24 +30,24 @@ const ENTITY: Level = Level::Entity;
 fn keys(level: Level) -> &'static [(&'static str, &'static str, Level)] {
     match level {
         Level::Top => &[
-            ("namespace", "Namespace", Level::Limit),
+            ("namespace", "Namespace", Level::Scalar),
             ("system", "System", Level::System),
             ("resources", "Resources", Level::Names(&RESOURCE)),
             ("entities", "Entities", Level::Names(&ENTITY)),
         ],
         Level::System => &[
-            ("on_unavailable", "OnUnavailable", Level::Limit),
+            ("on_unavailable", "OnUnavailable", Level::Scalar),
             ("limits", "Limits", Level::Names(&LIMIT)),
         ],
         Level::Resource => &[("limits", "Limits", Level::Names(&LIMIT))],
         Level::Entity => &[("resources", "Resources", Level::Names(&RESOURCE))],
         Level::Limit => &[
-            ("capacity", "Capacity", Level::Limit),
-            ("burst", "Burst", Level::Limit),
-            ("refill_amount", "RefillAmount", Level::Limit),
-            ("refill_period", "RefillPeriod", Level::Limit),
+            ("capacity", "Capacity", Level::Scalar),
+            ("burst", "Burst", Level::Scalar),
+            ("refill_amount", "RefillAmount", Level::Scalar),
+            ("refill_period", "RefillPeriod", Level::Scalar),
         ],
-        Level::Names(_) => &[],
+        Level::Names(_) | Level::Scalar => &[],
     }
 }
 
