@@ -90,23 +90,52 @@ fn bench_on_an_endpoint_creates_its_table() {
         "--store",
         "dynamodb",
         "--ops",
-        "5",
+        "20",
         "--scenarios",
-        "a,h",
+        "a,raw,h",
+        "--server-warmup-ops",
+        "30",
     ]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(
         r.err.contains(&format!("bench: table {}: created", t.name)),
         "{r:?}"
     );
-    let timed: Vec<Value> = r
+    assert!(r.err.contains("bench: server warm-up, 30 untimed"), "{r:?}");
+    let lines: Vec<Value> = r
         .out
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
-        .filter(|l: &Value| l.get("pass").is_none())
         .collect();
-    assert_eq!(timed.len(), 2, "{r:?}");
-    assert!(timed.iter().all(|l| l["post_check_ok"] == true), "{r:?}");
+    let timed: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l.get("scenario").is_some() && l.get("pass").is_none())
+        .collect();
+    let ids: Vec<&str> = timed
+        .iter()
+        .map(|l| l["scenario"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["a", "raw", "h"], "{r:?}");
+    for l in &timed {
+        assert_eq!(l["post_check_ok"], true, "{l}");
+        assert_eq!(l["ops"], 20, "{l}");
+        // the DynamoDB Local JVM the test script started is found by its port
+        assert!(l["server_cpu_ms_per_op"].as_f64().is_some(), "{l}");
+    }
+    assert_eq!(
+        timed[1]["ddb_calls_per_op"],
+        serde_json::json!({"UpdateItem": 1.0})
+    );
+    // the side-by-side ratios of a over raw
+    let cmp = lines
+        .iter()
+        .find(|l| l.get("comparison").is_some())
+        .unwrap_or_else(|| panic!("no comparison line: {r:?}"));
+    assert_eq!(cmp["comparison"], "a/raw");
+    for k in ["ops_per_s", "p50", "p99", "client_cpu"] {
+        assert!(cmp["ratios"][k].as_f64().unwrap() > 0.0, "{cmp}");
+    }
+    assert!(r.err.contains("library / bare write (a / raw"), "{r:?}");
     assert!(t
         .run(&["table", "create"])
         .ok()

@@ -35,6 +35,9 @@ pub const STORE_RETRIES: &str = "zae_limiter_store_retries_total";
 pub const CACHE_HITS: &str = "zae_limiter_cache_hits_total";
 /// Counter of config resolutions that went to the store.
 pub const CACHE_MISSES: &str = "zae_limiter_cache_misses_total";
+/// Counter of requests the DynamoDB store refused from the last state it saw, without a
+/// write ([`StoreConfig::local_refusals`](crate::StoreConfig::local_refusals)).
+pub const LOCAL_REFUSALS: &str = "zae_limiter_local_refusals_total";
 
 /// How an acquire ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +147,12 @@ pub(crate) fn retry(why: Retry) {
         Retry::Conflict => metrics::counter!(STORE_RETRIES, "reason" => "conflict").increment(1),
         Retry::Condition => metrics::counter!(STORE_RETRIES, "reason" => "condition").increment(1),
     }
+}
+
+/// Count one refusal made without a write.
+#[cfg(feature = "dynamodb")]
+pub(crate) fn local_refusal() {
+    metrics::counter!(LOCAL_REFUSALS).increment(1)
 }
 
 /// Count one config-cache lookup.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use zae_limiter::{
     ConfigScope, DynamoStore, Error, Limit, ManualClock, NewEntity, OnUnavailable, RateLimiter,
-    StoreConfig, StoredConfig,
+    Store, StoreConfig, StoredConfig,
 };
 
 conformance_suite!(common::dynamo_store);
@@ -122,10 +122,11 @@ async fn round_trips_per_operation() {
     acq("key-1", 1).await.unwrap().commit().await.unwrap(); // re-resolve after the change
     calls(&store);
 
-    // a rejection needs no further call (the failed write returns the item)
-    let e = acq("key-1", 9_000).await.unwrap_err();
+    // a rejection the last state seen already proves costs no call at all (local refusal;
+    // `local_refusals_cost_no_write` below); one the table decides needs no further call
+    let e = acq("key-1", 9_500).await.unwrap_err();
     assert!(matches!(e, Error::RateLimited(_)), "{e}");
-    assert_eq!(calls(&store), only("UpdateItem", 1));
+    assert_eq!(calls(&store), BTreeMap::new());
 
     // available(): one GetItem
     l.available("key-1", "gpt-4", &lim).await.unwrap();
@@ -529,4 +530,85 @@ async fn a_second_apply_of_the_same_manifest_makes_no_write() {
     assert_eq!(seen.get("GetItem").copied(), Some(6), "{seen:?}");
     let writes: Vec<_> = seen.keys().filter(|op| op.as_str() != "GetItem").collect();
     assert!(writes.is_empty(), "{seen:?}");
+}
+
+/// A store for `table` on the test server (a second client of the same table).
+async fn client_of(table: &str, local_refusals: bool) -> DynamoStore {
+    DynamoStore::connect(
+        StoreConfig::new(table)
+            .endpoint_url(common::dynamodb_endpoint())
+            .static_credentials("test", "test")
+            .attempt_timeout(Duration::from_secs(20))
+            .local_refusals(local_refusals),
+    )
+    .await
+    .unwrap()
+}
+
+/// Requests the last state seen proves refused are refused without a write, with exactly
+/// the statuses and retry-after the table's answer gives; a refund by another client is
+/// noticed once refill alone would have allowed the request; nothing is admitted locally.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_refusals_cost_no_write() {
+    let a = common::dynamo().await;
+    let b = client_of(a.table_name(), false).await;
+    let clock = ManualClock::new(common::conformance::T0);
+    let la = RateLimiter::builder(a.clone()).clock(clock.clone()).build();
+    let lb = RateLimiter::builder(b.clone()).clock(clock.clone()).build();
+    // 10 per minute: a token every 6 s
+    let lim = vec![Limit::per_minute("rpm", 10)];
+    let acq = |l: &RateLimiter, n: u64| {
+        l.acquire("k", "api")
+            .limits(lim.clone())
+            .consume([("rpm", n)])
+    };
+    let held = acq(&lb, 2).await.unwrap(); // B holds 2
+    acq(&la, 8).await.unwrap().commit().await.unwrap(); // A empties the bucket
+    calls(&a);
+    calls(&b);
+
+    clock.advance(Duration::from_millis(1_500));
+    let refused = |e: Error| match e {
+        Error::RateLimited(x) => x,
+        other => panic!("expected a refusal, got {other}"),
+    };
+    let local = refused(acq(&la, 1).await.unwrap_err());
+    assert_eq!(calls(&a), BTreeMap::new(), "refused without a call");
+    let remote = refused(acq(&lb, 1).await.unwrap_err());
+    assert_eq!(calls(&b), only("UpdateItem", 1), "B asks the table");
+    assert_eq!(local.retry_after(), Some(Duration::from_millis(4_500)));
+    assert_eq!(local.statuses(), remote.statuses(), "the same answer");
+    for _ in 0..5 {
+        acq(&la, 1).await.unwrap_err();
+    }
+    assert_eq!(calls(&a), BTreeMap::new());
+
+    // B gives its 2 back: the table now has them, A's cache does not know yet
+    held.rollback().await.unwrap();
+    calls(&b);
+    refused(acq(&la, 1).await.unwrap_err());
+    assert_eq!(
+        calls(&a),
+        BTreeMap::new(),
+        "the refund is noticed late, by design"
+    );
+    // a client without local refusals sees the refund at once
+    acq(&lb, 1).await.unwrap().commit().await.unwrap();
+    // once refill alone would allow the request (one token, 6 s after emptying), A asks
+    // the table, and its answer brings the refund into A's cache: 2 + 1 refilled - 1 by B
+    clock.advance(Duration::from_millis(4_500));
+    acq(&la, 1).await.unwrap().commit().await.unwrap();
+    assert_eq!(calls(&a), only("UpdateItem", 1));
+    // 1 token left, as A now knows: 2 is refused locally, 1 is admitted
+    refused(acq(&la, 2).await.unwrap_err());
+    assert_eq!(calls(&a), BTreeMap::new());
+    acq(&la, 1).await.unwrap().commit().await.unwrap();
+    assert_eq!(calls(&a), only("UpdateItem", 1));
+    // exact accounting: 2 + 8 - 2 + 1 + 1 + 1 = 11 tokens taken in all
+    let s = a
+        .get_bucket(&zae_limiter::store::BucketKey::new("k", "api"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.limits["rpm"].consumed, 11_000);
 }

@@ -225,8 +225,13 @@ async fn allow_admits_noop_leases_during_outages_but_never_past_a_rejection() {
     // exhausted: a rejection, not an outage
     let r = acquire(&l, "k", &lim, 1).await;
     assert!(matches!(r, Err(Error::RateLimited(_))), "{r:?}");
-    // an outage now: fail open
+    // an outage now: the last state seen proves the bucket empty, so the refusal stands
+    // without a call (`StoreConfig::local_refusals`)
     b.faults.set(Fault::Status(503));
+    let r = acquire(&l, "k", &lim, 1).await;
+    assert!(matches!(r, Err(Error::RateLimited(_))), "{r:?}");
+    // a client that knows nothing of the bucket fails open
+    b.proxied.clear_state_cache();
     assert!(acquire(&l, "k", &lim, 1).await.unwrap().is_noop());
     // the outage ends: the bucket is still empty and the answer is a rejection again
     b.faults.pass();

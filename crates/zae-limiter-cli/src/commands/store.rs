@@ -23,9 +23,14 @@ pub async fn connect_in(
     namespace: &str,
     track_capacity: bool,
 ) -> Result<DynamoStore, CliError> {
-    let mut config = StoreConfig::new(&cli.name)
-        .namespace(namespace)
-        .track_consumed_capacity(track_capacity);
+    let config = store_config(cli, namespace)?.track_consumed_capacity(track_capacity);
+    Ok(DynamoStore::connect(config).await?)
+}
+
+/// The store settings of the global flags, in `namespace`, for a command to adjust before
+/// it connects.
+pub fn store_config(cli: &Cli, namespace: &str) -> Result<StoreConfig, CliError> {
+    let mut config = StoreConfig::new(&cli.name).namespace(namespace);
     if let Some(r) = &cli.region {
         config = config.region(r);
     }
@@ -60,7 +65,7 @@ pub async fn connect_in(
             }
         }
     }
-    Ok(DynamoStore::connect(config).await?)
+    Ok(config)
 }
 
 /// The DynamoDB error code of an operation on a table that does not exist. The library

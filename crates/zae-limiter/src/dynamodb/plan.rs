@@ -184,6 +184,37 @@ fn estimate(
     s
 }
 
+/// Whether the last states seen for these buckets already prove the request refused, so it
+/// can be refused without a write (DESIGN §5; [`StoreConfig::local_refusals`](super::StoreConfig::local_refusals)).
+///
+/// Since a state was seen, other clients can only have taken tokens (the bucket is no
+/// fuller than refill alone makes it) or given some back (a rollback, a negative
+/// adjustment): only a refund could let the request pass, and it is noticed once refill
+/// alone would have allowed the request. A bucket whose stored parameters would be
+/// rebased by this request is never refused locally: its first write must move it. Returns
+/// the states to report (cached or `None`), or `None` when a write is needed.
+pub(crate) fn refused_by_cache(
+    changes: &[BucketChange],
+    know: &[Knowledge],
+    now: i64,
+) -> Option<Vec<Option<BucketState>>> {
+    let mut refused = false;
+    for (c, k) in changes.iter().zip(know) {
+        let Knowledge::Guess(Some(s)) = k else {
+            continue;
+        };
+        match plan(c, &Knowledge::Exact(Some(s.clone())), now) {
+            Decision::Refuse { rebase: None } => refused = true,
+            Decision::Refuse { rebase: Some(_) } => return None,
+            Decision::Write(p) if p.limits.iter().any(|l| matches!(l.form, Form::Rebase(_))) => {
+                return None
+            }
+            Decision::Write(_) => {}
+        }
+    }
+    refused.then(|| know.iter().map(|k| k.state().cloned()).collect())
+}
+
 /// After a single-item write's condition failed: did an earlier attempt of the same write
 /// land (its response lost, the SDK retried)? Then the item carries our op id, and ALL_OLD
 /// is the state right after our write.
@@ -243,6 +274,78 @@ mod tests {
             Decision::Write(p) => p,
             other => panic!("expected a write, got {other:?}"),
         }
+    }
+
+    /// An rpm bucket (100 per minute: a token every 600 ms) emptied at `T0`.
+    fn empty_at_t0(version: i64) -> BucketState {
+        state(rpm(), version, rpm().need_level(0, T0), T0)
+    }
+
+    #[test]
+    fn a_cached_empty_bucket_refuses_until_refill_allows() {
+        let s = empty_at_t0(0);
+        let know = [Knowledge::Guess(Some(s.clone()))];
+        let one = [change(rpm(), 0, 1000)];
+        assert_eq!(
+            refused_by_cache(&one, &know, T0 + 599),
+            Some(vec![Some(s.clone())])
+        );
+        assert_eq!(refused_by_cache(&one, &know, T0 + 600), None);
+        // two tokens need 1200 ms
+        let two = [change(rpm(), 0, 2000)];
+        assert!(refused_by_cache(&two, &know, T0 + 1199).is_some());
+        assert_eq!(refused_by_cache(&two, &know, T0 + 1200), None);
+        // an unchecked amount (debt) always goes to the table
+        let mut debt = change(rpm(), 0, 1000);
+        debt.limits[0].checked = false;
+        assert_eq!(refused_by_cache(&[debt], &know, T0 + 1), None);
+    }
+
+    #[test]
+    fn nothing_cached_or_nothing_refused_means_a_write() {
+        let one = [change(rpm(), 0, 1000)];
+        assert_eq!(refused_by_cache(&one, &[Knowledge::Guess(None)], T0), None);
+        let half = state(rpm(), 0, rpm().full_level(T0) - 50_000 * 60_000, T0);
+        assert_eq!(
+            refused_by_cache(&one, &[Knowledge::Guess(Some(half))], T0),
+            None
+        );
+    }
+
+    #[test]
+    fn newer_parameters_are_never_refused_locally_older_ones_are() {
+        let s = empty_at_t0(3);
+        let know = [Knowledge::Guess(Some(s.clone()))];
+        // the request carries version 4: its first write must rebase the bucket
+        let bigger = BucketParams::new(200, 200, 60_000);
+        assert_eq!(
+            refused_by_cache(&[change(bigger, 4, 1000)], &know, T0 + 1),
+            None
+        );
+        // a client with version 2 adopts the stored version 3, which refuses
+        assert!(refused_by_cache(&[change(bigger, 2, 1000)], &know, T0 + 1).is_some());
+    }
+
+    #[test]
+    fn the_bucket_time_wins_over_a_slow_clock() {
+        // emptied at T0 but written by a client 10 s ahead: 16 tokens have refilled by then
+        let mut s = empty_at_t0(0);
+        s.time_ms = T0 + 10_000;
+        let know = [Knowledge::Guess(Some(s))];
+        assert_eq!(refused_by_cache(&[change(rpm(), 0, 1000)], &know, T0), None);
+        assert!(refused_by_cache(&[change(rpm(), 0, 17_000)], &know, T0).is_some());
+    }
+
+    #[test]
+    fn one_refused_bucket_refuses_the_cascade() {
+        let s = empty_at_t0(0);
+        let mut parent = change(rpm(), 0, 1000);
+        parent.key = BucketKey::new("p", "r");
+        let know = [Knowledge::Guess(None), Knowledge::Guess(Some(s.clone()))];
+        assert_eq!(
+            refused_by_cache(&[change(rpm(), 0, 1000), parent], &know, T0 + 1),
+            Some(vec![None, Some(s)])
+        );
     }
 
     #[test]

@@ -15,7 +15,9 @@ use aws_sdk_dynamodb::types::{
 use super::bucket_item::{parse_bucket, BucketItem};
 use super::errors::{build_err, kind, sdk_err, service_error, Kind};
 use super::expr;
-use super::plan::{backoff_ms, landed_before, plan, BucketPlan, Decision, Knowledge};
+use super::plan::{
+    backoff_ms, landed_before, plan, refused_by_cache, BucketPlan, Decision, Knowledge,
+};
 use super::{DynamoStore, Io};
 use crate::error::{BoxError, StoreError};
 use crate::store::{check_changes, ApplyOutcome, BucketChange, BucketState, WriteOp};
@@ -62,6 +64,12 @@ impl DynamoStore {
             .iter()
             .map(|c| Knowledge::Guess(self.cached(&ns, &c.key)))
             .collect();
+        if self.local_refusals {
+            if let Some(states) = refused_by_cache(changes, &know, now) {
+                telemetry::local_refusal();
+                return Ok(ApplyOutcome::Rejected(states));
+            }
+        }
         // a checked amount above capacity can never pass: read the bucket for exact statuses
         for (i, c) in changes.iter().enumerate() {
             if c.limits

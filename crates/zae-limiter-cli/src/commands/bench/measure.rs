@@ -18,6 +18,8 @@ pub(super) struct Window {
     pub(super) wall: Duration,
     /// Process CPU time (user + sys) of the client.
     pub(super) cpu: Duration,
+    /// CPU time of the server process (DynamoDB Local's JVM), when it runs on this machine.
+    pub(super) server_cpu: Option<Duration>,
     /// One per operation, unsorted.
     pub(super) latencies: Vec<Duration>,
     /// DynamoDB calls by operation name (empty on the embedded store).
@@ -30,20 +32,57 @@ pub(super) struct Window {
     pub(super) capacity: Option<ConsumedCapacity>,
 }
 
+impl Window {
+    /// Add the measurements of `other` (a later block of the same scenario) to these.
+    pub(super) fn absorb(&mut self, other: Window) {
+        let first = self.ops == 0 && self.latencies.is_empty();
+        self.ops += other.ops;
+        self.concurrency = self.concurrency.max(other.concurrency);
+        self.wall += other.wall;
+        self.cpu += other.cpu;
+        self.server_cpu = match (self.server_cpu, other.server_cpu) {
+            (Some(a), Some(b)) => Some(a + b),
+            // server CPU is known for the whole only if it is known for every block
+            (None, b) if first => b,
+            _ => None,
+        };
+        self.latencies.extend(other.latencies);
+        for (k, v) in other.calls {
+            *self.calls.entry(k).or_default() += v;
+        }
+        self.capped |= other.capped;
+    }
+}
+
+/// The clocks read when a timed window starts.
+pub(super) struct Clocks {
+    wall: Instant,
+    cpu: cpu_time::ProcessTime,
+    server: Option<Duration>,
+}
+
 impl Bench {
     /// Start a timed window: reset call counts, read the clocks.
-    pub(super) fn start(&self) -> (Instant, cpu_time::ProcessTime) {
+    pub(super) fn start(&self) -> Clocks {
         if let Some(d) = &self.dynamo {
             d.reset_call_counts();
             d.reset_consumed_capacity();
         }
-        (Instant::now(), cpu_time::ProcessTime::now())
+        Clocks {
+            server: self.server.and_then(|s| s.now()),
+            wall: Instant::now(),
+            cpu: cpu_time::ProcessTime::now(),
+        }
     }
 
     /// End a timed window (before any post-check read).
-    pub(super) fn finish(&self, w: &mut Window, (wall, cpu): (Instant, cpu_time::ProcessTime)) {
-        w.wall = wall.elapsed();
-        w.cpu = cpu.elapsed();
+    pub(super) fn finish(&self, w: &mut Window, clocks: Clocks) {
+        w.wall = clocks.wall.elapsed();
+        w.cpu = clocks.cpu.elapsed();
+        w.server_cpu = match (clocks.server, self.server.and_then(|s| s.now())) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+            _ => None,
+        };
         w.calls = self
             .dynamo
             .as_ref()

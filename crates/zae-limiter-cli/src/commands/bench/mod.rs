@@ -8,15 +8,17 @@
 mod check;
 mod measure;
 mod ops;
+mod raw;
 mod report;
 mod scenarios;
+mod server;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use zae_limiter::{DynamoStore, MemoryStore, RateLimiter, Store};
 
-use super::store::connect;
+use super::store::{connect, store_config};
 use super::Cli;
 use crate::output::table;
 use measure::round;
@@ -42,6 +44,24 @@ pub struct Args {
     /// Upper bound on the timed part of each scenario, in seconds.
     #[arg(long, default_value_t = 60)]
     max_seconds: u64,
+    /// Untimed operations (acquire, adjust, available on entities of their own) before the
+    /// first scenario, so that every comparison starts from a warm server; 0 for none.
+    #[arg(long, default_value_t = 5000)]
+    server_warmup_ops: u64,
+    /// Process whose CPU time is reported per operation (server_cpu_ms_per_op); by default
+    /// the DynamoDB Local JVM listening on --endpoint-url's port, if it runs on this machine.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Send every request to DynamoDB, even one the last state seen proves refused (to
+    /// measure what local refusals save in scenario g).
+    #[arg(long)]
+    no_local_refusals: bool,
+    /// Per-attempt timeout of DynamoDB requests, in milliseconds (the library's default is
+    /// 1000). On an overloaded machine, an attempt that times out after its write landed is
+    /// retried, and under contention its tokens may stay spent (docs/architecture.md,
+    /// "At-most-once writes"): the post-check then reports it.
+    #[arg(long, default_value_t = 1000)]
+    attempt_timeout_ms: u64,
 }
 
 /// The store a bench runs against.
@@ -54,8 +74,12 @@ enum StoreKind {
 }
 
 /// Every scenario, in run order: id and one-line description.
-const SCENARIOS: [(&str, &str); 8] = [
+const SCENARIOS: [(&str, &str); 9] = [
     ("a", "acquire+commit, 1 limit (rpm), 1 entity"),
+    (
+        "raw",
+        "bare conditional UpdateItem (ADD, ALL_NEW) on a bucket item; DynamoDB only, in blocks interleaved with a",
+    ),
     ("b", "acquire+commit, 2 limits (rpm, tpm), 1 entity"),
     ("c", "cascade: child + parent, 2 limits each"),
     (
@@ -78,11 +102,17 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<(), String> {
     if args.max_seconds == 0 {
         return Err("--max-seconds must be at least 1".into());
     }
-    let selected = select(&args.scenarios)?;
+    let selected = select(&args.scenarios, args.store)?;
     let (store, dynamo): (Arc<dyn Store>, Option<DynamoStore>) = match args.store {
         StoreKind::Memory => (Arc::new(MemoryStore::new()), None),
         StoreKind::Dynamodb => {
-            let d = connect(cli, false).await?;
+            let config = store_config(cli, &cli.namespace)?;
+            let config = config
+                .local_refusals(!args.no_local_refusals)
+                .attempt_timeout(Duration::from_millis(args.attempt_timeout_ms.max(1)));
+            let d = DynamoStore::connect(config)
+                .await
+                .map_err(|e| e.to_string())?;
             // a benchmark tool: against an endpoint (DynamoDB Local) it creates its own table
             if cli.endpoint_url.is_some() {
                 let status = super::table::create(&d).await?;
@@ -102,6 +132,12 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<(), String> {
         prefix: format!("bench-{stamp}"),
         ops: args.ops,
         max: Duration::from_secs(args.max_seconds),
+        server: match args.store {
+            StoreKind::Dynamodb => {
+                server::ServerCpu::find(cli.endpoint_url.as_deref(), args.server_pid)
+            }
+            StoreKind::Memory => None,
+        },
     };
     let store_name = match args.store {
         StoreKind::Memory => "memory",
@@ -120,29 +156,55 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<(), String> {
 
     let mut rows = Vec::new();
     let mut failures = Vec::new();
+    let mut comparison = None;
     let progress = crate::output::Progress::new();
+    if args.server_warmup_ops > 0 {
+        progress.step(format!(
+            "bench: server warm-up, {} untimed operations ...",
+            args.server_warmup_ops
+        ));
+        server::warm_up(&bench.limiter, &bench.prefix, args.server_warmup_ops).await?;
+    }
+    let paired = selected.contains(&"a") && selected.contains(&"raw");
     for (id, description) in SCENARIOS.iter().filter(|(id, _)| selected.contains(id)) {
+        if paired && *id == "raw" {
+            continue; // measured with a
+        }
         progress.step(format!("bench: scenario {id}: {description} ..."));
-        let mut rep = Report {
-            scenario: id,
-            description,
-            store: store_name,
-            ..Report::default()
+        let results = if paired && *id == "a" {
+            let [a, raw] = bench
+                .paired()
+                .await
+                .map_err(|e| format!("scenario a/raw: {e}"))?;
+            comparison = Some(raw::ratios(&a.0, &raw.0));
+            vec![("a", SCENARIOS[0].1, a), ("raw", SCENARIOS[1].1, raw)]
+        } else {
+            let result = bench.scenario(id).await;
+            vec![(
+                *id,
+                *description,
+                result.map_err(|e| format!("scenario {id}: {e}"))?,
+            )]
         };
-        let result = bench.scenario(id).await;
-        let (w, check) = result.map_err(|e| format!("scenario {id}: {e}"))?;
-        let over = w
-            .contention
-            .map_or(0, |(adm, _)| adm.saturating_sub(CONTENTION_CAPACITY));
-        if let Err(why) = &check {
-            failures.push(format!("scenario {id} post-check failed: {why}"));
+        for (id, description, (w, check)) in results {
+            let over = w
+                .contention
+                .map_or(0, |(adm, _)| adm.saturating_sub(CONTENTION_CAPACITY));
+            if let Err(why) = &check {
+                failures.push(format!("scenario {id} post-check failed: {why}"));
+            }
+            if over > 0 {
+                failures.push(format!("scenario {id} over-admitted {over}"));
+            }
+            let rep = Report {
+                scenario: id,
+                description,
+                store: store_name,
+                measured: Some(measured(&w, &check)),
+            };
+            json_line(&rep)?;
+            rows.push(row(id, &w, &check));
         }
-        if over > 0 {
-            failures.push(format!("scenario {id} over-admitted {over}"));
-        }
-        rep.measured = Some(measured(&w, &check));
-        json_line(&rep)?;
-        rows.push(row(id, &w, &check));
     }
     drop(progress);
     eprintln!(
@@ -157,12 +219,31 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<(), String> {
                 "p95 ms",
                 "p99 ms",
                 "cpu ms/op",
+                "server cpu ms/op",
                 "calls/op",
                 "post-check"
             ],
             &rows
         )
     );
+    if let Some(ratios) = comparison {
+        let map: serde_json::Map<String, serde_json::Value> = ratios
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"comparison": "a/raw", "ratios": map})
+        );
+        eprintln!(
+            "\nlibrary / bare write (a / raw, same server, interleaved blocks): {}",
+            ratios
+                .iter()
+                .map(|(k, v)| format!("{k} {v:.3}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     if args.store == StoreKind::Dynamodb {
         capacity_pass(cli, &bench, &selected).await?;
     }
@@ -185,10 +266,12 @@ async fn capacity_pass(cli: &Cli, timed: &Bench, selected: &[&str]) -> Result<()
         prefix: format!("{}-cap", timed.prefix),
         ops: timed.ops.min(200),
         max: timed.max,
+        server: None,
     };
     let mut rows = Vec::new();
     let progress = crate::output::Progress::new();
-    for id in selected.iter().filter(|id| **id != "g") {
+    // g: failed conditional writes are billed but not reported; raw is no library operation
+    for id in selected.iter().filter(|id| !matches!(**id, "g" | "raw")) {
         progress.step(format!("bench: capacity pass, scenario {id} ..."));
         let (w, _) = bench
             .scenario(id)
@@ -219,10 +302,15 @@ async fn capacity_pass(cli: &Cli, timed: &Bench, selected: &[&str]) -> Result<()
     Ok(())
 }
 
-/// The scenarios asked for, validated (default: all).
-fn select(asked: &[String]) -> Result<Vec<&'static str>, String> {
+/// The scenarios asked for, validated (default: all the store can run; raw needs DynamoDB).
+fn select(asked: &[String], store: StoreKind) -> Result<Vec<&'static str>, String> {
+    let runs = |id: &str| store == StoreKind::Dynamodb || id != "raw";
     if asked.is_empty() {
-        return Ok(SCENARIOS.iter().map(|(id, _)| *id).collect());
+        return Ok(SCENARIOS
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|id| runs(id))
+            .collect());
     }
     let mut out = Vec::new();
     for s in asked.iter().map(|s| s.trim()) {
@@ -230,7 +318,10 @@ fn select(asked: &[String]) -> Result<Vec<&'static str>, String> {
             .iter()
             .map(|(id, _)| *id)
             .find(|id| *id == s)
-            .ok_or_else(|| format!("unknown scenario '{s}' (known: a,b,c,d,e,f,g,h)"))?;
+            .ok_or_else(|| format!("unknown scenario '{s}' (known: a,raw,b,c,d,e,f,g,h)"))?;
+        if !runs(id) {
+            return Err("scenario raw is a bare DynamoDB write: it needs --store dynamodb".into());
+        }
         if !out.contains(&id) {
             out.push(id);
         }
@@ -244,13 +335,18 @@ mod tests {
 
     #[test]
     fn scenario_selection() {
-        assert_eq!(select(&[]).unwrap().len(), 8);
+        let (d, m) = (StoreKind::Dynamodb, StoreKind::Memory);
+        assert_eq!(select(&[], d).unwrap().len(), 9);
+        assert_eq!(select(&[], m).unwrap().len(), 8, "raw needs DynamoDB");
         assert_eq!(
-            select(&["b".into(), " a".into(), "b".into()]).unwrap(),
+            select(&["b".into(), " a".into(), "b".into()], d).unwrap(),
             vec!["b", "a"]
         );
-        assert!(select(&["z".into()])
+        assert!(select(&["z".into()], d)
             .unwrap_err()
             .contains("unknown scenario 'z'"));
+        assert!(select(&["raw".into()], m)
+            .unwrap_err()
+            .contains("needs --store dynamodb"));
     }
 }

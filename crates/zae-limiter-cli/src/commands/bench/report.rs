@@ -25,6 +25,8 @@ pub(super) struct Measured {
     ops_per_s: f64,
     latency_ms: Latency,
     client_cpu_ms_per_op: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server_cpu_ms_per_op: Option<f64>,
     ddb_calls_per_op: BTreeMap<String, f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     admitted: Option<u64>,
@@ -67,6 +69,9 @@ pub(super) fn measured(w: &Window, check: &Check) -> Measured {
             max: round(s.max, 4),
         },
         client_cpu_ms_per_op: round(s.cpu_per_op, 4),
+        server_cpu_ms_per_op: w
+            .server_cpu
+            .map(|c| round(c.as_secs_f64() * 1000.0 / w.ops.max(1) as f64, 4)),
         ddb_calls_per_op: s
             .calls_per_op
             .into_iter()
@@ -131,6 +136,9 @@ pub(super) fn row(id: &str, w: &Window, check: &Check) -> Vec<String> {
         sig3(s.p95),
         sig3(s.p99),
         sig3(s.cpu_per_op),
+        w.server_cpu.map_or("-".to_string(), |c| {
+            sig3(c.as_secs_f64() * 1000.0 / w.ops.max(1) as f64)
+        }),
         calls,
         check_col,
     ]
@@ -172,7 +180,7 @@ mod tests {
         let m = measured(&contention(503, 1497), &Ok(()));
         assert_eq!(m.over_admission, Some(3));
         let r = row("g", &contention(503, 1497), &Ok(()));
-        assert_eq!(r[9], "ok (admitted 503, rejected 1497, over 3)");
+        assert_eq!(r[10], "ok (admitted 503, rejected 1497, over 3)");
     }
 
     #[test]
@@ -192,8 +200,8 @@ mod tests {
         assert_eq!(m.over_admission, None);
         let r = row("a", &w, &Err(String::new()));
         assert_eq!(
-            (r[1].as_str(), r[8].as_str(), r[9].as_str()),
-            ("2*", "-", "FAILED")
+            (r[1].as_str(), r[8].as_str(), r[9].as_str(), r[10].as_str()),
+            ("2*", "-", "-", "FAILED")
         );
     }
 }

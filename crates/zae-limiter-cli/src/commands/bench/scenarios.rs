@@ -15,7 +15,7 @@ use super::measure::Window;
 use super::ops::{b_limits, Op, MILLI, RESOURCE};
 
 /// Untimed operations per entity before a timed window (caches, connections).
-const WARMUP: u64 = 20;
+pub(super) const WARMUP: u64 = 20;
 /// Tasks in f and g.
 const CONCURRENCY: usize = 16;
 /// Attempts in g, whatever --ops says.
@@ -35,11 +35,13 @@ pub(super) struct Bench {
     pub(super) ops: u64,
     /// Upper bound on a scenario's timed part.
     pub(super) max: Duration,
+    /// The server process whose CPU time each window reads (DynamoDB Local on this machine).
+    pub(super) server: Option<super::server::ServerCpu>,
 }
 
 impl Bench {
     /// The id of one of this run's entities.
-    fn entity(&self, suffix: &str) -> String {
+    pub(super) fn entity(&self, suffix: &str) -> String {
         format!("{}-{suffix}", self.prefix)
     }
 
@@ -54,6 +56,7 @@ impl Bench {
             "f" => self.concurrent().await,
             "g" => self.contention().await,
             "h" => self.available().await,
+            "raw" => self.raw_alone().await,
             other => Err(format!("unknown scenario '{other}'")),
         }
     }
