@@ -156,6 +156,59 @@ pub(crate) fn parse_bucket(
     Ok(BucketItem { state, last_op })
 }
 
+/// The state after a write answered with `ReturnValues=UPDATED_NEW`: the attributes the
+/// write set or added (the written limits' levels and counters, the time when it was set),
+/// validated like a whole item, on top of `estimate`, the writer's own view of the rest
+/// (parameters it conditioned on, limits it did not name). Smaller answers than `ALL_NEW`
+/// for the table to send and for the client to parse.
+pub(crate) fn parse_updated(
+    updated: &HashMap<String, AttributeValue>,
+    estimate: &BucketState,
+) -> Result<BucketState, StoreError> {
+    let bad = |what: String| StoreError::Malformed(format!("bucket write answer: {what}"));
+    let number = |attr: &str, v: &AttributeValue| -> Result<i128, StoreError> {
+        match v {
+            AttributeValue::N(n) => match n.parse::<i128>() {
+                Ok(v) if v.abs() <= MAX_MAGNITUDE => Ok(v),
+                _ => Err(bad(format!("{attr} is not an integer in range: {n:.40}"))),
+            },
+            _ => Err(bad(format!("{attr} is not a number"))),
+        }
+    };
+    let mut state = estimate.clone();
+    for (key, v) in updated {
+        if let Some(name) = key.strip_prefix("z_") {
+            let l = state
+                .limits
+                .get_mut(name)
+                .ok_or_else(|| bad(format!("{key} was not written")))?;
+            l.level = number(key, v)?;
+        } else if let Some(name) = key.strip_prefix("tc_") {
+            let l = state
+                .limits
+                .get_mut(name)
+                .ok_or_else(|| bad(format!("{key} was not written")))?;
+            l.consumed = number(key, v)?;
+        } else if let Some(name) = key.strip_prefix("p_") {
+            let l = state
+                .limits
+                .get_mut(name)
+                .ok_or_else(|| bad(format!("{key} was not written")))?;
+            (l.params, l.version) = match v {
+                AttributeValue::S(s) => decode_params(s),
+                _ => None,
+            }
+            .ok_or_else(|| bad(format!("{key} is not C:A:P:V in range")))?;
+        } else if key == TIME {
+            state.time_ms = match number(key, v)? {
+                t if (0..=i64::MAX as i128).contains(&t) => t as i64,
+                t => return Err(bad(format!("{TIME} is out of range: {t}"))),
+            };
+        }
+    }
+    Ok(state)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,6 +306,65 @@ mod tests {
                              p in 1u64..=MAX_PERIOD.as_millis() as u64, v in 0i64..i64::MAX) {
             let bp = BucketParams::new(c, a, p);
             prop_assert_eq!(decode_params(&encode_params(&bp, v)), Some((bp, v)));
+        }
+    }
+
+    #[test]
+    fn an_updated_new_answer_lands_on_the_estimate() {
+        let params = BucketParams::new(100, 100, 60_000);
+        let limit = |level, consumed| LimitState {
+            params,
+            version: 2,
+            level,
+            consumed,
+        };
+        let estimate = BucketState {
+            limits: [
+                ("rpm".to_string(), limit(5, 1)),
+                ("tpm".to_string(), limit(7, 2)),
+            ]
+            .into(),
+            time_ms: 10,
+        };
+        let n = |v: i128| AttributeValue::N(v.to_string());
+        let answer = HashMap::from([
+            ("z_rpm".to_string(), n(4)),
+            ("tc_rpm".to_string(), n(3000)),
+            ("tw".to_string(), n(20)),
+            ("ttl".to_string(), n(99)),
+            ("lo".to_string(), AttributeValue::S("op".into())),
+        ]);
+        let s = parse_updated(&answer, &estimate).unwrap();
+        assert_eq!(s.limits["rpm"], limit(4, 3000));
+        assert_eq!(
+            s.limits["tpm"],
+            limit(7, 2),
+            "not written: the estimate stays"
+        );
+        assert_eq!(s.time_ms, 20);
+        // parameters written by the answer replace the estimate's
+        let mut with_p = answer.clone();
+        with_p.insert(
+            "p_rpm".into(),
+            AttributeValue::S("200000:200000:60000:3".into()),
+        );
+        let s = parse_updated(&with_p, &estimate).unwrap();
+        assert_eq!(
+            (s.limits["rpm"].params, s.limits["rpm"].version),
+            (BucketParams::new(200, 200, 60_000), 3)
+        );
+        // validated like a stored item
+        for (k, v) in [
+            ("z_rpm", AttributeValue::S("x".into())),
+            ("tc_rpm", AttributeValue::N("1e999".into())),
+            ("z_other", n(1)),
+            ("p_rpm", AttributeValue::S("1:2".into())),
+            ("tw", n(-1)),
+        ] {
+            let mut bad = answer.clone();
+            bad.insert(k.to_string(), v);
+            let e = parse_updated(&bad, &estimate).unwrap_err();
+            assert!(matches!(e, StoreError::Malformed(_)), "{k}: {e}");
         }
     }
 }

@@ -4,7 +4,7 @@
 //! (`z_{limit}`, `tc_`, `cp_`, `ra_`, `rp_`). A warm acquire on one entity is exactly one
 //! conditional `UpdateItem` with no read; a cascade is one `TransactWriteItems`. The write form
 //! for each limit is guessed from the last state seen for the bucket (a small LRU cache fed by
-//! `ReturnValues=ALL_NEW`); a wrong guess comes back with the item (`ALL_OLD`) and costs one
+//! `ReturnValues=UPDATED_NEW`); a wrong guess comes back with the item (`ALL_OLD`) and costs one
 //! retry, and a real rejection needs no further call.
 
 mod admin;
@@ -119,6 +119,11 @@ impl DynamoStore {
                     .with_max_attempts(config.max_attempts)
                     .with_initial_backoff(Duration::from_millis(25))
                     .with_max_backoff(Duration::from_millis(400)),
+            )
+            // every answer is a small JSON body, and the attempt timeout above already bounds
+            // a stalled one: the per-request stall monitor only costs time on the hot path
+            .stalled_stream_protection(
+                aws_sdk_dynamodb::config::StalledStreamProtectionConfig::disabled(),
             )
             .build();
         let sts = config.sts_client(&sdk);

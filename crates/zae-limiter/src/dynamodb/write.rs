@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::types::{
     AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
 
-use super::bucket_item::{parse_bucket, BucketItem};
+use super::bucket_item::{parse_bucket, parse_updated, BucketItem};
 use super::errors::{build_err, kind, sdk_err, service_error, Kind};
 use super::expr;
 use super::plan::{
@@ -199,7 +199,9 @@ impl DynamoStore {
                 .condition_expression(e.condition)
                 .set_expression_attribute_names(Some(e.names))
                 .set_expression_attribute_values(Some(e.values))
-                .return_values(ReturnValue::AllNew)
+                // the attributes written, not the whole item (keys, GSI keys, ids): the
+                // rest is what this write conditioned on (`parse_updated`)
+                .return_values(ReturnValue::UpdatedNew)
                 .set_return_consumed_capacity(self.rcc())
                 .return_values_on_condition_check_failure(
                     ReturnValuesOnConditionCheckFailure::AllOld,
@@ -209,8 +211,11 @@ impl DynamoStore {
             return match res {
                 Ok(out) => {
                     self.track(Io::Write, out.consumed_capacity());
-                    let state = out.attributes().map(parse_bucket).transpose()?;
-                    Ok(Attempt::Applied(vec![state.map(|s| s.state)]))
+                    let state = out
+                        .attributes()
+                        .map(|a| parse_updated(a, &p.estimate))
+                        .transpose()?;
+                    Ok(Attempt::Applied(vec![state]))
                 }
                 Err(SdkError::ServiceError(se)) => match se.err() {
                     UpdateItemError::ConditionalCheckFailedException(c) => {
