@@ -51,7 +51,11 @@ impl Server {
             .strip_prefix("serve: HTTP API on ")
             .unwrap_or_else(|| panic!("unexpected first line: {line}"))
             .to_string();
-        Server { child, base, stderr: rx }
+        Server {
+            child,
+            base,
+            stderr: rx,
+        }
     }
 
     fn memory(args: &[&str]) -> Server {
@@ -72,7 +76,10 @@ impl Server {
             if let Some(s) = self.child.try_wait().unwrap() {
                 break s;
             }
-            assert!(start.elapsed() < Duration::from_secs(20), "serve did not stop");
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "serve did not stop"
+            );
             std::thread::sleep(Duration::from_millis(20));
         };
         let mut rest = Vec::new();
@@ -90,7 +97,11 @@ impl Drop for Server {
     }
 }
 
-async fn post(c: &reqwest::Client, url: String, body: Value) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+async fn post(
+    c: &reqwest::Client,
+    url: String,
+    body: Value,
+) -> (StatusCode, reqwest::header::HeaderMap, Value) {
     let r = c.post(url).body(body.to_string()).send().await.unwrap();
     let (status, headers) = (r.status(), r.headers().clone());
     let text = r.text().await.unwrap();
@@ -126,8 +137,14 @@ async fn acquire_adjust_commit_rollback_and_a_429() {
     let c = reqwest::Client::new();
     let (st, hd, v) = post(&c, s.url("/v1/acquire"), acquire_body("key-1", 100)).await;
     assert_eq!(st, StatusCode::OK, "{v}");
-    assert_eq!(h(&hd, "ratelimit-policy"), Some("\"rpm\";q=2;w=60, \"tpm\";q=1000;w=86400"));
-    assert_eq!(h(&hd, "ratelimit"), Some("\"rpm\";r=1;t=0, \"tpm\";r=900;t=0"));
+    assert_eq!(
+        h(&hd, "ratelimit-policy"),
+        Some("\"rpm\";q=2;w=60, \"tpm\";q=1000;w=86400")
+    );
+    assert_eq!(
+        h(&hd, "ratelimit"),
+        Some("\"rpm\";r=1;t=0, \"tpm\";r=900;t=0")
+    );
     let id = v["lease_id"].as_str().unwrap().to_string();
     assert_eq!(id.len(), 32);
     assert_eq!(v["statuses"][1]["available"], 900);
@@ -138,20 +155,38 @@ async fn acquire_adjust_commit_rollback_and_a_429() {
     assert_eq!(st, StatusCode::OK, "{v}");
     assert_eq!(v["consumed"], json!({"rpm": 1, "tpm": 420}));
     let (st, _, v) = post(&c, adjust.clone(), json!({"consume": {"nope": 1}})).await;
-    assert_eq!((st, v["error"].as_str()), (StatusCode::BAD_REQUEST, Some("validation")));
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("validation"))
+    );
     let (st, _, v) = post(&c, s.url(&format!("/v1/leases/{id}/commit")), json!({})).await;
-    assert_eq!((st, v["status"].as_str()), (StatusCode::OK, Some("committed")));
-    assert_eq!(available(&c, &s, "key-1").await, json!({"rpm": 1, "tpm": 580}));
+    assert_eq!(
+        (st, v["status"].as_str()),
+        (StatusCode::OK, Some("committed"))
+    );
+    assert_eq!(
+        available(&c, &s, "key-1").await,
+        json!({"rpm": 1, "tpm": 580})
+    );
     // settled: the id is gone
     let (st, _, v) = post(&c, s.url(&format!("/v1/leases/{id}/commit")), json!({})).await;
-    assert_eq!((st, v["error"].as_str()), (StatusCode::NOT_FOUND, Some("lease_not_found")));
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("lease_not_found"))
+    );
 
     // a rollback gives everything back
     let (_, _, v) = post(&c, s.url("/v1/acquire"), acquire_body("key-1", 50)).await;
     let id = v["lease_id"].as_str().unwrap();
     let (st, _, v) = post(&c, s.url(&format!("/v1/leases/{id}/rollback")), json!({})).await;
-    assert_eq!((st, v["status"].as_str()), (StatusCode::OK, Some("rolled_back")));
-    assert_eq!(available(&c, &s, "key-1").await, json!({"rpm": 1, "tpm": 580}));
+    assert_eq!(
+        (st, v["status"].as_str()),
+        (StatusCode::OK, Some("rolled_back"))
+    );
+    assert_eq!(
+        available(&c, &s, "key-1").await,
+        json!({"rpm": 1, "tpm": 580})
+    );
 
     // the second request of the minute passes, the third is refused
     let (st, _, v) = post(&c, s.url("/v1/acquire"), acquire_body("key-1", 10)).await;
@@ -161,22 +196,40 @@ async fn acquire_adjust_commit_rollback_and_a_429() {
     let (st, hd, v) = post(&c, s.url("/v1/acquire"), acquire_body("key-1", 10)).await;
     assert_eq!(st, StatusCode::TOO_MANY_REQUESTS, "{v}");
     assert_eq!(h(&hd, "retry-after"), Some("30"));
-    assert_eq!(h(&hd, "ratelimit-policy"), Some("\"rpm\";q=2;w=60, \"tpm\";q=1000;w=86400"));
-    assert_eq!(h(&hd, "ratelimit"), Some("\"rpm\";r=0;t=30, \"tpm\";r=570;t=0"));
+    assert_eq!(
+        h(&hd, "ratelimit-policy"),
+        Some("\"rpm\";q=2;w=60, \"tpm\";q=1000;w=86400")
+    );
+    assert_eq!(
+        h(&hd, "ratelimit"),
+        Some("\"rpm\";r=0;t=30, \"tpm\";r=570;t=0")
+    );
     assert_eq!(v["error"], "rate_limit_exceeded");
     assert_eq!(v["headers"]["retry-after"], "30");
-    assert_eq!(v["headers"]["ratelimit"], "\"rpm\";r=0;t=30, \"tpm\";r=570;t=0");
+    assert_eq!(
+        v["headers"]["ratelimit"],
+        "\"rpm\";r=0;t=30, \"tpm\";r=570;t=0"
+    );
     assert_eq!(v["limits"][0]["exceeded"], true);
     assert_eq!(v["limits"][1]["exceeded"], false);
 
     // bad input
     let (st, _, v) = post(&c, s.url("/v1/acquire"), json!({"entity": "k"})).await;
-    assert_eq!((st, v["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_request")));
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_request"))
+    );
     let bad = json!({"entity": "k", "resource": "r", "consume": {"rpm": 1}, "limits": ["rpm=1"]});
     let (st, _, v) = post(&c, s.url("/v1/acquire"), bad).await;
-    assert_eq!((st, v["error"].as_str()), (StatusCode::BAD_REQUEST, Some("validation")));
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("validation"))
+    );
     let r = c.get(s.url("/healthz")).send().await.unwrap();
-    assert_eq!((r.status(), r.text().await.unwrap()), (StatusCode::OK, "ok\n".to_string()));
+    assert_eq!(
+        (r.status(), r.text().await.unwrap()),
+        (StatusCode::OK, "ok\n".to_string())
+    );
 }
 
 #[tokio::test]
@@ -188,11 +241,18 @@ async fn a_lease_not_committed_before_its_expiry_rolls_back() {
     assert_eq!(available(&c, &s, "exp").await["tpm"], 900);
     let start = Instant::now();
     while available(&c, &s, "exp").await["tpm"] != 1000 {
-        assert!(start.elapsed() < Duration::from_secs(5), "the lease never expired");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the lease never expired"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // not before its expiry (200 ms, less the time the first calls took)
-    assert!(start.elapsed() >= Duration::from_millis(100), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() >= Duration::from_millis(100),
+        "{:?}",
+        start.elapsed()
+    );
     let (st, _, _) = post(&c, s.url(&format!("/v1/leases/{id}/commit")), json!({})).await;
     assert_eq!(st, StatusCode::NOT_FOUND);
     // a request may ask for its own expiry, bounded by --max-lease-ttl
@@ -200,11 +260,31 @@ async fn a_lease_not_committed_before_its_expiry_rolls_back() {
     body["ttl_ms"] = json!(60_000);
     let (_, _, v) = post(&c, s.url("/v1/acquire"), body).await;
     let left = v["expires_at_ms"].as_i64().unwrap()
-        - std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+        - std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
     assert!((58_000..=60_000).contains(&left), "{left}");
-    let metrics = c.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.lines().any(|l| l == "zae_limiter_serve_expired_leases_total 1"), "{metrics}");
-    assert!(metrics.lines().any(|l| l == "zae_limiter_serve_open_leases 1"), "{metrics}");
+    let metrics = c
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "zae_limiter_serve_expired_leases_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "zae_limiter_serve_open_leases 1"),
+        "{metrics}"
+    );
 }
 
 /// Check the Prometheus text exposition format line by line; the samples by series.
@@ -221,15 +301,23 @@ fn parse_prometheus(text: &str) -> Vec<(String, f64)> {
             if kind == "TYPE" {
                 let _name = w.next().expect(line);
                 let t = w.next().expect(line);
-                assert!(["counter", "gauge", "histogram", "summary", "untyped"].contains(&t), "{line}");
+                assert!(
+                    ["counter", "gauge", "histogram", "summary", "untyped"].contains(&t),
+                    "{line}"
+                );
             }
             continue;
         }
-        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("bad sample: {line}"));
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad sample: {line}"));
         let name_end = series.find('{').unwrap_or(series.len());
         let name = &series[..name_end];
         assert!(
-            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
             "bad metric name: {line}"
         );
         if name_end < series.len() {
@@ -253,16 +341,35 @@ async fn metrics_parse_as_prometheus_text() {
         post(&c, s.url("/v1/acquire"), acquire_body("m", 1)).await;
     }
     let r = c.get(s.url("/metrics")).send().await.unwrap();
-    assert_eq!(h(r.headers(), "content-type"), Some("text/plain; version=0.0.4"));
+    assert_eq!(
+        h(r.headers(), "content-type"),
+        Some("text/plain; version=0.0.4")
+    );
     let samples = parse_prometheus(&r.text().await.unwrap());
     let value = |series: &str| {
-        samples.iter().find(|(s, _)| s == series).map(|(_, v)| *v).unwrap_or_else(|| panic!("no {series} in {samples:?}"))
+        samples
+            .iter()
+            .find(|(s, _)| s == series)
+            .map(|(_, v)| *v)
+            .unwrap_or_else(|| panic!("no {series} in {samples:?}"))
     };
-    assert_eq!(value("zae_limiter_decisions_total{outcome=\"admitted\"}"), 2.0);
-    assert_eq!(value("zae_limiter_decisions_total{outcome=\"rate_limited\"}"), 1.0);
+    assert_eq!(
+        value("zae_limiter_decisions_total{outcome=\"admitted\"}"),
+        2.0
+    );
+    assert_eq!(
+        value("zae_limiter_decisions_total{outcome=\"rate_limited\"}"),
+        1.0
+    );
     assert_eq!(value("zae_limiter_serve_open_leases"), 2.0);
-    assert_eq!(value("zae_limiter_serve_decision_seconds_count{api=\"http\",outcome=\"ok\"}"), 2.0);
-    assert_eq!(value("zae_limiter_serve_decision_seconds_count{api=\"http\",outcome=\"over_limit\"}"), 1.0);
+    assert_eq!(
+        value("zae_limiter_serve_decision_seconds_count{api=\"http\",outcome=\"ok\"}"),
+        2.0
+    );
+    assert_eq!(
+        value("zae_limiter_serve_decision_seconds_count{api=\"http\",outcome=\"over_limit\"}"),
+        1.0
+    );
     assert_eq!(
         value("zae_limiter_serve_decision_seconds_bucket{api=\"http\",outcome=\"ok\",le=\"+Inf\"}"),
         2.0
@@ -279,7 +386,10 @@ async fn shutdown_rolls_back_the_open_leases() {
     }
     let (ok, stderr) = s.terminate();
     assert!(ok, "{stderr}");
-    assert!(stderr.contains("serve: stopped; rolled back 2 open lease(s)"), "{stderr}");
+    assert!(
+        stderr.contains("serve: stopped; rolled back 2 open lease(s)"),
+        "{stderr}"
+    );
 }
 
 /// 16 concurrent clients, 8 attempts each, on one bucket of 50 per day: exactly 50 pass.
@@ -315,6 +425,138 @@ async fn sixteen_clients_admit_exactly_the_capacity_on_dynamodb_local() {
     let ok = codes.iter().filter(|c| **c == 200).count();
     let limited = codes.iter().filter(|c| **c == 429).count();
     assert_eq!((ok, limited, codes.len()), (50, 78, 128), "{codes:?}");
-    let v = get_json(&c, s.url("/v1/available?entity=shared&resource=r&limits=x:50/day")).await;
+    let v = get_json(
+        &c,
+        s.url("/v1/available?entity=shared&resource=r&limits=x:50/day"),
+    )
+    .await;
     assert_eq!(v["available"]["x"], 0);
+}
+
+/// `Server::start`'s second stderr line when --grpc-listen is given: the gRPC address.
+fn grpc_addr(s: &Server) -> String {
+    let line = s
+        .stderr
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the gRPC address line");
+    let addr = line
+        .strip_prefix("serve: Envoy RLS (gRPC) on ")
+        .unwrap_or_else(|| panic!("unexpected line: {line}"));
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn envoy_should_rate_limit_over_grpc() {
+    use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
+    use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
+    use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
+    use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
+
+    let dir = std::env::temp_dir().join(format!("zael-rls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("rls.yaml");
+    std::fs::write(
+        &config,
+        "entity_key: api_key\nlimit: rpm\nlimits: [\"rpm:2/min\"]\n",
+    )
+    .unwrap();
+    let s = Server::memory(&[
+        "--grpc-listen",
+        "127.0.0.1:0",
+        "--rls-config",
+        config.to_str().unwrap(),
+    ]);
+    let url = grpc_addr(&s);
+    let mut client = RateLimitServiceClient::connect(url).await.unwrap();
+    let request = |key: &str| RateLimitRequest {
+        domain: "edge".into(),
+        descriptors: vec![
+            RateLimitDescriptor {
+                entries: vec![Entry {
+                    key: "api_key".into(),
+                    value: key.into(),
+                }],
+                ..Default::default()
+            },
+            // no api_key entry: not limited
+            RateLimitDescriptor {
+                entries: vec![Entry {
+                    key: "path".into(),
+                    value: "/x".into(),
+                }],
+                ..Default::default()
+            },
+        ],
+        hits_addend: 1,
+    };
+    let headers = |r: &envoy_types::pb::envoy::service::ratelimit::v3::RateLimitResponse| {
+        r.response_headers_to_add
+            .iter()
+            .map(|h| (h.key.clone(), h.value.clone()))
+            .collect::<Vec<_>>()
+    };
+    for left in [1u32, 0] {
+        let r = client
+            .should_rate_limit(request("k1"))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.overall_code, 1, "{r:?}"); // OK
+        assert_eq!(r.statuses.len(), 2);
+        let st = &r.statuses[0];
+        assert_eq!((st.code, st.limit_remaining), (1, left));
+        let limit = st.current_limit.as_ref().unwrap();
+        assert_eq!(
+            (limit.name.as_str(), limit.requests_per_unit, limit.unit),
+            ("rpm", 2, 2)
+        ); // MINUTE
+        assert_eq!(r.statuses[1].code, 1);
+        assert_eq!(r.statuses[1].current_limit, None);
+        let t = if left == 0 { 30 } else { 0 };
+        assert_eq!(
+            headers(&r),
+            [
+                (
+                    "ratelimit-policy".to_string(),
+                    "\"rpm\";q=2;w=60".to_string()
+                ),
+                ("ratelimit".to_string(), format!("\"rpm\";r={left};t={t}")),
+            ]
+        );
+    }
+    let r = client
+        .should_rate_limit(request("k1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.overall_code, 2, "{r:?}"); // OVER_LIMIT
+    assert_eq!((r.statuses[0].code, r.statuses[0].limit_remaining), (2, 0));
+    let reset = r.statuses[0].duration_until_reset.as_ref().unwrap();
+    assert!((29..=30).contains(&reset.seconds), "{reset:?}");
+    assert_eq!(
+        headers(&r),
+        [
+            ("retry-after".to_string(), "30".to_string()),
+            (
+                "ratelimit-policy".to_string(),
+                "\"rpm\";q=2;w=60".to_string()
+            ),
+            ("ratelimit".to_string(), "\"rpm\";r=0;t=30".to_string()),
+        ]
+    );
+    // another key, its own bucket; the domain is the resource
+    let r = client
+        .should_rate_limit(request("k2"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.overall_code, 1);
+    let c = reqwest::Client::new();
+    let v = get_json(
+        &c,
+        s.url("/v1/available?entity=k1&resource=edge&limits=rpm:2/min"),
+    )
+    .await;
+    assert_eq!(v["available"]["rpm"], 0);
+    let _ = std::fs::remove_dir_all(&dir);
 }

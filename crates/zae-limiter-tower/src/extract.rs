@@ -47,7 +47,9 @@ pub fn client_ip(trust_forwarded: bool) -> impl Fn(&Parts) -> Option<String> + S
         }
         let v = p.headers.get("x-forwarded-for")?.to_str().ok()?;
         let last = v.rsplit(',').next()?.trim();
-        last.parse::<std::net::IpAddr>().ok().map(|ip| ip.to_string())
+        last.parse::<std::net::IpAddr>()
+            .ok()
+            .map(|ip| ip.to_string())
     }
 }
 
@@ -86,7 +88,10 @@ mod tests {
         assert_eq!(header("x-api-key")(&parts(&[("x-api-key", " ")])), None);
         let p = parts(&[("authorization", "Bearer abc")]);
         assert_eq!(bearer_token()(&p).as_deref(), Some("abc"));
-        assert_eq!(bearer_token()(&parts(&[("authorization", "Basic abc")])), None);
+        assert_eq!(
+            bearer_token()(&parts(&[("authorization", "Basic abc")])),
+            None
+        );
         let p = parts(&[("x-forwarded-for", "1.2.3.4, 10.0.0.9")]);
         assert_eq!(client_ip(true)(&p).as_deref(), Some("10.0.0.9"));
         assert_eq!(client_ip(false)(&p), None);

@@ -46,18 +46,34 @@ async fn over_the_limit_is_a_429_with_exact_headers_and_body() {
             .limits([Limit::per_minute("rpm", 2)])
             .consume(|_: &Parts| vec![("rpm".to_string(), 1)])
             .openai_headers("rpm", "tpm");
-        let app = Router::new().route("/", get(|| async { "ok" })).layer(layer);
+        let app = Router::new()
+            .route("/", get(|| async { "ok" }))
+            .layer(layer);
         let addr = common::serve(app).await;
         let client = reqwest::Client::new();
-        let get = || client.get(format!("http://{addr}/")).header("x-api-key", "key-1");
+        let get = || {
+            client
+                .get(format!("http://{addr}/"))
+                .header("x-api-key", "key-1")
+        };
 
         // t: seconds until one more request would pass (0 while one still does)
         for (left, t) in [(1, 0), (0, 30)] {
             let r = get().send().await.unwrap();
             assert_eq!(r.status(), StatusCode::OK, "{store}");
-            assert_eq!(header(&r, "ratelimit-policy"), Some("\"rpm\";q=2;w=60"), "{store}");
-            assert_eq!(header(&r, "ratelimit"), Some(&*format!("\"rpm\";r={left};t={t}")));
-            assert_eq!(header(&r, "x-ratelimit-remaining-requests"), Some(&*left.to_string()));
+            assert_eq!(
+                header(&r, "ratelimit-policy"),
+                Some("\"rpm\";q=2;w=60"),
+                "{store}"
+            );
+            assert_eq!(
+                header(&r, "ratelimit"),
+                Some(&*format!("\"rpm\";r={left};t={t}"))
+            );
+            assert_eq!(
+                header(&r, "x-ratelimit-remaining-requests"),
+                Some(&*left.to_string())
+            );
             assert_eq!(header(&r, "retry-after"), None);
             assert_eq!(r.text().await.unwrap(), "ok");
         }
@@ -80,14 +96,22 @@ async fn over_the_limit_is_a_429_with_exact_headers_and_body() {
         );
         let l = &body["limits"][0];
         assert_eq!(body["limits"].as_array().unwrap().len(), 1);
-        assert_eq!((l["limit_name"].as_str(), l["capacity"].as_u64()), (Some("rpm"), Some(2)));
-        assert_eq!((l["available"].as_i64(), l["requested"].as_i64()), (Some(0), Some(1)));
+        assert_eq!(
+            (l["limit_name"].as_str(), l["capacity"].as_u64()),
+            (Some("rpm"), Some(2))
+        );
+        assert_eq!(
+            (l["available"].as_i64(), l["requested"].as_i64()),
+            (Some(0), Some(1))
+        );
         assert_eq!(l["exceeded"], true);
         let ms = body["retry_after_ms"].as_u64().unwrap();
         assert!((29_000..=30_000).contains(&ms), "{ms}");
 
         // another key has its own bucket
-        let r = client.get(format!("http://{addr}/")).header("x-api-key", "key-2");
+        let r = client
+            .get(format!("http://{addr}/"))
+            .header("x-api-key", "key-2");
         assert_eq!(r.send().await.unwrap().status(), StatusCode::OK);
     }
 }
@@ -120,7 +144,10 @@ async fn missing_entity_is_a_401_or_the_configured_response() {
             .await
             .unwrap();
         assert_eq!(ok.status(), StatusCode::OK);
-        assert_eq!(common::available(&limiter, "tok-1", RESOURCE, &tpm()).await, 900);
+        assert_eq!(
+            common::available(&limiter, "tok-1", RESOURCE, &tpm()).await,
+            900
+        );
     }
 }
 
@@ -133,17 +160,27 @@ async fn adjusting(Extension(lease): Extension<RateLimitLease>) -> &'static str 
 #[tokio::test]
 async fn the_handler_adjusts_the_lease_and_it_commits() {
     for (store, limiter) in common::limiters("adjust").await {
-        let app = Router::new().route("/", get(adjusting)).layer(tpm_layer(&limiter));
+        let app = Router::new()
+            .route("/", get(adjusting))
+            .layer(tpm_layer(&limiter));
         let addr = common::serve(app).await;
         let client = reqwest::Client::new();
-        let r = client.get(format!("http://{addr}/")).header("x-api-key", "k").send().await;
+        let r = client
+            .get(format!("http://{addr}/"))
+            .header("x-api-key", "k")
+            .send()
+            .await;
         let r = r.unwrap();
         assert_eq!(r.status(), StatusCode::OK);
         // the headers tell the state after the acquire (before the adjustment)
         assert_eq!(header(&r, "ratelimit"), Some("\"tpm\";r=900;t=0"));
         assert_eq!(r.text().await.unwrap(), "done");
         // committed before the client saw the end of the body
-        assert_eq!(common::available(&limiter, "k", RESOURCE, &tpm()).await, 580, "{store}");
+        assert_eq!(
+            common::available(&limiter, "k", RESOURCE, &tpm()).await,
+            580,
+            "{store}"
+        );
     }
 }
 
@@ -159,7 +196,10 @@ async fn streaming(
         let (release, lease) = (release.clone(), lease.clone());
         async move {
             match step {
-                0 => Some((Ok::<_, std::io::Error>("{\"delta\":\"hi\"}\n".to_string()), 1)),
+                0 => Some((
+                    Ok::<_, std::io::Error>("{\"delta\":\"hi\"}\n".to_string()),
+                    1,
+                )),
                 1 => {
                     release.lock().await.recv().await;
                     lease.adjust("tpm", 320).unwrap();
@@ -182,19 +222,32 @@ async fn a_streamed_body_commits_when_it_ends() {
             .layer(tpm_layer(&limiter));
         let addr = common::serve(app).await;
         let client = reqwest::Client::new();
-        let mut r = client.get(format!("http://{addr}/")).header("x-api-key", "s").send().await.unwrap();
+        let mut r = client
+            .get(format!("http://{addr}/"))
+            .header("x-api-key", "s")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::OK);
         let first = r.chunk().await.unwrap().unwrap();
         assert_eq!(&first[..], b"{\"delta\":\"hi\"}\n");
         // taken at the acquire, not yet adjusted or committed
-        assert_eq!(common::available(&limiter, "s", RESOURCE, &tpm()).await, 900, "{store}");
+        assert_eq!(
+            common::available(&limiter, "s", RESOURCE, &tpm()).await,
+            900,
+            "{store}"
+        );
         tx.send(()).await.unwrap();
         let mut rest = Vec::new();
         while let Some(c) = r.chunk().await.unwrap() {
             rest.extend_from_slice(&c);
         }
         assert_eq!(rest, b"{\"usage\":{\"total_tokens\":420}}\n");
-        assert_eq!(common::available(&limiter, "s", RESOURCE, &tpm()).await, 580, "{store}");
+        assert_eq!(
+            common::available(&limiter, "s", RESOURCE, &tpm()).await,
+            580,
+            "{store}"
+        );
     }
 }
 
@@ -209,7 +262,11 @@ async fn a_5xx_rolls_back_unless_configured_not_to() {
         let (a, b) = (common::serve(app).await, common::serve(keep).await);
         let client = reqwest::Client::new();
         for (addr, key, want) in [(a, "r1", 1000), (b, "r2", 900)] {
-            let r = client.get(format!("http://{addr}/")).header("x-api-key", key).send().await;
+            let r = client
+                .get(format!("http://{addr}/"))
+                .header("x-api-key", key)
+                .send()
+                .await;
             let r = r.unwrap();
             assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
             assert_eq!(r.text().await.unwrap(), "upstream down");
@@ -239,7 +296,10 @@ async fn hang_up_after_first_chunk(addr: std::net::SocketAddr, key: &str) -> Str
     let mut buf = vec![0u8; 4096];
     let mut seen = String::new();
     while !seen.contains("chunk 0") {
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
         assert!(n > 0, "closed early: {seen}");
         seen.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
@@ -250,7 +310,9 @@ async fn hang_up_after_first_chunk(addr: std::net::SocketAddr, key: &str) -> Str
 #[tokio::test]
 async fn a_client_disconnect_rolls_back_unless_configured_not_to() {
     for (store, limiter) in common::limiters("disconnect").await {
-        let app = Router::new().route("/", get(endless)).layer(tpm_layer(&limiter));
+        let app = Router::new()
+            .route("/", get(endless))
+            .layer(tpm_layer(&limiter));
         let keep = Router::new()
             .route("/", get(endless))
             .layer(tpm_layer(&limiter).rollback_on_disconnect(false));
@@ -265,7 +327,13 @@ async fn a_client_disconnect_rolls_back_unless_configured_not_to() {
         }
         // a committed lease stays committed: the rolled-back one gave everything back
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(common::available(&limiter, "d1", RESOURCE, &tpm()).await, 1000);
-        assert_eq!(common::available(&limiter, "d2", RESOURCE, &tpm()).await, 900);
+        assert_eq!(
+            common::available(&limiter, "d1", RESOURCE, &tpm()).await,
+            1000
+        );
+        assert_eq!(
+            common::available(&limiter, "d2", RESOURCE, &tpm()).await,
+            900
+        );
     }
 }

@@ -11,6 +11,7 @@ use zae_limiter::{MemoryStore, RateLimiter, Store};
 use super::store::connect;
 use super::Cli;
 use crate::output::CliError;
+use crate::serve::rls::RlsMapping;
 
 /// Options of `serve`.
 #[derive(Debug, clap::Args)]
@@ -29,6 +30,14 @@ pub struct Args {
     /// The longest lease expiry a request may ask for, in seconds.
     #[arg(long, default_value_t = 3600.0)]
     max_lease_ttl: f64,
+    /// Also serve Envoy's Rate Limit Service v3 (gRPC ShouldRateLimit) on this address.
+    #[arg(long, value_name = "ADDR")]
+    grpc_listen: Option<SocketAddr>,
+    /// YAML mapping of RLS descriptors to acquires: entity_key (default `entity`),
+    /// resource_key (default `resource`, else the domain), limit (default `rpm`, what
+    /// hits_addend counts against), limits (fallback specs, e.g. ["rpm:100/min"]).
+    #[arg(long, value_name = "FILE", requires = "grpc_listen")]
+    rls_config: Option<std::path::PathBuf>,
 }
 
 /// The store `serve` runs on.
@@ -60,10 +69,16 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<(), CliError> {
     if let Some(p) = &cli.principal {
         builder = builder.principal(p.clone());
     }
+    let rls = match &args.rls_config {
+        Some(path) => RlsMapping::load(path).map_err(CliError::usage)?,
+        None => (RlsMapping::default(), Vec::new()),
+    };
     let options = crate::serve::Options {
         listen: args.listen,
         lease_ttl,
         max_lease_ttl: max_lease_ttl.max(lease_ttl),
+        grpc_listen: args.grpc_listen,
+        rls,
     };
     crate::serve::run(builder.build(), options)
         .await

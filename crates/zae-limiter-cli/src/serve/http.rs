@@ -124,7 +124,11 @@ fn headers_json(headers: &[(HeaderName, HeaderValue)]) -> Value {
     Value::Object(map)
 }
 
-fn with_headers(status: StatusCode, headers: Vec<(HeaderName, HeaderValue)>, body: Value) -> Response {
+fn with_headers(
+    status: StatusCode,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    body: Value,
+) -> Response {
     let mut map = HeaderMap::new();
     map.extend(headers);
     (status, map, Json(body)).into_response()
@@ -187,7 +191,10 @@ async fn acquire_inner(app: &App, body: &Bytes) -> (&'static str, Response) {
             let headers = e.http_headers();
             let mut body = e.as_json();
             body["headers"] = headers_json(&headers);
-            ("over_limit", with_headers(StatusCode::TOO_MANY_REQUESTS, headers, body))
+            (
+                "over_limit",
+                with_headers(StatusCode::TOO_MANY_REQUESTS, headers, body),
+            )
         }
         Err(e) => ("error", error_response(&e)),
     }

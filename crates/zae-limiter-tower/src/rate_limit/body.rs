@@ -73,7 +73,9 @@ impl Drop for Settle {
                 Ok(rt) => {
                     rt.spawn(work);
                 }
-                Err(_) => tracing::warn!("response body dropped outside a tokio runtime: lease left to its own drop"),
+                Err(_) => tracing::warn!(
+                    "response body dropped outside a tokio runtime: lease left to its own drop"
+                ),
             }
         }
     }
@@ -133,7 +135,9 @@ where
         let this = self.project();
         let st = this.settle;
         let mut body = match this.kind.project() {
-            KindProj::Full { data } => return Poll::Ready(data.take().map(|d| Ok(Frame::data(d.into())))),
+            KindProj::Full { data } => {
+                return Poll::Ready(data.take().map(|d| Ok(Frame::data(d.into()))))
+            }
             KindProj::Inner { body } => body,
         };
         loop {
@@ -182,7 +186,9 @@ where
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            Kind::Full { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
             Kind::Inner { body } => body.size_hint(),
         }
     }

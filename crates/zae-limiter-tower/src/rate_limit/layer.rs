@@ -57,7 +57,10 @@ impl std::fmt::Debug for RateLimitLayer {
             .field("limits", &self.config.limits)
             .field("openai", &self.config.openai)
             .field("rollback_on_5xx", &self.config.rollback_on_5xx)
-            .field("rollback_on_disconnect", &self.config.rollback_on_disconnect)
+            .field(
+                "rollback_on_disconnect",
+                &self.config.rollback_on_disconnect,
+            )
             .finish_non_exhaustive()
     }
 }
@@ -122,10 +125,7 @@ impl RateLimitLayer {
 
     /// The amounts to take per limit name, from the request head (e.g. 1 request and an
     /// estimate of the tokens, reconciled later with [`Lease::adjust`](zae_limiter::Lease::adjust)).
-    pub fn consume(
-        self,
-        f: impl Fn(&Parts) -> Vec<(String, u64)> + Send + Sync + 'static,
-    ) -> Self {
+    pub fn consume(self, f: impl Fn(&Parts) -> Vec<(String, u64)> + Send + Sync + 'static) -> Self {
         self.with(|c| c.consume = Arc::new(f))
     }
 

@@ -43,7 +43,6 @@ impl RateLimitLease {
     pub fn new(lease: Lease) -> Self {
         RateLimitLease(Arc::new(lease))
     }
-
 }
 
 impl Deref for RateLimitLease {

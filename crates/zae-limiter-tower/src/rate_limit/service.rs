@@ -130,9 +130,13 @@ async fn admit<B>(
     match acquire.await {
         Ok(lease) => Ok(Arc::new(lease)),
         Err(Error::RateLimited(e)) => Err(rejection(config, &e)),
-        Err(e) if e.is_unavailable() || matches!(e, Error::Contended { .. }) => Err(
-            error_response(StatusCode::SERVICE_UNAVAILABLE, "rate_limiter_unavailable", &e.to_string()),
-        ),
+        Err(e) if e.is_unavailable() || matches!(e, Error::Contended { .. }) => {
+            Err(error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "rate_limiter_unavailable",
+                &e.to_string(),
+            ))
+        }
         Err(e @ Error::Validation { .. }) => Err(error_response(
             StatusCode::BAD_REQUEST,
             "invalid_request",

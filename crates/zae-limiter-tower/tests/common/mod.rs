@@ -16,8 +16,9 @@ pub async fn limiters(test: &str) -> Vec<(&'static str, RateLimiter)> {
     #[cfg(feature = "dynamodb-local-tests")]
     {
         use zae_limiter::{DynamoStore, StoreConfig};
-        let endpoint = std::env::var("ZAEL_TEST_DYNAMODB_ENDPOINT")
-            .expect("ZAEL_TEST_DYNAMODB_ENDPOINT is not set: run through scripts/dynamodb-local.sh");
+        let endpoint = std::env::var("ZAEL_TEST_DYNAMODB_ENDPOINT").expect(
+            "ZAEL_TEST_DYNAMODB_ENDPOINT is not set: run through scripts/dynamodb-local.sh",
+        );
         let table = format!("zael-tower-{test}-{}", std::process::id()).replace('_', "-");
         let store = DynamoStore::connect(
             StoreConfig::new(&table)
