@@ -337,3 +337,40 @@ async fn a_client_disconnect_rolls_back_unless_configured_not_to() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_unreachable_store_is_a_503_under_block() {
+    use zae_limiter::{DynamoStore, StoreConfig};
+    // nothing listens on port 9 of 127.0.0.1: every store call fails fast
+    let store = DynamoStore::connect(
+        StoreConfig::new("zael-tower-unreachable")
+            .endpoint_url("http://127.0.0.1:9")
+            .static_credentials("local", "local"),
+    )
+    .await
+    .unwrap();
+    let limiter = RateLimiter::builder(store)
+        .timeout(Duration::from_secs(2))
+        .build();
+    let app = Router::new()
+        .route("/", get(|| async { "ok" }))
+        .layer(tpm_layer(&limiter));
+    let addr = common::serve(app).await;
+    let r = reqwest::Client::new()
+        .get(format!("http://{addr}/"))
+        .header("x-api-key", "k")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(header(&r, "content-type"), Some("application/json"));
+    let body: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(body["error"], "rate_limiter_unavailable");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("rate limiter unavailable"),
+        "{body}"
+    );
+}

@@ -99,18 +99,26 @@ fn error_response(e: &Error) -> Response {
     fail(status, e.kind(), &e.to_string())
 }
 
-fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
-    serde_json::from_slice(body)
-        .map_err(|e| fail(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string()))
+/// A refusal of the request's input (boxed: a response is large).
+type Refusal = Box<Response>;
+
+fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Refusal> {
+    serde_json::from_slice(body).map_err(|e| {
+        Box::new(fail(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            &e.to_string(),
+        ))
+    })
 }
 
-fn parse_limits<'a>(specs: impl IntoIterator<Item = &'a str>) -> Result<Vec<Limit>, Response> {
+fn parse_limits<'a>(specs: impl IntoIterator<Item = &'a str>) -> Result<Vec<Limit>, Refusal> {
     specs
         .into_iter()
         .map(|s| {
             s.trim()
                 .parse::<Limit>()
-                .map_err(|e| fail(StatusCode::BAD_REQUEST, "validation", &e.to_string()))
+                .map_err(|e| Box::new(fail(StatusCode::BAD_REQUEST, "validation", &e.to_string())))
         })
         .collect()
 }
@@ -156,11 +164,11 @@ async fn acquire(State(app): State<Arc<App>>, body: Bytes) -> Response {
 async fn acquire_inner(app: &App, body: &Bytes) -> (&'static str, Response) {
     let req: AcquireBody = match parse(body) {
         Ok(r) => r,
-        Err(r) => return ("error", r),
+        Err(r) => return ("error", *r),
     };
     let limits = match parse_limits(req.limits.iter().map(String::as_str)) {
         Ok(l) => l,
-        Err(r) => return ("error", r),
+        Err(r) => return ("error", *r),
     };
     let ttl = req
         .ttl_ms
@@ -211,7 +219,7 @@ fn unknown_lease(id: &str) -> Response {
 async fn adjust(State(app): State<Arc<App>>, Path(id): Path<String>, body: Bytes) -> Response {
     let req: AdjustBody = match parse(&body) {
         Ok(r) => r,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(lease) = app.leases.get(&id) else {
         return unknown_lease(&id);
@@ -254,7 +262,7 @@ async fn available(State(app): State<Arc<App>>, Query(q): Query<AvailableQuery>)
     let specs = q.limits.split(',').filter(|s| !s.trim().is_empty());
     let limits = match parse_limits(specs) {
         Ok(l) => l,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match app.limiter.available(&q.entity, &q.resource, &limits).await {
         Ok(available) => Json(json!({

@@ -133,13 +133,14 @@ impl Rls {
     }
 }
 
-fn unit(period: Duration) -> (Unit, u64) {
+/// Envoy's unit of a refill period (`Unknown` for periods it has no name for).
+fn unit(period: Duration) -> Unit {
     match period.as_millis() {
-        1_000 => (Unit::Second, 1),
-        60_000 => (Unit::Minute, 1),
-        3_600_000 => (Unit::Hour, 1),
-        86_400_000 => (Unit::Day, 1),
-        _ => (Unit::Unknown, 0),
+        1_000 => Unit::Second,
+        60_000 => Unit::Minute,
+        3_600_000 => Unit::Hour,
+        86_400_000 => Unit::Day,
+        _ => Unit::Unknown,
     }
 }
 
@@ -156,7 +157,7 @@ fn descriptor_status(name: &str, ok: bool, statuses: &[LimitStatus]) -> Descript
             ..Default::default()
         };
     };
-    let (u, _) = unit(s.limit.refill_period());
+    let u = unit(s.limit.refill_period());
     let wait = s.retry_after.unwrap_or(s.limit.refill_period());
     DescriptorStatus {
         code: code as i32,
@@ -242,5 +243,42 @@ impl RateLimitService for Rls {
         };
         metrics::decision("grpc", outcome, start.elapsed());
         Ok(tonic::Response::new(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<(RlsMapping, Vec<Limit>), String> {
+        let dir = std::env::temp_dir().join(format!("zael-rls-unit-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("rls.yaml");
+        std::fs::write(&path, text).unwrap();
+        let r = RlsMapping::load(&path);
+        let _ = std::fs::remove_dir_all(&dir);
+        r
+    }
+
+    #[test]
+    fn mapping_file() {
+        let (m, limits) = load("entity_key: api_key\nlimits: [\"rpm:100/min\"]\n").unwrap();
+        assert_eq!(
+            (m.entity_key.as_str(), m.resource_key.as_str()),
+            ("api_key", "resource")
+        );
+        assert_eq!(m.limit, "rpm");
+        assert_eq!(limits[0].capacity(), 100);
+        let e = load("entity: x\n").unwrap_err();
+        assert!(e.contains("unknown field"), "{e}");
+        let e = load("limits: [\"rpm=1\"]\n").unwrap_err();
+        assert!(e.starts_with("limits:"), "{e}");
+    }
+
+    #[test]
+    fn units() {
+        assert_eq!(unit(Duration::from_secs(60)), Unit::Minute);
+        assert_eq!(unit(Duration::from_secs(86_400)), Unit::Day);
+        assert_eq!(unit(Duration::from_millis(1_500)), Unit::Unknown);
     }
 }
