@@ -79,7 +79,7 @@ async fn over_the_limit_is_a_429_with_exact_headers_and_body() {
         }
         let r = get().send().await.unwrap();
         assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS, "{store}");
-        // one token per 30 s: the first retry is in (29, 30] s
+        // one token per 30 s (the clock is frozen: exactly 30 s)
         assert_eq!(header(&r, "retry-after"), Some("30"), "{store}");
         assert_eq!(header(&r, "ratelimit-policy"), Some("\"rpm\";q=2;w=60"));
         assert_eq!(header(&r, "ratelimit"), Some("\"rpm\";r=0;t=30"));
@@ -105,8 +105,12 @@ async fn over_the_limit_is_a_429_with_exact_headers_and_body() {
             (Some(0), Some(1))
         );
         assert_eq!(l["exceeded"], true);
-        let ms = body["retry_after_ms"].as_u64().unwrap();
-        assert!((29_000..=30_000).contains(&ms), "{ms}");
+        assert_eq!(body["retry_after_ms"], 30_000);
+        assert_eq!(body["retry_after_seconds"], 30.0);
+        assert_eq!(
+            body["message"],
+            "rate limit exceeded for key-1/chat: [rpm]; retry after 30.0s"
+        );
 
         // another key has its own bucket
         let r = client

@@ -6,13 +6,29 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use zae_limiter::{Limit, MemoryStore, RateLimiter};
+use zae_limiter::{Limit, ManualClock, MemoryStore, RateLimiter};
+
+/// A clock frozen at the real time of the call: no token refills during a test, so header
+/// values (`Retry-After`, `RateLimit`) are exact however slow the machine is.
+fn frozen() -> ManualClock {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    ManualClock::new(now)
+}
 
 /// The embedded store always; DynamoDB Local too with the `dynamodb-local-tests` feature
-/// (a table of its own per test process).
+/// (a table of its own per test process). Every limiter runs on a [`frozen`] clock.
 pub async fn limiters(test: &str) -> Vec<(&'static str, RateLimiter)> {
+    let clock = frozen();
     #[allow(unused_mut)]
-    let mut out = vec![("memory", RateLimiter::builder(MemoryStore::new()).build())];
+    let mut out = vec![(
+        "memory",
+        RateLimiter::builder(MemoryStore::new())
+            .clock(clock.clone())
+            .build(),
+    )];
     #[cfg(feature = "dynamodb-local-tests")]
     {
         use zae_limiter::{DynamoStore, StoreConfig};
@@ -28,7 +44,10 @@ pub async fn limiters(test: &str) -> Vec<(&'static str, RateLimiter)> {
         .await
         .expect("connect to DynamoDB Local");
         store.create_table().await.expect("create the test table");
-        out.push(("dynamodb", RateLimiter::builder(store).build()));
+        out.push((
+            "dynamodb",
+            RateLimiter::builder(store).clock(clock.clone()).build(),
+        ));
     }
     let _ = test;
     out
