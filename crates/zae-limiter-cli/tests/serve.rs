@@ -285,6 +285,27 @@ async fn shutdown_rolls_back_the_open_leases() {
     );
 }
 
+#[test]
+fn without_a_store_it_says_how_to_choose_one() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_zae-limiter"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env_remove("ZAEL_ENDPOINT_URL")
+        .env_remove("AWS_REGION")
+        .env_remove("AWS_DEFAULT_REGION")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.trim_end(),
+        "error: --store dynamodb needs --endpoint-url or an AWS environment (AWS_REGION, \
+         AWS_PROFILE, ...); use --store memory for the embedded store"
+    );
+}
+
 /// 16 concurrent clients, 8 attempts each, on one bucket of 50 per day: exactly 50 pass.
 #[cfg(feature = "dynamodb-local-tests")]
 #[tokio::test]

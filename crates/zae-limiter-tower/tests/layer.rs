@@ -188,6 +188,31 @@ async fn the_handler_adjusts_the_lease_and_it_commits() {
     }
 }
 
+#[tokio::test]
+async fn an_empty_response_commits() {
+    for (store, limiter) in common::limiters("empty").await {
+        let app = Router::new()
+            .route("/", get(|| async { StatusCode::NO_CONTENT }))
+            .layer(tpm_layer(&limiter));
+        let addr = common::serve(app).await;
+        let r = reqwest::Client::new()
+            .get(format!("http://{addr}/"))
+            .header("x-api-key", "e")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        assert_eq!(header(&r, "ratelimit"), Some("\"tpm\";r=900;t=0"));
+        // committed, not rolled back as an unfinished body would be
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            common::available(&limiter, "e", RESOURCE, &tpm()).await,
+            900,
+            "{store}"
+        );
+    }
+}
+
 type Release = Arc<Mutex<mpsc::Receiver<()>>>;
 
 /// A streamed completion: one chunk now, the final usage chunk when the test releases it;

@@ -49,7 +49,7 @@ pub async fn connect_in(
                 const NEEDS: &str =
                     "needs --endpoint-url or an AWS environment (AWS_REGION, AWS_PROFILE, ...)";
                 return Err(CliError::from(
-                    if matches!(cli.command, Command::Bench(_)) {
+                    if matches!(cli.command, Command::Bench(_) | Command::Serve(_)) {
                         format!(
                             "--store dynamodb {NEEDS}; use --store memory for the embedded store"
                         )

@@ -43,7 +43,7 @@ where
     S::Future: Send + 'static,
     S::Error: Send + 'static,
     ReqB: Send + 'static,
-    ResB: Send + 'static,
+    ResB: http_body::Body + Send + 'static,
 {
     type Response = Response<LeaseBody<ResB>>;
     type Error = S::Error;
@@ -83,6 +83,11 @@ where
                 if !rparts.headers.contains_key(&name) {
                     rparts.headers.insert(name, value);
                 }
+            }
+            if rbody.is_end_stream() {
+                // nothing to stream (e.g. a 204): a server may never poll such a body
+                settle(&lease, true).await;
+                return Ok(Response::from_parts(rparts, LeaseBody::plain(rbody)));
             }
             let body = LeaseBody::with_lease(rbody, lease, config.rollback_on_disconnect);
             Ok(Response::from_parts(rparts, body))
