@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-features=(--features zae-limiter/dynamodb-local-tests,zae-limiter/http,zae-limiter-cli/dynamodb-local-tests,zae-limiter-infra/dynamodb-local-tests)
+features=(--features zae-limiter/dynamodb-local-tests,zae-limiter/http,zae-limiter-cli/dynamodb-local-tests,zae-limiter-infra/dynamodb-local-tests,zae-limiter-tower/dynamodb-local-tests)
 
 echo "== cargo fmt --check" >&2
 cargo fmt --all -- --check

@@ -5,6 +5,7 @@
 mod commands;
 mod lambda;
 mod output;
+mod serve;
 
 use std::process::ExitCode;
 

@@ -109,7 +109,10 @@ impl RateLimitExceeded {
     }
 
     /// IETF `RateLimit-Policy` and `RateLimit` header values (draft-ietf-httpapi-ratelimit-headers),
-    /// one list member per limit of the first entity checked.
+    /// one list member per limit of the first entity checked. With a cascade, `RateLimit`
+    /// tells what the caller can really use: per limit name the least available (`r`) and
+    /// the longest wait (`t`) of the entity and its parent, so a refusal by the parent's
+    /// bucket shows in the header the caller sees.
     pub fn ietf_headers(&self) -> [(&'static str, String); 2] {
         let own: Vec<&LimitStatus> = self
             .statuses
@@ -135,16 +138,23 @@ impl RateLimitExceeded {
         let current = own
             .iter()
             .map(|s| {
-                format!(
-                    "\"{}\";r={};t={}",
-                    s.limit.name(),
-                    s.available.max(0),
-                    reset_secs(s)
-                )
+                let (available, reset) = self.effective(s);
+                format!("\"{}\";r={};t={}", s.limit.name(), available, reset)
             })
             .collect::<Vec<_>>()
             .join(", ");
         [("RateLimit-Policy", policy), ("RateLimit", current)]
+    }
+
+    /// Whole tokens left (at least 0) and seconds until `own`'s request would pass, over every
+    /// bucket checked under the same limit name (the entity's and its parent's).
+    fn effective(&self, own: &LimitStatus) -> (i64, u128) {
+        self.statuses
+            .iter()
+            .filter(|s| s.limit.name() == own.limit.name())
+            .fold((own.available.max(0), reset_secs(own)), |(a, t), s| {
+                (a.min(s.available.max(0)), t.max(reset_secs(s)))
+            })
     }
 
     /// OpenAI-style `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` headers, taking the
@@ -159,7 +169,7 @@ impl RateLimitExceeded {
                 ));
                 out.push((
                     format!("x-ratelimit-remaining-{kind}"),
-                    s.available.max(0).to_string(),
+                    self.effective(s).0.to_string(),
                 ));
                 out.push((
                     format!("x-ratelimit-reset-{kind}"),
@@ -361,6 +371,22 @@ mod tests {
             .map(|(n, _)| n.to_string())
             .collect();
         assert_eq!(names, ["ratelimit-policy", "ratelimit"]);
+    }
+
+    #[test]
+    fn a_parent_refusal_shows_in_the_child_headers() {
+        let mut parent = status("tpm", 1000, 52, 200, Some(8_835));
+        parent.entity_id = "project".into();
+        let e = RateLimitExceeded::new(vec![
+            status("rpm", 3, 2, 1, Some(0)),
+            status("tpm", 800, 400, 200, Some(0)),
+            parent,
+        ]);
+        let [policy, now] = e.ietf_headers();
+        assert_eq!(policy.1, "\"rpm\";q=3;w=60, \"tpm\";q=800;w=60");
+        assert_eq!(now.1, "\"rpm\";r=2;t=0, \"tpm\";r=52;t=9");
+        let oa = e.openai_headers("rpm", "tpm");
+        assert!(oa.contains(&("x-ratelimit-remaining-tokens".into(), "52".into())));
     }
 
     #[test]

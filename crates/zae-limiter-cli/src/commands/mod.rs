@@ -15,6 +15,7 @@ mod limits;
 mod local;
 mod namespace;
 mod resource;
+mod serve;
 mod stack;
 mod store;
 mod system;
@@ -192,6 +193,14 @@ pub enum Command {
     CfnTemplate(cfn_template::Args),
     /// Print a shell completion script (bash, zsh, fish, powershell) to stdout.
     Completions(completions::Args),
+    /// Serve the limiter to other processes: an HTTP/JSON API (acquire, adjust, commit,
+    /// rollback, available; leases expire by themselves), /healthz and /metrics
+    /// (Prometheus). Stops on SIGINT/SIGTERM, rolling back the open leases.
+    #[command(
+        after_help = "Examples:\n  zae-limiter serve --store memory --listen 127.0.0.1:8080\n  \
+                      zae-limiter --endpoint-url http://127.0.0.1:8000 serve --listen 0.0.0.0:8080"
+    )]
+    Serve(serve::Args),
 }
 
 /// Run the parsed command; a failure is one line and an exit code (a missing table says how
@@ -227,6 +236,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Check => check::check(&cli).await,
         Command::Upgrade => check::upgrade(&cli).await,
         Command::Completions(ref args) => completions::run(args).map_err(CliError::from),
+        Command::Serve(ref args) => serve::run(&cli, args).await,
     };
     result.map_err(|e| store::explain_missing_table(&cli, e))
 }

@@ -54,7 +54,7 @@ pub fn store_config(cli: &Cli, namespace: &str) -> Result<StoreConfig, CliError>
                 const NEEDS: &str =
                     "needs --endpoint-url or an AWS environment (AWS_REGION, AWS_PROFILE, ...)";
                 return Err(CliError::from(
-                    if matches!(cli.command, Command::Bench(_)) {
+                    if matches!(cli.command, Command::Bench(_) | Command::Serve(_)) {
                         format!(
                             "--store dynamodb {NEEDS}; use --store memory for the embedded store"
                         )

@@ -1,0 +1,199 @@
+//! [`LeaseBody`]: a response body that commits the request's lease when it ends.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use zae_limiter::Lease;
+
+use super::service::settle;
+
+type Settling = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+pin_project! {
+    /// The body of a response that went through the layer.
+    ///
+    /// For an admitted request it is the inner body plus the lease: when the inner body
+    /// ends, the lease is committed *before* the end is reported (so a streamed response's
+    /// final usage, adjusted by the handler while streaming, is in the commit, and a client
+    /// that saw the end can rely on it). Dropped before its end (the client went away) it
+    /// rolls the lease back, or commits it if so configured. The layer's own responses
+    /// (429, 503, ...) are a single JSON chunk.
+    pub struct LeaseBody<B> {
+        #[pin]
+        kind: Kind<B>,
+        settle: Settle,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<B> {
+        Inner { #[pin] body: B },
+        Full { data: Option<Bytes> },
+    }
+}
+
+/// The lease and what to do with it; its `Drop` settles what the stream did not.
+struct Settle {
+    lease: Option<Arc<Lease>>,
+    committing: Option<Settling>,
+    /// The inner body reported its end.
+    ended: bool,
+    rollback_on_disconnect: bool,
+}
+
+impl Settle {
+    fn none() -> Self {
+        Settle {
+            lease: None,
+            committing: None,
+            ended: false,
+            rollback_on_disconnect: true,
+        }
+    }
+}
+
+impl Drop for Settle {
+    fn drop(&mut self) {
+        let work: Option<Settling> = match (self.committing.take(), self.lease.take()) {
+            (Some(f), _) => Some(f),
+            (None, Some(lease)) => {
+                let commit = self.ended || !self.rollback_on_disconnect;
+                Some(Box::pin(async move { settle(&lease, commit).await }))
+            }
+            (None, None) => None,
+        };
+        if let Some(work) = work {
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    rt.spawn(work);
+                }
+                Err(_) => tracing::warn!(
+                    "response body dropped outside a tokio runtime: lease left to its own drop"
+                ),
+            }
+        }
+    }
+}
+
+impl<B> LeaseBody<B> {
+    /// The inner body with a lease to commit at its end.
+    pub(crate) fn with_lease(body: B, lease: Arc<Lease>, rollback_on_disconnect: bool) -> Self {
+        LeaseBody {
+            kind: Kind::Inner { body },
+            settle: Settle {
+                lease: Some(lease),
+                committing: None,
+                ended: false,
+                rollback_on_disconnect,
+            },
+        }
+    }
+
+    /// The inner body alone (the lease was settled already).
+    pub(crate) fn plain(body: B) -> Self {
+        LeaseBody {
+            kind: Kind::Inner { body },
+            settle: Settle::none(),
+        }
+    }
+
+    /// A body of the layer's own (a refusal).
+    pub(crate) fn full(data: Bytes) -> Self {
+        LeaseBody {
+            kind: Kind::Full { data: Some(data) },
+            settle: Settle::none(),
+        }
+    }
+}
+
+impl<B> std::fmt::Debug for LeaseBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaseBody")
+            .field("has_lease", &self.settle.lease.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B> Body for LeaseBody<B>
+where
+    B: Body,
+    B::Data: From<Bytes>,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let st = this.settle;
+        let mut body = match this.kind.project() {
+            KindProj::Full { data } => {
+                return Poll::Ready(data.take().map(|d| Ok(Frame::data(d.into()))))
+            }
+            KindProj::Inner { body } => body,
+        };
+        loop {
+            if let Some(f) = st.committing.as_mut() {
+                ready!(f.as_mut().poll(cx));
+                st.committing = None;
+                return Poll::Ready(None);
+            }
+            if st.ended {
+                match st.lease.take() {
+                    Some(lease) => {
+                        st.committing = Some(Box::pin(async move { settle_commit(lease).await }));
+                        continue;
+                    }
+                    None => return Poll::Ready(None),
+                }
+            }
+            match ready!(body.as_mut().poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    if body.is_end_stream() {
+                        st.ended = true;
+                    }
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                Some(Err(e)) => {
+                    // a failed stream is not a complete response: as a disconnect
+                    if let Some(lease) = st.lease.take() {
+                        let commit = !st.rollback_on_disconnect;
+                        st.committing = Some(Box::pin(async move { settle(&lease, commit).await }));
+                        // finished in the background by Settle's drop if not polled again
+                    }
+                    return Poll::Ready(Some(Err(e)));
+                }
+                None => st.ended = true,
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let pending = self.settle.lease.is_some() || self.settle.committing.is_some();
+        match &self.kind {
+            Kind::Full { data } => data.is_none(),
+            Kind::Inner { body } => !pending && (self.settle.ended || body.is_end_stream()),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+            Kind::Inner { body } => body.size_hint(),
+        }
+    }
+}
+
+async fn settle_commit(lease: Arc<Lease>) {
+    settle(&lease, true).await
+}
