@@ -263,6 +263,15 @@ impl RateLimiter {
         }
     }
 
+    /// [`observe`](Self::observe) the states a write at our time `now` returned. A bucket
+    /// time not after `now` (clock plus the lead then, and the lead only grows) teaches
+    /// nothing, so the usual case reads no clock.
+    pub(crate) fn observe_at(&self, states: &[BucketState], now: i64) {
+        if states.iter().any(|s| s.time_ms > now) {
+            self.observe(states);
+        }
+    }
+
     /// The operation deadline.
     pub(crate) fn timeout(&self) -> Duration {
         self.inner.timeout
@@ -321,9 +330,10 @@ impl RateLimiter {
         &self,
         fut: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.inner.timeout, fut).await {
-            Ok(r) => r,
-            Err(_) => Err(StoreError::unavailable(format!(
+        let deadline = tokio::time::Instant::now() + self.inner.timeout;
+        match crate::acquire::within(deadline, fut).await {
+            Some(r) => r,
+            None => Err(StoreError::unavailable(format!(
                 "no answer from the store within {:?}",
                 self.inner.timeout
             ))),
