@@ -120,9 +120,7 @@ impl ConfigCache {
             shards: (0..SHARDS)
                 .map(|_| {
                     Mutex::new(Shard {
-                        entries: LruCache::new(
-                            NonZeroUsize::new(per_shard).expect("non-zero"),
-                        ),
+                        entries: LruCache::new(NonZeroUsize::new(per_shard).expect("non-zero")),
                         hits: 0,
                         misses: 0,
                     })

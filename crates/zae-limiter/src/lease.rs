@@ -23,7 +23,12 @@ pub(crate) fn new_lease_id() -> u128 {
 }
 
 /// The write `kind` of lease `id`: op id `{id as 32 hex digits}:{kind}`.
-pub(crate) fn op(id: u128, kind: &str, exactly_once: bool, deadline: tokio::time::Instant) -> WriteOp {
+pub(crate) fn op(
+    id: u128,
+    kind: &str,
+    exactly_once: bool,
+    deadline: tokio::time::Instant,
+) -> WriteOp {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(33 + kind.len());
     for i in (0..32).rev() {
@@ -105,7 +110,10 @@ impl State {
     /// Taken and pending amounts of the entry whose limits start at `at` (`len` of them).
     fn slices(&self, at: usize, len: usize) -> (&[i128], &[i128]) {
         let n = self.amounts.len() / 2;
-        (&self.amounts[at..at + len], &self.amounts[n + at..n + at + len])
+        (
+            &self.amounts[at..at + len],
+            &self.amounts[n + at..n + at + len],
+        )
     }
 }
 
@@ -392,11 +400,9 @@ impl Lease {
     /// The span of a commit or rollback, on the lease's own bucket (empty names for a
     /// no-op lease).
     fn span(&self, name: &'static str) -> tracing::Span {
-        let (entity, resource) = self
-            .write
-            .changes
-            .first()
-            .map_or(("", ""), |c| (c.key.entity_id.as_str(), c.key.resource.as_str()));
+        let (entity, resource) = self.write.changes.first().map_or(("", ""), |c| {
+            (c.key.entity_id.as_str(), c.key.resource.as_str())
+        });
         macro_rules! span {
             ($name:literal) => {
                 tracing::info_span!(
