@@ -30,10 +30,14 @@ pub(crate) fn op(
     deadline: tokio::time::Instant,
 ) -> WriteOp {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(33 + kind.len());
-    for i in (0..32).rev() {
-        s.push(HEX[(id >> (4 * i)) as usize & 0xf] as char);
+    let mut hex = [0u8; 32];
+    for (half, v) in [(id >> 64) as u64, id as u64].into_iter().enumerate() {
+        for i in 0..16 {
+            hex[16 * half + i] = HEX[(v >> (60 - 4 * i)) as usize & 0xf];
+        }
     }
+    let mut s = String::with_capacity(33 + kind.len());
+    s.push_str(std::str::from_utf8(&hex).expect("hex digits"));
     s.push(':');
     s.push_str(kind);
     WriteOp::new(s, exactly_once).with_deadline(deadline)
@@ -508,6 +512,27 @@ impl Drop for Lease {
                 });
             }
             None => tracing::warn!("lease dropped outside a tokio runtime: not rolled back"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn op_ids_are_the_lease_id_in_hex_then_the_kind() {
+        let deadline = tokio::time::Instant::now();
+        for id in [
+            0u128,
+            1,
+            u128::MAX,
+            0x0123_4567_89ab_cdef_fedc_ba98_7654_3210,
+        ] {
+            assert_eq!(
+                op(id, "commit", true, deadline).id,
+                format!("{id:032x}:commit")
+            );
         }
     }
 }

@@ -39,6 +39,12 @@ impl Drop for PendingGuard {
     }
 }
 
+/// A config-cache miss: the resolution's span and the time the cache was asked at.
+pub(crate) struct CacheMiss {
+    span: tracing::Span,
+    now: i64,
+}
+
 /// Builder for [`RateLimiter`].
 #[derive(Debug)]
 pub struct RateLimiterBuilder {
@@ -331,7 +337,7 @@ impl RateLimiter {
         fut: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
         let deadline = tokio::time::Instant::now() + self.inner.timeout;
-        match crate::acquire::within(deadline, fut).await {
+        match crate::acquire::within(deadline, std::pin::pin!(fut)).await {
             Some(r) => r,
             None => Err(StoreError::unavailable(format!(
                 "no answer from the store within {:?}",
@@ -356,7 +362,19 @@ impl RateLimiter {
         entity_id: &str,
         resource: &str,
     ) -> (Result<Arc<ResolutionData>, StoreError>, std::time::Duration) {
-        use tracing::Instrument;
+        match self.resolution_cached(entity_id, resource) {
+            Ok(hit) => (Ok(hit), std::time::Duration::ZERO),
+            Err(miss) => self.resolution_load(entity_id, resource, miss).await,
+        }
+    }
+
+    /// The cached resolution, counted and in its span; on a miss, what
+    /// [`resolution_load`](Self::resolution_load) needs.
+    pub(crate) fn resolution_cached(
+        &self,
+        entity_id: &str,
+        resource: &str,
+    ) -> Result<Arc<ResolutionData>, CacheMiss> {
         let span = tracing::debug_span!(
             target: "zae_limiter",
             "zae_limiter.resolution",
@@ -369,10 +387,22 @@ impl RateLimiter {
         if let Some(d) = self.inner.cache.get(entity_id, resource, now) {
             crate::telemetry::cache(true);
             span.record("cache", "hit");
-            return (Ok(d), std::time::Duration::ZERO);
+            return Ok(d);
         }
         crate::telemetry::cache(false);
         span.record("cache", "miss");
+        Err(CacheMiss { span, now })
+    }
+
+    /// Load a resolution the cache did not have, and cache it.
+    pub(crate) async fn resolution_load(
+        &self,
+        entity_id: &str,
+        resource: &str,
+        miss: CacheMiss,
+    ) -> (Result<Arc<ResolutionData>, StoreError>, std::time::Duration) {
+        use tracing::Instrument;
+        let CacheMiss { span, now } = miss;
         let (r, took) = crate::telemetry::timed(
             crate::telemetry::StoreOp::Resolution,
             self.call(self.inner.store.load_resolution(entity_id, resource)),

@@ -58,12 +58,12 @@ type InFlight = parking_lot::Mutex<Option<std::sync::Arc<AcquireWrite>>>;
 
 /// Await `fut` until `deadline`: `None` if it has not finished by then. Like
 /// [`tokio::time::timeout_at`], but the timer is only set up when the first poll does not
-/// finish: an answer that is ready at once (the embedded store) costs no timer.
+/// finish: an answer that is ready at once (the embedded store) costs no timer. `fut` is
+/// pinned by the caller, so that a large future is not moved again.
 pub(crate) async fn within<F: std::future::Future>(
     deadline: tokio::time::Instant,
-    fut: F,
+    mut fut: std::pin::Pin<&mut F>,
 ) -> Option<F::Output> {
-    let mut fut = std::pin::pin!(fut);
     let first = std::future::poll_fn(|cx| {
         std::task::Poll::Ready(match fut.as_mut().poll(cx) {
             std::task::Poll::Ready(v) => Some(v),
@@ -110,10 +110,13 @@ impl RateLimiter {
         );
         // microseconds spent waiting on the store, over every call of this acquire
         let store_us = AtomicU64::new(0);
-        let r = self
-            .acquire_traced(req, &store_us)
-            .instrument(span.clone())
-            .await;
+        // pinned where it is made: the large future is not moved into a wrapper
+        let traced = std::pin::pin!(self.acquire_traced(req, &store_us));
+        let r = if span.is_disabled() {
+            traced.await
+        } else {
+            traced.instrument(span.clone()).await
+        };
         let outcome = Outcome::of(&r);
         telemetry::decision(outcome);
         span.record("outcome", outcome.as_str());
@@ -131,21 +134,20 @@ impl RateLimiter {
         // one deadline for the whole operation: resolution, cascade and write
         let deadline = self.deadline();
         let in_flight: InFlight = parking_lot::Mutex::new(None);
-        let outcome = match within(
-            deadline,
-            self.acquire_inner(&mut req, deadline, &in_flight, store_us),
-        )
-        .await
-        {
-            Some(r) => r,
-            None => Err(StoreFailure(
-                StoreError::unavailable(format!(
-                    "no answer from the store within {:?}",
-                    self.timeout()
+        let outcome = {
+            let inner =
+                std::pin::pin!(self.acquire_inner(&mut req, deadline, &in_flight, store_us));
+            match within(deadline, inner).await {
+                Some(r) => r,
+                None => Err(StoreFailure(
+                    StoreError::unavailable(format!(
+                        "no answer from the store within {:?}",
+                        self.timeout()
+                    )),
+                    None,
+                    false,
                 )),
-                None,
-                false,
-            )),
+            }
         };
         let (e, stored_policy, resolved) = match outcome {
             Ok(r) => return r,
@@ -205,7 +207,14 @@ impl RateLimiter {
                 Ordering::Relaxed,
             );
         };
-        let (data, took) = self.resolution_timed(&req.entity_id, &req.resource).await;
+        // a cache hit needs no future at all
+        let (data, took) = match self.resolution_cached(&req.entity_id, &req.resource) {
+            Ok(hit) => (Ok(hit), Duration::ZERO),
+            Err(miss) => {
+                self.resolution_load(&req.entity_id, &req.resource, miss)
+                    .await
+            }
+        };
         waited(took);
         let data = data.map_err(|e| StoreFailure(e, None, false))?;
         let policy = data.on_unavailable();

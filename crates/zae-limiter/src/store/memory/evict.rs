@@ -128,7 +128,7 @@ impl MemoryStore {
     pub fn bucket_count(&self) -> usize {
         let mut n = 0;
         self.buckets.each(|shard| {
-            n += shard.spaces.values().map(|s| s.bucket_count).sum::<usize>();
+            n += shard.spaces().map(|s| s.bucket_count).sum::<usize>();
         });
         n
     }
@@ -161,7 +161,7 @@ impl MemoryStore {
         }
         let dropped = self.buckets.sweep(now_ms, usize::MAX);
         self.buckets.each(|shard| {
-            for s in shard.spaces.values_mut() {
+            for s in shard.spaces() {
                 if mostly_empty(s.buckets.len(), s.buckets.capacity()) {
                     s.buckets.shrink_to_fit();
                 }

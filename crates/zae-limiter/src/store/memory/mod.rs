@@ -232,8 +232,8 @@ impl Store for MemoryStore {
         let mut scheduled = Vec::new();
         for (change, state) in changes.iter().zip(&states) {
             if !state.limits.is_empty() {
-                let space = locked.shard(&change.key.entity_id).space_mut(&self.ns);
-                if let Some(d) = space.put_bucket(&change.key, state, now_ms) {
+                let shard = locked.shard(&change.key.entity_id);
+                if let Some(d) = shard.put_bucket(&self.ns, &change.key, state, now_ms) {
                     scheduled.push(d);
                 }
             }
@@ -292,7 +292,7 @@ impl Store for MemoryStore {
         self.check_audit(audit)?;
         inner.remove_entity(entity_id);
         // the namespace data stays locked while the buckets go: lock order data, then shard
-        if let Some(space) = self.buckets.shard(entity_id).spaces.get_mut(&*self.ns) {
+        if let Some(space) = self.buckets.shard(entity_id).space_mut(&self.ns) {
             space.remove_entity(entity_id);
         }
         shared.record_audit(&self.ns, audit);

@@ -87,7 +87,7 @@ impl Shared {
         // the heap entries of the namespace go stale and are dropped when they come up
         let mut removed = 0;
         buckets.each(|shard| {
-            removed += shard.spaces.remove(id).map_or(0, |s| s.bucket_count);
+            removed += shard.remove_space(id).map_or(0, |s| s.bucket_count);
         });
         removed += self.spaces.remove(id).map_or(0, |s| {
             s.entities.len()

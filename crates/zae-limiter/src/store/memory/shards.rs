@@ -8,6 +8,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
@@ -54,18 +55,19 @@ impl Space {
             .and_then(|r| r.get(&key.resource))
     }
 
-    /// Store a bucket; returns the eviction entry to schedule, if any.
-    pub(super) fn put_bucket(
+    /// Store a bucket (encoded in `scratch`); returns the eviction entry to schedule, if any.
+    fn put_bucket(
         &mut self,
         key: &BucketKey,
         state: &BucketState,
         now_ms: i64,
+        scratch: &mut Vec<u8>,
     ) -> Option<Due> {
         let at = due(state);
         let existing = self.buckets.get_key_value(key.entity_id.as_str());
         if let Some(entity) = existing.map(|(e, _)| e.clone()) {
             let rec = self.buckets.get_mut(&entity).expect("found above");
-            if rec.put(&key.resource, state) {
+            if rec.put_with(&key.resource, state, scratch) {
                 self.bucket_count += 1;
             }
             // An earlier time than the one scheduled (a refund, a new resource) is scheduled
@@ -84,7 +86,7 @@ impl Space {
             return None;
         }
         let mut rec = Record::new(at);
-        rec.put(&key.resource, state);
+        rec.put_with(&key.resource, state, scratch);
         let entity: Arc<str> = key.entity_id.as_str().into();
         self.buckets.insert(entity.clone(), rec);
         self.bucket_count += 1;
@@ -103,25 +105,52 @@ impl Space {
     }
 }
 
-/// One shard: per namespace id, its buckets there.
+/// One shard: per namespace id, its buckets there (a store has few namespaces: a short
+/// list, no hashing), and a buffer to encode buckets in.
 #[derive(Debug, Default)]
 pub(super) struct Shard {
-    pub(super) spaces: HashMap<Arc<str>, Space>,
+    spaces: Vec<Space>,
+    scratch: Vec<u8>,
 }
 
 impl Shard {
     /// The buckets of namespace `ns` here, if any were ever written.
     pub(super) fn space(&self, ns: &str) -> Option<&Space> {
-        self.spaces.get(ns)
+        self.spaces.iter().find(|s| &*s.id == ns)
     }
 
-    /// The buckets of namespace `ns` here, created empty when missing.
-    pub(super) fn space_mut(&mut self, ns: &str) -> &mut Space {
-        if !self.spaces.contains_key(ns) {
-            let id: Arc<str> = ns.into();
-            self.spaces.insert(id.clone(), Space::new(id));
-        }
-        self.spaces.get_mut(ns).expect("inserted above")
+    /// The buckets of namespace `ns` here, if any were ever written.
+    pub(super) fn space_mut(&mut self, ns: &str) -> Option<&mut Space> {
+        self.spaces.iter_mut().find(|s| &*s.id == ns)
+    }
+
+    /// Every namespace's buckets here.
+    pub(super) fn spaces(&mut self) -> impl Iterator<Item = &mut Space> {
+        self.spaces.iter_mut()
+    }
+
+    /// Drop the buckets of namespace `ns` here.
+    pub(super) fn remove_space(&mut self, ns: &str) -> Option<Space> {
+        let i = self.spaces.iter().position(|s| &*s.id == ns)?;
+        Some(self.spaces.swap_remove(i))
+    }
+
+    /// Store a bucket of namespace `ns`; returns the eviction entry to schedule, if any.
+    pub(super) fn put_bucket(
+        &mut self,
+        ns: &str,
+        key: &BucketKey,
+        state: &BucketState,
+        now_ms: i64,
+    ) -> Option<Due> {
+        let i = match self.spaces.iter().position(|s| &*s.id == ns) {
+            Some(i) => i,
+            None => {
+                self.spaces.push(Space::new(ns.into()));
+                self.spaces.len() - 1
+            }
+        };
+        self.spaces[i].put_bucket(key, state, now_ms, &mut self.scratch)
     }
 }
 
@@ -245,7 +274,7 @@ impl Buckets {
             }
             let Reverse(d) = heap.pop().expect("peeked");
             let mut shard = self.shard(&d.entity);
-            let Some(space) = shard.spaces.get_mut(&*d.ns) else {
+            let Some(space) = shard.space_mut(&d.ns) else {
                 continue; // purged
             };
             let Some(rec) = space.buckets.get_mut(&*d.entity) else {
