@@ -313,3 +313,6 @@ impl Buckets {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
