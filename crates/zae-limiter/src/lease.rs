@@ -104,7 +104,9 @@ struct State {
     active: bool,
     /// Millitokens per limit of every entry in order: first what was taken (acquire and
     /// checked `consume`), given back at rollback, then what was adjusted since, written at
-    /// commit (`amounts[..n]` and `amounts[n..]` for `n` limits in all).
+    /// commit (`amounts[..n]` and `amounts[n..]` for `n` limits in all). Empty until the
+    /// first `adjust` or `consume`: until then the lease took what the acquire took, and
+    /// has nothing pending (a lease committed as acquired allocates nothing for it).
     amounts: Vec<i128>,
     /// Checked `consume` writes made so far (each gets its own op id).
     consumes: u32,
@@ -158,14 +160,6 @@ impl Lease {
         seen: Vec<BucketState>,
         decided_at: i64,
     ) -> Self {
-        let n: usize = entries.iter().map(|e| e.limits.len()).sum();
-        let mut amounts = Vec::with_capacity(2 * n);
-        amounts.extend(
-            entries
-                .iter()
-                .flat_map(|e| e.amounts.iter().map(|&a| a as i128 * MILLI)),
-        );
-        amounts.resize(2 * n, 0);
         Lease {
             limiter,
             id,
@@ -173,7 +167,7 @@ impl Lease {
             entries,
             state: Mutex::new(State {
                 active: true,
-                amounts,
+                amounts: Vec::new(),
                 consumes: 0,
             }),
             runtime: tokio::runtime::Handle::try_current().ok(),
@@ -201,6 +195,25 @@ impl Lease {
     /// The bucket of entry `k`.
     fn key(&self, k: usize) -> &BucketKey {
         &self.write.changes[k].key
+    }
+
+    /// The amounts of `st`, made explicit (what the acquire took, nothing pending) on the
+    /// first change.
+    fn amounts_mut<'s>(&self, st: &'s mut State) -> &'s mut Vec<i128> {
+        if st.amounts.is_empty() {
+            let n: usize = self.entries.iter().map(|e| e.limits.len()).sum();
+            st.amounts.reserve_exact(2 * n);
+            st.amounts.extend(self.acquired());
+            st.amounts.resize(2 * n, 0);
+        }
+        &mut st.amounts
+    }
+
+    /// What the acquire took, in millitokens, per limit of every entry in order.
+    fn acquired(&self) -> impl Iterator<Item = i128> + '_ {
+        self.entries
+            .iter()
+            .flat_map(|e| e.amounts.iter().map(|&a| a as i128 * MILLI))
     }
 
     /// Every entry with its bucket and where its limits start in [`State::amounts`].
@@ -259,7 +272,13 @@ impl Lease {
         self.entries
             .first()
             .map(|e| {
-                let (taken, pending) = st.slices(0, e.limits.len());
+                let acquired: Vec<i128> = self.acquired().take(e.limits.len()).collect();
+                let none = vec![0; e.limits.len()];
+                let (taken, pending) = if st.amounts.is_empty() {
+                    (&acquired[..], &none[..])
+                } else {
+                    st.slices(0, e.limits.len())
+                };
                 e.limits
                     .iter()
                     .enumerate()
@@ -298,10 +317,11 @@ impl Lease {
             return Err(Error::LeaseInactive);
         }
         self.check_name(limit)?;
-        let n = st.amounts.len() / 2;
+        let amounts = self.amounts_mut(&mut st);
+        let n = amounts.len() / 2;
         for (e, _, at) in self.each() {
             if let Some(i) = e.position(limit) {
-                st.amounts[n + at + i] += delta as i128 * MILLI;
+                amounts[n + at + i] += delta as i128 * MILLI;
             }
         }
         Ok(())
@@ -348,8 +368,9 @@ impl Lease {
             ApplyOutcome::Applied(states) => {
                 lim.observe(&states);
                 let mut st = self.state.lock();
+                let amounts = self.amounts_mut(&mut st);
                 for (_, i, at) in touched {
-                    st.amounts[at + i] += amount as i128 * MILLI;
+                    amounts[at + i] += amount as i128 * MILLI;
                 }
                 Ok(())
             }
@@ -429,10 +450,22 @@ impl Lease {
     /// One change per entry with a non-zero amount, `None` when there is nothing to write:
     /// the pending adjustments, or (`refund`) what was taken, given back.
     fn settle(&self, st: &State, refund: bool) -> Option<Vec<BucketChange>> {
+        if st.amounts.is_empty() && !refund {
+            return None; // nothing adjusted
+        }
+        let acquired: Vec<i128> = if st.amounts.is_empty() {
+            self.acquired().collect()
+        } else {
+            Vec::new()
+        };
         let changes: Vec<BucketChange> = self
             .each()
             .filter_map(|(e, key, at)| {
-                let (taken, pending) = st.slices(at, e.limits.len());
+                let len = e.limits.len();
+                if st.amounts.is_empty() {
+                    return e.change(key, &acquired[at..at + len], -1, false);
+                }
+                let (taken, pending) = st.slices(at, len);
                 if refund {
                     e.change(key, taken, -1, false)
                 } else {

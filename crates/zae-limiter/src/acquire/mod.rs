@@ -240,14 +240,16 @@ impl RateLimiter {
             Ok(a) => a,
             Err(e) => return Ok(Err(e)),
         };
-        let mut targets = vec![Target {
+        let (change, entry) = Target {
             key: BucketKey::new(&req.entity_id, &req.resource),
             entry: LeaseEntry {
                 limits,
                 version,
                 amounts,
             },
-        }];
+        }
+        .into_parts();
+        let (mut changes, mut entries) = (vec![change], vec![entry]);
         if let Some(parent) = data
             .entity
             .as_ref()
@@ -264,7 +266,7 @@ impl RateLimiter {
                 None => (
                     req.parent_limits.clone().unwrap_or_else(|| {
                         if moved {
-                            targets[0].entry.limits.clone()
+                            entries[0].limits.clone()
                         } else {
                             req.limits.clone()
                         }
@@ -275,18 +277,19 @@ impl RateLimiter {
             // a deleted parent is not charged: no ghost bucket
             if pdata.entity.is_some() && !plimits.is_empty() {
                 let pamounts = shared_amounts(&plimits, &req.consume);
-                targets.push(Target {
+                let (change, entry) = Target {
                     key: BucketKey::new(parent, &req.resource),
                     entry: LeaseEntry {
                         limits: plimits,
                         version: pversion,
                         amounts: pamounts,
                     },
-                });
+                }
+                .into_parts();
+                changes.push(change);
+                entries.push(entry);
             }
         }
-        let (changes, entries): (Vec<BucketChange>, Vec<LeaseEntry>) =
-            targets.into_iter().map(Target::into_parts).unzip();
         let lease_id = crate::lease::new_lease_id();
         let op = crate::lease::op(lease_id, "acquire", false, deadline);
         let write = std::sync::Arc::new(AcquireWrite { changes, op });
