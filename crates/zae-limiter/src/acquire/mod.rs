@@ -128,15 +128,20 @@ impl RateLimiter {
     }
 
     async fn acquire_traced(&self, mut req: AcquireSpec, store_us: &AtomicU64) -> Result<Lease> {
-        req.validate()?;
+        let passed_amounts = req.validate()?;
         // the limits passed may be moved into the lease: remember whether there were any
         let passed_limits = !req.limits.is_empty();
         // one deadline for the whole operation: resolution, cascade and write
         let deadline = self.deadline();
         let in_flight: InFlight = parking_lot::Mutex::new(None);
         let outcome = {
-            let inner =
-                std::pin::pin!(self.acquire_inner(&mut req, deadline, &in_flight, store_us));
+            let inner = std::pin::pin!(self.acquire_inner(
+                &mut req,
+                passed_amounts,
+                deadline,
+                &in_flight,
+                store_us
+            ));
             match within(deadline, inner).await {
                 Some(r) => r,
                 None => Err(StoreFailure(
@@ -193,10 +198,12 @@ impl RateLimiter {
     }
 
     /// Outer `Err` = the store failed; inner = the decision. The limits passed in `req` are
-    /// moved into the lease when they are the ones enforced.
+    /// moved into the lease when they are the ones enforced (with `passed_amounts`, their
+    /// amounts as the validation found them).
     async fn acquire_inner(
         &self,
         req: &mut AcquireSpec,
+        passed_amounts: Option<Vec<u64>>,
         deadline: tokio::time::Instant,
         in_flight: &InFlight,
         store_us: &AtomicU64,
@@ -236,9 +243,13 @@ impl RateLimiter {
                 Err(e) => return Ok(Err(e)),
             }
         };
-        let amounts = match amounts(&limits, req.named()) {
-            Ok(a) => a,
-            Err(e) => return Ok(Err(e)),
+        // the limits passed were mapped to their amounts by the validation
+        let amounts = match (moved, passed_amounts) {
+            (true, Some(a)) => a,
+            _ => match amounts(&limits, req.named()) {
+                Ok(a) => a,
+                Err(e) => return Ok(Err(e)),
+            },
         };
         let (change, entry) = Target {
             key: BucketKey::new(&req.entity_id, &req.resource),
