@@ -1,7 +1,12 @@
 //! Criterion benches of the hot path on the embedded store, with `governor` (an in-process
 //! GCRA limiter) as a reference point. DynamoDB is measured by `zae-limiter bench` instead.
 //!
-//! `cargo bench -p zae-limiter --bench hot_path`
+//! `cargo bench -p zae-limiter --no-default-features --bench hot_path` (the embedded store
+//! alone: no AWS SDK to build)
+//!
+//! `scaling/*/N`: N OS threads, each with its own current-thread runtime and its own
+//! entity, on one limiter and store; the time per op is wall time / ops over all threads
+//! (the inverse of the combined throughput), so perfect scaling halves it from 1 to 2.
 
 use std::hint::black_box;
 use std::num::NonZeroU32;
@@ -101,12 +106,71 @@ fn hot_path(c: &mut Criterion) {
     g.finish();
 }
 
+/// Run `per_thread(thread, n)` on `threads` OS threads, `iters` calls in all; wall time.
+fn on_threads(threads: u64, iters: u64, per_thread: impl Fn(u64, u64) + Sync) -> Duration {
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let n = iters / threads + u64::from(t < iters % threads);
+            let f = &per_thread;
+            s.spawn(move || f(t, n));
+        }
+    });
+    start.elapsed()
+}
+
+fn scaling(c: &mut Criterion) {
+    let mut g = c.benchmark_group("scaling");
+    let limiter = RateLimiter::builder(MemoryStore::new()).build();
+    let entities = ["key-0", "key-1", "key-2", "key-3"];
+    let runtimes: Vec<tokio::runtime::Runtime> = entities
+        .iter()
+        .map(|_| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+        })
+        .collect();
+    for threads in [1u64, 2] {
+        g.bench_function(format!("memory_acquire_commit/{threads}"), |b| {
+            b.iter_custom(|iters| {
+                on_threads(threads, iters, |t, n| {
+                    let entity = entities[t as usize];
+                    runtimes[t as usize].block_on(async {
+                        for _ in 0..n {
+                            acquire_commit(&limiter, entity).await;
+                        }
+                    })
+                })
+            })
+        });
+    }
+    // reference: one governor key per thread (a keyed limiter, as the embedded store is)
+    let gov = governor::RateLimiter::keyed(governor::Quota::per_second(
+        NonZeroU32::new(u32::MAX).expect("non-zero"),
+    ));
+    for threads in [1u64, 2] {
+        g.bench_function(format!("governor_keyed_check/{threads}"), |b| {
+            b.iter_custom(|iters| {
+                on_threads(threads, iters, |t, n| {
+                    let key = entities[t as usize];
+                    for _ in 0..n {
+                        black_box(gov.check_key(&key).is_ok());
+                    }
+                })
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .sample_size(20)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = bucket_math, hot_path
+    targets = bucket_math, hot_path, scaling
 }
 criterion_main!(benches);

@@ -3,6 +3,7 @@
 //! request is applied once; commit and rollback are exactly-once writes.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 use tracing::Instrument;
@@ -13,79 +14,35 @@ use crate::error::{Error, Result};
 use crate::exceeded::{LimitStatus, RateLimitExceeded};
 use crate::limit::{Limit, MAX_AMOUNT};
 use crate::limiter::RateLimiter;
-use crate::store::{ApplyOutcome, BucketChange, BucketKey, LimitChange, WriteOp};
+use crate::store::{ApplyOutcome, BucketChange, BucketKey, BucketState, WriteOp};
 use crate::telemetry::{self, StoreOp};
 
-/// A fresh lease id (128 random bits, hex).
-pub(crate) fn new_lease_id() -> String {
-    format!("{:032x}", rand::random::<u128>())
-}
+mod entry;
 
-/// The write `kind` of lease `id`.
-pub(crate) fn op(
-    id: &str,
-    kind: &str,
-    exactly_once: bool,
-    deadline: tokio::time::Instant,
-) -> WriteOp {
-    WriteOp::new(format!("{id}:{kind}"), exactly_once).with_deadline(deadline)
-}
-
-/// What a lease holds for one bucket (the entity's own, or its parent's when cascading).
-#[derive(Debug, Clone)]
-pub(crate) struct LeaseEntry {
-    key: BucketKey,
-    limits: Vec<Limit>,
-    version: i64,
-    /// Millitokens taken (acquire and checked `consume`), per limit: given back at rollback.
-    taken: Vec<i128>,
-    /// Millitokens adjusted since, written at commit.
-    pending: Vec<i128>,
-}
-
-impl LeaseEntry {
-    pub(crate) fn new(key: BucketKey, limits: Vec<Limit>, version: i64, amounts: &[u64]) -> Self {
-        LeaseEntry {
-            key,
-            version,
-            taken: amounts.iter().map(|&n| n as i128 * MILLI).collect(),
-            pending: vec![0; limits.len()],
-            limits,
-        }
-    }
-
-    fn position(&self, name: &str) -> Option<usize> {
-        self.limits.iter().position(|l| l.name() == name)
-    }
-
-    /// The change writing `amounts` (one per limit), checked or not; `None` when all are 0.
-    fn change(&self, amounts: &[i128], checked: bool) -> Option<BucketChange> {
-        let limits: Vec<LimitChange> = self
-            .limits
-            .iter()
-            .zip(amounts)
-            .filter(|(_, a)| **a != 0)
-            .map(|(l, amount)| LimitChange {
-                name: l.name().to_string(),
-                params: l.params(),
-                version: self.version,
-                amount: *amount,
-                checked,
-            })
-            .collect();
-        (!limits.is_empty()).then(|| BucketChange {
-            key: self.key.clone(),
-            limits,
-        })
-    }
-}
+pub(crate) use entry::{new_lease_id, op, AcquireWrite, LeaseEntry};
 
 #[derive(Debug)]
 struct State {
     active: bool,
-    entries: Vec<LeaseEntry>,
+    /// Millitokens per limit of every entry in order: first what was taken (acquire and
+    /// checked `consume`), given back at rollback, then what was adjusted since, written at
+    /// commit (`amounts[..n]` and `amounts[n..]` for `n` limits in all). Empty until the
+    /// first `adjust` or `consume`: until then the lease took what the acquire took, and
+    /// has nothing pending (a lease committed as acquired allocates nothing for it).
+    amounts: Vec<i128>,
     /// Checked `consume` writes made so far (each gets its own op id).
     consumes: u32,
+}
+
+impl State {
+    /// Taken and pending amounts of the entry whose limits start at `at` (`len` of them).
+    fn slices(&self, at: usize, len: usize) -> (&[i128], &[i128]) {
+        let n = self.amounts.len() / 2;
+        (
+            &self.amounts[at..at + len],
+            &self.amounts[n + at..n + at + len],
+        )
+    }
 }
 
 /// Capacity taken by a successful acquire.
@@ -100,48 +57,95 @@ struct State {
 #[derive(Debug)]
 pub struct Lease {
     limiter: RateLimiter,
-    id: String,
+    id: u128,
+    /// The acquire's write: the keys of the entries' buckets.
+    write: Arc<AcquireWrite>,
+    /// Own bucket first.
+    entries: Vec<LeaseEntry>,
     state: Mutex<State>,
     runtime: Option<tokio::runtime::Handle>,
-    /// The limits of the entity's own bucket.
-    limits: Vec<Limit>,
-    /// Every limit's status right after the acquire, own bucket first.
-    statuses: Vec<LimitStatus>,
+    /// The states the store returned with the acquire, one per entry, and the time the
+    /// acquire decided at: what [`statuses`](Self::statuses) are computed from when asked.
+    seen: Vec<BucketState>,
+    decided_at: i64,
+    statuses: OnceLock<Vec<LimitStatus>>,
 }
 
 impl Lease {
+    /// The lease of an acquire that took `entries` with `write` at `decided_at`; `seen`
+    /// are the states the store returned.
     pub(crate) fn new(
         limiter: RateLimiter,
-        id: String,
+        id: u128,
+        write: Arc<AcquireWrite>,
         entries: Vec<LeaseEntry>,
-        statuses: Vec<LimitStatus>,
+        seen: Vec<BucketState>,
+        decided_at: i64,
     ) -> Self {
         Lease {
             limiter,
             id,
-            limits: entries
-                .first()
-                .map(|e| e.limits.clone())
-                .unwrap_or_default(),
-            statuses,
+            write,
+            entries,
             state: Mutex::new(State {
                 active: true,
-                entries,
+                amounts: Vec::new(),
                 consumes: 0,
             }),
             runtime: tokio::runtime::Handle::try_current().ok(),
+            seen,
+            decided_at,
+            statuses: OnceLock::new(),
         }
     }
 
     /// The lease handed out when the store is unavailable and the policy is `Allow`:
     /// every operation succeeds and nothing is written.
     pub(crate) fn noop(limiter: RateLimiter) -> Self {
-        Self::new(limiter, new_lease_id(), Vec::new(), Vec::new())
+        let write = Arc::new(AcquireWrite {
+            changes: Vec::new(),
+            op: WriteOp::new(String::new(), false),
+        });
+        Self::new(limiter, new_lease_id(), write, Vec::new(), Vec::new(), 0)
     }
 
     /// True for the no-op lease given when the store was unavailable and the policy allows.
     pub fn is_noop(&self) -> bool {
-        self.state.lock().entries.is_empty()
+        self.entries.is_empty()
+    }
+
+    /// The bucket of entry `k`.
+    fn key(&self, k: usize) -> &BucketKey {
+        &self.write.changes[k].key
+    }
+
+    /// The amounts of `st`, made explicit (what the acquire took, nothing pending) on the
+    /// first change.
+    fn amounts_mut<'s>(&self, st: &'s mut State) -> &'s mut Vec<i128> {
+        if st.amounts.is_empty() {
+            let n: usize = self.entries.iter().map(|e| e.limits.len()).sum();
+            st.amounts.reserve_exact(2 * n);
+            st.amounts.extend(self.acquired());
+            st.amounts.resize(2 * n, 0);
+        }
+        &mut st.amounts
+    }
+
+    /// What the acquire took, in millitokens, per limit of every entry in order.
+    fn acquired(&self) -> impl Iterator<Item = i128> + '_ {
+        self.entries
+            .iter()
+            .flat_map(|e| e.amounts.iter().map(|&a| a as i128 * MILLI))
+    }
+
+    /// Every entry with its bucket and where its limits start in [`State::amounts`].
+    fn each(&self) -> impl Iterator<Item = (&LeaseEntry, &BucketKey, usize)> {
+        let mut at = 0;
+        self.entries.iter().enumerate().map(move |(k, e)| {
+            let start = at;
+            at += e.limits.len();
+            (e, self.key(k), start)
+        })
     }
 
     /// The limits this lease was granted under for the entity's own bucket: the stored
@@ -162,7 +166,7 @@ impl Lease {
     /// # Ok(()) }
     /// ```
     pub fn limits(&self) -> &[Limit] {
-        &self.limits
+        self.entries.first().map_or(&[], |e| &e.limits)
     }
 
     /// The status of every limit right after the acquire, from the states the store
@@ -174,20 +178,34 @@ impl Lease {
     /// successful response need. Later `consume`, `adjust` or other clients are not
     /// reflected. Empty for the no-op lease.
     pub fn statuses(&self) -> &[LimitStatus] {
-        &self.statuses
+        self.statuses.get_or_init(|| {
+            self.each()
+                .zip(&self.seen)
+                .flat_map(|((e, key, _), s)| {
+                    statuses_for(key, Some(s), &e.limits, &e.amounts, self.decided_at)
+                })
+                .collect()
+        })
     }
 
     /// Tokens this lease has taken so far per limit (own bucket), adjustments included.
     pub fn consumed(&self) -> BTreeMap<String, i64> {
         let st = self.state.lock();
-        st.entries
+        self.entries
             .first()
             .map(|e| {
+                let acquired: Vec<i128> = self.acquired().take(e.limits.len()).collect();
+                let none = vec![0; e.limits.len()];
+                let (taken, pending) = if st.amounts.is_empty() {
+                    (&acquired[..], &none[..])
+                } else {
+                    st.slices(0, e.limits.len())
+                };
                 e.limits
                     .iter()
                     .enumerate()
                     .map(|(i, l)| {
-                        let m = e.taken[i] + e.pending[i];
+                        let m = taken[i] + pending[i];
                         (l.name().to_string(), m.div_euclid(MILLI) as i64)
                     })
                     .collect()
@@ -195,8 +213,8 @@ impl Lease {
             .unwrap_or_default()
     }
 
-    fn check_name(st: &State, limit: &str) -> Result<()> {
-        if st.entries.is_empty() || st.entries.iter().any(|e| e.position(limit).is_some()) {
+    fn check_name(&self, limit: &str) -> Result<()> {
+        if self.entries.is_empty() || self.entries.iter().any(|e| e.position(limit).is_some()) {
             return Ok(());
         }
         Err(Error::invalid(
@@ -220,10 +238,12 @@ impl Lease {
         if !st.active {
             return Err(Error::LeaseInactive);
         }
-        Self::check_name(&st, limit)?;
-        for e in st.entries.iter_mut() {
+        self.check_name(limit)?;
+        let amounts = self.amounts_mut(&mut st);
+        let n = amounts.len() / 2;
+        for (e, _, at) in self.each() {
             if let Some(i) = e.position(limit) {
-                e.pending[i] += delta as i128 * MILLI;
+                amounts[n + at + i] += delta as i128 * MILLI;
             }
         }
         Ok(())
@@ -240,50 +260,50 @@ impl Lease {
                 format!("{amount} is above {MAX_AMOUNT}"),
             ));
         }
-        let (changes, n, entries) = {
+        let (changes, n, touched) = {
             let mut st = self.state.lock();
             if !st.active {
                 return Err(Error::LeaseInactive);
             }
-            Self::check_name(&st, limit)?;
+            self.check_name(limit)?;
             st.consumes += 1;
             let mut changes = Vec::new();
-            let mut entries = Vec::new();
-            for (k, e) in st.entries.iter().enumerate() {
+            let mut touched = Vec::new();
+            for (k, (e, key, at)) in self.each().enumerate() {
                 let Some(i) = e.position(limit) else { continue };
                 let mut amounts = vec![0i128; e.limits.len()];
                 amounts[i] = amount as i128 * MILLI;
-                if let Some(c) = e.change(&amounts, true) {
+                if let Some(c) = e.change(key, &amounts, 1, true) {
                     changes.push(c);
-                    entries.push((k, i));
+                    touched.push((k, i, at));
                 }
             }
-            (changes, st.consumes, entries)
+            (changes, st.consumes, touched)
         };
         if changes.is_empty() {
             return Ok(());
         }
         let lim = &self.limiter;
         let now = lim.now_ms();
-        let op = op(&self.id, &format!("consume{n}"), false, lim.deadline());
+        let op = op(self.id, &format!("consume{n}"), false, lim.deadline());
         match lim.call(lim.store().apply(&changes, now, &op)).await? {
             ApplyOutcome::Applied(states) => {
                 lim.observe(&states);
                 let mut st = self.state.lock();
-                for (k, i) in entries {
-                    st.entries[k].taken[i] += amount as i128 * MILLI;
+                let amounts = self.amounts_mut(&mut st);
+                for (_, i, at) in touched {
+                    amounts[at + i] += amount as i128 * MILLI;
                 }
                 Ok(())
             }
             ApplyOutcome::Rejected(seen) => {
                 lim.observe(seen.iter().flatten());
-                let st = self.state.lock();
-                let statuses = entries
+                let statuses = touched
                     .iter()
                     .zip(&seen)
-                    .flat_map(|((k, i), s)| {
-                        let e = &st.entries[*k];
-                        statuses_for(&e.key, s.as_ref(), &e.limits[*i..=*i], &[amount], now)
+                    .flat_map(|((k, i, _), s)| {
+                        let e = &self.entries[*k];
+                        statuses_for(self.key(*k), s.as_ref(), &e.limits[*i..=*i], &[amount], now)
                     })
                     .collect();
                 Err(Error::RateLimited(Box::new(RateLimitExceeded::new(
@@ -296,48 +316,86 @@ impl Lease {
     /// Make the lease final: writes pending adjustments (one exactly-once write; none if
     /// there are none).
     pub async fn commit(&self) -> Result<()> {
-        let (changes, span) = {
+        let changes = {
             let mut st = self.state.lock();
             if !st.active {
                 return Err(Error::LeaseInactive);
             }
             st.active = false;
-            let (entity, resource) = first_key(&st.entries);
-            let span = tracing::info_span!(
-                target: "zae_limiter",
-                "zae_limiter.commit",
-                entity = %entity,
-                resource = %resource,
-                outcome = tracing::field::Empty,
-                store_latency_ms = tracing::field::Empty,
-            );
-            (settle(&st.entries, |e| e.pending.clone()), span)
+            self.settle(&st, false)
         };
+        let span = self.span("zae_limiter.commit");
         self.finish(changes, "commit", StoreOp::Commit, span).await
     }
 
     /// Give back everything this lease took (one exactly-once write); pending adjustments
     /// are dropped.
     pub async fn rollback(&self) -> Result<()> {
-        let (changes, span) = {
+        let changes = {
             let mut st = self.state.lock();
             if !st.active {
                 return Err(Error::LeaseInactive);
             }
             st.active = false;
-            let (entity, resource) = first_key(&st.entries);
-            let span = tracing::info_span!(
-                target: "zae_limiter",
-                "zae_limiter.rollback",
-                entity = %entity,
-                resource = %resource,
-                outcome = tracing::field::Empty,
-                store_latency_ms = tracing::field::Empty,
-            );
-            (settle(&st.entries, refund), span)
+            self.settle(&st, true)
         };
+        let span = self.span("zae_limiter.rollback");
         self.finish(changes, "rollback", StoreOp::Rollback, span)
             .await
+    }
+
+    /// The span of a commit or rollback, on the lease's own bucket (empty names for a
+    /// no-op lease).
+    fn span(&self, name: &'static str) -> tracing::Span {
+        let (entity, resource) = self.write.changes.first().map_or(("", ""), |c| {
+            (c.key.entity_id.as_str(), c.key.resource.as_str())
+        });
+        macro_rules! span {
+            ($name:literal) => {
+                tracing::info_span!(
+                    target: "zae_limiter",
+                    $name,
+                    entity = %entity,
+                    resource = %resource,
+                    outcome = tracing::field::Empty,
+                    store_latency_ms = tracing::field::Empty,
+                )
+            };
+        }
+        if name == "zae_limiter.commit" {
+            span!("zae_limiter.commit")
+        } else {
+            span!("zae_limiter.rollback")
+        }
+    }
+
+    /// One change per entry with a non-zero amount, `None` when there is nothing to write:
+    /// the pending adjustments, or (`refund`) what was taken, given back.
+    fn settle(&self, st: &State, refund: bool) -> Option<Vec<BucketChange>> {
+        if st.amounts.is_empty() && !refund {
+            return None; // nothing adjusted
+        }
+        let acquired: Vec<i128> = if st.amounts.is_empty() {
+            self.acquired().collect()
+        } else {
+            Vec::new()
+        };
+        let changes: Vec<BucketChange> = self
+            .each()
+            .filter_map(|(e, key, at)| {
+                let len = e.limits.len();
+                if st.amounts.is_empty() {
+                    return e.change(key, &acquired[at..at + len], -1, false);
+                }
+                let (taken, pending) = st.slices(at, len);
+                if refund {
+                    e.change(key, taken, -1, false)
+                } else {
+                    e.change(key, pending, 1, false)
+                }
+            })
+            .collect();
+        (!changes.is_empty()).then_some(changes)
     }
 
     /// Write `changes` (if any) in `span`, recording the outcome (`ok`, `noop` when there is
@@ -369,13 +427,11 @@ impl Lease {
 
     async fn write(&self, changes: Vec<BucketChange>, kind: &str) -> Result<()> {
         let lim = &self.limiter;
-        let op = op(&self.id, kind, true, lim.deadline());
-        match lim
-            .call(lim.store().apply(&changes, lim.now_ms(), &op))
-            .await?
-        {
+        let op = op(self.id, kind, true, lim.deadline());
+        let now = lim.now_ms();
+        match lim.call(lim.store().apply(&changes, now, &op)).await? {
             ApplyOutcome::Applied(states) => {
-                lim.observe(&states);
+                lim.observe_at(&states, now);
                 Ok(())
             }
             ApplyOutcome::Rejected(_) => Err(Error::Other {
@@ -386,43 +442,19 @@ impl Lease {
     }
 }
 
-/// The entity and resource of a lease's own bucket (empty for a no-op lease), for spans.
-fn first_key(entries: &[LeaseEntry]) -> (&str, &str) {
-    entries.first().map_or(("", ""), |e| {
-        (e.key.entity_id.as_str(), e.key.resource.as_str())
-    })
-}
-
-fn refund(e: &LeaseEntry) -> Vec<i128> {
-    e.taken.iter().map(|n| -n).collect()
-}
-
-/// One change per entry with a non-zero amount; `None` when there is nothing to write.
-fn settle(
-    entries: &[LeaseEntry],
-    amounts: impl Fn(&LeaseEntry) -> Vec<i128>,
-) -> Option<Vec<BucketChange>> {
-    let changes: Vec<BucketChange> = entries
-        .iter()
-        .filter_map(|e| e.change(&amounts(e), false))
-        .collect();
-    (!changes.is_empty()).then_some(changes)
-}
-
 impl Drop for Lease {
     fn drop(&mut self) {
-        let st = self.state.get_mut();
-        if !st.active {
+        let active = std::mem::replace(&mut self.state.get_mut().active, false);
+        if !active {
             return;
         }
-        st.active = false;
-        let Some(changes) = settle(&st.entries, refund) else {
+        let Some(changes) = self.settle(&self.state.lock(), true) else {
             return;
         };
         match &self.runtime {
             Some(rt) => {
                 let limiter = self.limiter.clone();
-                let op = op(&self.id, "rollback", true, limiter.deadline());
+                let op = op(self.id, "rollback", true, limiter.deadline());
                 let guard = limiter.pending_rollback();
                 rt.spawn(async move {
                     let r = limiter

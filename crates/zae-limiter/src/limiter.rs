@@ -11,10 +11,12 @@ use crate::acquire::{amounts, pick_limits, shared_amounts, to_tokens};
 use crate::bucket::MILLI;
 use crate::cache::{CacheStats, ConfigCache};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{OnUnavailable, ResolutionData};
+use crate::config::OnUnavailable;
 use crate::error::{Error, Result, StoreError};
 use crate::limit::{validate_entity_id, validate_limits, validate_resource, Limit};
 use crate::store::{bucket_time, BucketKey, BucketState, Store};
+
+mod resolve;
 
 /// The largest lead (ms) a client adopts from bucket times written by clients whose clocks
 /// are ahead of its own. Beyond it the client keeps its clock (and logs a warning): a bucket
@@ -263,6 +265,15 @@ impl RateLimiter {
         }
     }
 
+    /// [`observe`](Self::observe) the states a write at our time `now` returned. A bucket
+    /// time not after `now` (clock plus the lead then, and the lead only grows) teaches
+    /// nothing, so the usual case reads no clock.
+    pub(crate) fn observe_at(&self, states: &[BucketState], now: i64) {
+        if states.iter().any(|s| s.time_ms > now) {
+            self.observe(states);
+        }
+    }
+
     /// The operation deadline.
     pub(crate) fn timeout(&self) -> Duration {
         self.inner.timeout
@@ -321,61 +332,14 @@ impl RateLimiter {
         &self,
         fut: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.inner.timeout, fut).await {
-            Ok(r) => r,
-            Err(_) => Err(StoreError::unavailable(format!(
+        let deadline = tokio::time::Instant::now() + self.inner.timeout;
+        match crate::acquire::within(deadline, std::pin::pin!(fut)).await {
+            Some(r) => r,
+            None => Err(StoreError::unavailable(format!(
                 "no answer from the store within {:?}",
                 self.inner.timeout
             ))),
         }
-    }
-
-    /// The entity and its config levels for `resource`, through the cache.
-    pub(crate) async fn resolution(
-        &self,
-        entity_id: &str,
-        resource: &str,
-    ) -> Result<Arc<ResolutionData>, StoreError> {
-        self.resolution_timed(entity_id, resource).await.0
-    }
-
-    /// [`resolution`](Self::resolution) in its span (`zae_limiter.resolution`), with the
-    /// time spent waiting on the store (zero on a cache hit).
-    pub(crate) async fn resolution_timed(
-        &self,
-        entity_id: &str,
-        resource: &str,
-    ) -> (Result<Arc<ResolutionData>, StoreError>, std::time::Duration) {
-        use tracing::Instrument;
-        let span = tracing::debug_span!(
-            target: "zae_limiter",
-            "zae_limiter.resolution",
-            entity = %entity_id,
-            resource = %resource,
-            cache = tracing::field::Empty,
-            store_latency_ms = tracing::field::Empty,
-        );
-        let now = self.now_ms();
-        if let Some(d) = self.inner.cache.get(entity_id, resource, now) {
-            crate::telemetry::cache(true);
-            span.record("cache", "hit");
-            return (Ok(d), std::time::Duration::ZERO);
-        }
-        crate::telemetry::cache(false);
-        span.record("cache", "miss");
-        let (r, took) = crate::telemetry::timed(
-            crate::telemetry::StoreOp::Resolution,
-            self.call(self.inner.store.load_resolution(entity_id, resource)),
-        )
-        .instrument(span.clone())
-        .await;
-        span.record("store_latency_ms", crate::telemetry::ms(took));
-        let r = r.map(|d| {
-            let d = Arc::new(d);
-            self.inner.cache.put(entity_id, resource, d.clone(), now);
-            d
-        });
-        (r, took)
     }
 
     /// Forget every cached config and entity (this limiter's changes do it themselves).

@@ -14,8 +14,7 @@ use crate::bucket::MILLI;
 use crate::config::OnUnavailable;
 use crate::error::{Error, Result, StoreError};
 use crate::exceeded::RateLimitExceeded;
-use crate::lease::{Lease, LeaseEntry};
-use crate::limit::Limit;
+use crate::lease::{AcquireWrite, Lease, LeaseEntry};
 use crate::limiter::RateLimiter;
 use crate::store::{ApplyOutcome, BucketChange, BucketKey, LimitChange};
 use crate::telemetry::{self, Outcome, StoreOp};
@@ -27,39 +26,56 @@ pub use request::{Acquire, RunError};
 /// One bucket the acquire takes from.
 struct Target {
     key: BucketKey,
-    limits: Vec<Limit>,
-    version: i64,
-    amounts: Vec<u64>,
+    entry: LeaseEntry,
 }
 
 impl Target {
-    fn change(&self) -> BucketChange {
-        BucketChange {
-            key: self.key.clone(),
-            limits: self
+    /// The change that takes the amounts from the bucket, and what the lease keeps.
+    fn into_parts(self) -> (BucketChange, LeaseEntry) {
+        let e = self.entry;
+        let change = BucketChange {
+            key: self.key,
+            limits: e
                 .limits
                 .iter()
-                .zip(&self.amounts)
+                .zip(&e.amounts)
                 .map(|(l, n)| LimitChange {
                     name: l.name().to_string(),
                     params: l.params(),
-                    version: self.version,
+                    version: e.version,
                     amount: *n as i128 * MILLI,
                     checked: true,
                 })
                 .collect(),
-        }
+        };
+        (change, e)
     }
 }
 
 /// The write an acquire has sent and not yet heard back about.
 /// Shared (`Arc`), so that recording it costs no copy on the hot path.
-type InFlight = parking_lot::Mutex<
-    Option<(
-        std::sync::Arc<Vec<BucketChange>>,
-        std::sync::Arc<crate::store::WriteOp>,
-    )>,
->;
+type InFlight = parking_lot::Mutex<Option<std::sync::Arc<AcquireWrite>>>;
+
+/// Await `fut` until `deadline`: `None` if it has not finished by then. Like
+/// [`tokio::time::timeout_at`], but the timer is only set up when the first poll does not
+/// finish: an answer that is ready at once (the embedded store) costs no timer. `fut` is
+/// pinned by the caller, so that a large future is not moved again.
+pub(crate) async fn within<F: std::future::Future>(
+    deadline: tokio::time::Instant,
+    mut fut: std::pin::Pin<&mut F>,
+) -> Option<F::Output> {
+    let first = std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(match fut.as_mut().poll(cx) {
+            std::task::Poll::Ready(v) => Some(v),
+            std::task::Poll::Pending => None,
+        })
+    })
+    .await;
+    match first {
+        Some(v) => Some(v),
+        None => tokio::time::timeout_at(deadline, fut).await.ok(),
+    }
+}
 
 /// A store failure, with the stored `on_unavailable` policy when it was already known and
 /// whether the request's limits had been resolved.
@@ -94,10 +110,13 @@ impl RateLimiter {
         );
         // microseconds spent waiting on the store, over every call of this acquire
         let store_us = AtomicU64::new(0);
-        let r = self
-            .acquire_traced(req, &store_us)
-            .instrument(span.clone())
-            .await;
+        // pinned where it is made: the large future is not moved into a wrapper
+        let traced = std::pin::pin!(self.acquire_traced(req, &store_us));
+        let r = if span.is_disabled() {
+            traced.await
+        } else {
+            traced.instrument(span.clone()).await
+        };
         let outcome = Outcome::of(&r);
         telemetry::decision(outcome);
         span.record("outcome", outcome.as_str());
@@ -108,26 +127,32 @@ impl RateLimiter {
         r
     }
 
-    async fn acquire_traced(&self, req: AcquireSpec, store_us: &AtomicU64) -> Result<Lease> {
-        req.validate()?;
+    async fn acquire_traced(&self, mut req: AcquireSpec, store_us: &AtomicU64) -> Result<Lease> {
+        let passed_amounts = req.validate()?;
+        // the limits passed may be moved into the lease: remember whether there were any
+        let passed_limits = !req.limits.is_empty();
         // one deadline for the whole operation: resolution, cascade and write
         let deadline = self.deadline();
         let in_flight: InFlight = parking_lot::Mutex::new(None);
-        let outcome = match tokio::time::timeout_at(
-            deadline,
-            self.acquire_inner(&req, deadline, &in_flight, store_us),
-        )
-        .await
-        {
-            Ok(r) => r,
-            Err(_) => Err(StoreFailure(
-                StoreError::unavailable(format!(
-                    "no answer from the store within {:?}",
-                    self.timeout()
+        let outcome = {
+            let inner = std::pin::pin!(self.acquire_inner(
+                &mut req,
+                passed_amounts,
+                deadline,
+                &in_flight,
+                store_us
+            ));
+            match within(deadline, inner).await {
+                Some(r) => r,
+                None => Err(StoreFailure(
+                    StoreError::unavailable(format!(
+                        "no answer from the store within {:?}",
+                        self.timeout()
+                    )),
+                    None,
+                    false,
                 )),
-                None,
-                false,
-            )),
+            }
         };
         let (e, stored_policy, resolved) = match outcome {
             Ok(r) => return r,
@@ -137,8 +162,8 @@ impl RateLimiter {
         let in_flight = in_flight.lock().take();
         // a write was sent, so the request's limits had been resolved and checked
         let resolved = resolved || in_flight.is_some();
-        if let Some((changes, op)) = in_flight {
-            self.compensate_later(changes, op);
+        if let Some(write) = in_flight {
+            self.compensate_later(write);
         }
         let policy = req
             .on_unavailable
@@ -146,7 +171,7 @@ impl RateLimiter {
             .or(self.last_policy())
             .unwrap_or(self.default_policy());
         // nothing resolved and no limits in code: the request cannot be checked at all
-        let blind = req.limits.is_empty() && !resolved;
+        let blind = !passed_limits && !resolved;
         match (e, policy) {
             // fail open only for a real outage, and only for a request known to be well-formed
             (e, OnUnavailable::Allow) if e.is_unavailable() && !blind => {
@@ -172,10 +197,13 @@ impl RateLimiter {
         }
     }
 
-    /// Outer `Err` = the store failed; inner = the decision.
+    /// Outer `Err` = the store failed; inner = the decision. The limits passed in `req` are
+    /// moved into the lease when they are the ones enforced (with `passed_amounts`, their
+    /// amounts as the validation found them).
     async fn acquire_inner(
         &self,
-        req: &AcquireSpec,
+        req: &mut AcquireSpec,
+        passed_amounts: Option<Vec<u64>>,
         deadline: tokio::time::Instant,
         in_flight: &InFlight,
         store_us: &AtomicU64,
@@ -186,7 +214,14 @@ impl RateLimiter {
                 Ordering::Relaxed,
             );
         };
-        let (data, took) = self.resolution_timed(&req.entity_id, &req.resource).await;
+        // a cache hit needs no future at all
+        let (data, took) = match self.resolution_cached(&req.entity_id, &req.resource) {
+            Ok(hit) => (Ok(hit), Duration::ZERO),
+            Err(miss) => {
+                self.resolution_load(&req.entity_id, &req.resource, miss)
+                    .await
+            }
+        };
         waited(took);
         let data = data.map_err(|e| StoreFailure(e, None, false))?;
         let policy = data.on_unavailable();
@@ -198,21 +233,34 @@ impl RateLimiter {
                     .into(),
             )));
         }
-        let (limits, version) = match pick_limits(&data, &req.limits, &req.entity_id, &req.resource)
-        {
-            Ok(l) => l,
-            Err(e) => return Ok(Err(e)),
+        // limits passed in code are taken as they are (no copy) when nothing is stored
+        let moved = data.versioned_limits().is_none() && !req.limits.is_empty();
+        let (limits, version) = if moved {
+            (std::mem::take(&mut req.limits), 0)
+        } else {
+            match pick_limits(&data, &req.limits, &req.entity_id, &req.resource) {
+                Ok(l) => l,
+                Err(e) => return Ok(Err(e)),
+            }
         };
-        let amounts = match amounts(&limits, req.named()) {
-            Ok(a) => a,
-            Err(e) => return Ok(Err(e)),
+        // the limits passed were mapped to their amounts by the validation
+        let amounts = match (moved, passed_amounts) {
+            (true, Some(a)) => a,
+            _ => match amounts(&limits, req.named()) {
+                Ok(a) => a,
+                Err(e) => return Ok(Err(e)),
+            },
         };
-        let mut targets = vec![Target {
+        let (change, entry) = Target {
             key: BucketKey::new(&req.entity_id, &req.resource),
-            limits,
-            version,
-            amounts,
-        }];
+            entry: LeaseEntry {
+                limits,
+                version,
+                amounts,
+            },
+        }
+        .into_parts();
+        let (mut changes, mut entries) = (vec![change], vec![entry]);
         if let Some(parent) = data
             .entity
             .as_ref()
@@ -225,33 +273,44 @@ impl RateLimiter {
             // the parent's limits come from the parent's own resolution, never from the child
             let (plimits, pversion) = match pdata.versioned_limits() {
                 Some((stored, v)) => (stored.to_vec(), v),
+                // the limits passed: still in `req`, or moved into the child's entry
                 None => (
-                    req.parent_limits
-                        .clone()
-                        .unwrap_or_else(|| req.limits.clone()),
+                    req.parent_limits.clone().unwrap_or_else(|| {
+                        if moved {
+                            entries[0].limits.clone()
+                        } else {
+                            req.limits.clone()
+                        }
+                    }),
                     0,
                 ),
             };
             // a deleted parent is not charged: no ghost bucket
             if pdata.entity.is_some() && !plimits.is_empty() {
                 let pamounts = shared_amounts(&plimits, &req.consume);
-                targets.push(Target {
+                let (change, entry) = Target {
                     key: BucketKey::new(parent, &req.resource),
-                    limits: plimits,
-                    version: pversion,
-                    amounts: pamounts,
-                });
+                    entry: LeaseEntry {
+                        limits: plimits,
+                        version: pversion,
+                        amounts: pamounts,
+                    },
+                }
+                .into_parts();
+                changes.push(change);
+                entries.push(entry);
             }
         }
-        let changes: std::sync::Arc<Vec<BucketChange>> =
-            std::sync::Arc::new(targets.iter().map(Target::change).collect());
         let lease_id = crate::lease::new_lease_id();
+        let op = crate::lease::op(lease_id, "acquire", false, deadline);
+        let write = std::sync::Arc::new(AcquireWrite { changes, op });
         let now = self.now_ms();
-        let op = crate::lease::op(&lease_id, "acquire", false, deadline);
-        let op = std::sync::Arc::new(op);
-        *in_flight.lock() = Some((changes.clone(), op.clone()));
-        let (outcome, took) =
-            telemetry::timed(StoreOp::Acquire, self.store().apply(&changes, now, &op)).await;
+        *in_flight.lock() = Some(write.clone());
+        let (outcome, took) = telemetry::timed(
+            StoreOp::Acquire,
+            self.store().apply(&write.changes, now, &write.op),
+        )
+        .await;
         waited(took);
         if !matches!(outcome, Err(StoreError::Unavailable { .. })) {
             // a definite answer: applied, refused, or not applied at all
@@ -260,24 +319,26 @@ impl RateLimiter {
         let outcome = outcome.map_err(fail)?;
         Ok(match outcome {
             ApplyOutcome::Applied(states) => {
-                self.observe(&states);
-                let statuses = targets
-                    .iter()
-                    .zip(&states)
-                    .flat_map(|(t, s)| statuses_for(&t.key, Some(s), &t.limits, &t.amounts, now))
-                    .collect();
-                let entries = targets
-                    .into_iter()
-                    .map(|t| LeaseEntry::new(t.key, t.limits, t.version, &t.amounts))
-                    .collect();
-                Ok(Lease::new(self.clone(), lease_id, entries, statuses))
+                self.observe_at(&states, now);
+                Ok(Lease::new(
+                    self.clone(),
+                    lease_id,
+                    write,
+                    entries,
+                    states,
+                    now,
+                ))
             }
             ApplyOutcome::Rejected(seen) => {
                 self.observe(seen.iter().flatten());
-                let statuses = targets
+                let statuses = write
+                    .changes
                     .iter()
+                    .zip(&entries)
                     .zip(&seen)
-                    .flat_map(|(t, s)| statuses_for(&t.key, s.as_ref(), &t.limits, &t.amounts, now))
+                    .flat_map(|((c, e), s)| {
+                        statuses_for(&c.key, s.as_ref(), &e.limits, &e.amounts, now)
+                    })
                     .collect();
                 Err(Error::RateLimited(Box::new(RateLimitExceeded::new(
                     statuses,
@@ -290,11 +351,7 @@ impl RateLimiter {
 impl RateLimiter {
     /// In the background (see [`RateLimiter::flush`]): if the acquire write `op`, whose
     /// answer never came, did land, give back what it took, exactly once.
-    fn compensate_later(
-        &self,
-        changes: std::sync::Arc<Vec<BucketChange>>,
-        op: std::sync::Arc<crate::store::WriteOp>,
-    ) {
+    fn compensate_later(&self, write: std::sync::Arc<AcquireWrite>) {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
@@ -305,7 +362,8 @@ impl RateLimiter {
             // let a request still travelling arrive first
             tokio::time::sleep(COMPENSATE_AFTER).await;
             let store = limiter.store();
-            match limiter.call(store.write_landed(&changes, &op)).await {
+            let (changes, op) = (&write.changes, &write.op);
+            match limiter.call(store.write_landed(changes, op)).await {
                 Ok(true) => {}
                 Ok(false) => return,
                 Err(e) => {

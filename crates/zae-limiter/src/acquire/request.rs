@@ -25,8 +25,9 @@ pub(crate) struct AcquireSpec {
 }
 
 impl AcquireSpec {
-    /// Everything that can be checked without the store.
-    pub(crate) fn validate(&self) -> Result<()> {
+    /// Everything that can be checked without the store. Returns the amounts per limit
+    /// passed, when limits are passed (what the acquire takes if none are stored).
+    pub(crate) fn validate(&self) -> Result<Option<Vec<u64>>> {
         validate_entity_id(&self.entity_id)?;
         validate_resource(&self.resource)?;
         validate_limits(&self.limits)?;
@@ -44,10 +45,10 @@ impl AcquireSpec {
         }
         // with limits in code, the amounts must name them (stored limits may add names, but
         // a request is only admitted blind, under an outage, if it is well-formed here)
-        if !self.limits.is_empty() {
-            amounts(&self.limits, self.named())?;
+        if self.limits.is_empty() {
+            return Ok(None);
         }
-        Ok(())
+        amounts(&self.limits, self.named()).map(Some)
     }
 
     pub(crate) fn named(&self) -> impl Iterator<Item = (&str, u64)> {

@@ -115,9 +115,14 @@ struct Effective {
     rebased: bool,
 }
 
-fn effective(state: &BucketState, lc: &LimitChange, t: i64) -> Option<Effective> {
-    let stored = state.limits.get(&lc.name);
-    Some(match resolve(stored, state.version(), lc) {
+/// `stored`: the limit as the bucket holds it; `bucket_version`: the bucket's newest version.
+fn effective(
+    stored: Option<&LimitState>,
+    bucket_version: i64,
+    lc: &LimitChange,
+    t: i64,
+) -> Option<Effective> {
+    Some(match resolve(stored, bucket_version, lc) {
         Resolve::Skip => return None,
         Resolve::New => Effective {
             state: None,
@@ -149,7 +154,76 @@ fn effective(state: &BucketState, lc: &LimitChange, t: i64) -> Option<Effective>
 /// written) at client time `now_ms`, with the exact math: the reference semantics every
 /// store must match. Returns whether the request was admitted. When it is refused, the only
 /// change kept is the rebase of limits whose stored parameters were older.
+///
+/// Every limit is judged against its bucket as it was before the call. The work is done in
+/// place, without copying the buckets: a first pass decides, a second writes (everything, or
+/// the rebases alone).
 pub fn apply_exact(buckets: &mut [BucketState], changes: &[BucketChange], now_ms: i64) -> bool {
+    if changes.iter().any(names_a_limit_twice) {
+        // in place, the second change of a name would see the first: judge on copies
+        return apply_on_copies(buckets, changes, now_ms);
+    }
+    let ok = buckets.iter().zip(changes).all(|(state, change)| {
+        let t = bucket_time(Some(state), now_ms);
+        let version = state.version();
+        change.limits.iter().filter(|lc| lc.checked).all(|lc| {
+            effective(state.limits.get(&lc.name), version, lc, t)
+                .is_none_or(|eff| eff.params.allows(eff.state.map(|s| s.level), lc.amount, t))
+        })
+    });
+    for (state, change) in buckets.iter_mut().zip(changes) {
+        let t = bucket_time(Some(state), now_ms);
+        let (version, time_before) = (state.version(), state.time_ms);
+        let mut sets_level = false;
+        let mut rebased = false;
+        for lc in &change.limits {
+            // names are distinct: this limit is still as it was before the call
+            let Some(eff) = effective(state.limits.get(&lc.name), version, lc, t) else {
+                continue;
+            };
+            rebased |= eff.rebased;
+            let new = if ok {
+                let level = eff.state.map(|s| s.level);
+                if eff.rebased || eff.params.case(level, t) == crate::bucket::Case::Full {
+                    sets_level = true;
+                }
+                LimitState {
+                    params: eff.params,
+                    version: eff.version,
+                    level: eff.params.adjust(level, lc.amount, t),
+                    consumed: eff.state.map_or(0, |s| s.consumed) + lc.amount,
+                }
+            } else if eff.rebased {
+                eff.state.expect("a rebase has a stored state")
+            } else {
+                continue;
+            };
+            match state.limits.get_mut(&lc.name) {
+                Some(s) => *s = new,
+                None => {
+                    state.limits.insert(lc.name.clone(), new);
+                }
+            }
+        }
+        if ok {
+            if sets_level || t - time_before >= TIME_REFRESH_MS {
+                state.time_ms = t;
+            }
+        } else if rebased {
+            state.time_ms = t;
+        }
+    }
+    ok
+}
+
+fn names_a_limit_twice(change: &BucketChange) -> bool {
+    let l = &change.limits;
+    (1..l.len()).any(|j| l[..j].iter().any(|o| o.name == l[j].name))
+}
+
+/// [`apply_exact`] for changes that name a limit twice (which [`check_changes`] refuses):
+/// each limit judged against a copy of its bucket as it was, written in order.
+fn apply_on_copies(buckets: &mut [BucketState], changes: &[BucketChange], now_ms: i64) -> bool {
     let mut admitted: Vec<BucketState> = buckets.to_vec();
     let mut rebased_only: Vec<BucketState> = buckets.to_vec();
     let mut ok = true;
@@ -160,9 +234,10 @@ pub fn apply_exact(buckets: &mut [BucketState], changes: &[BucketChange], now_ms
     {
         let t = bucket_time(Some(state), now_ms);
         let before = state.clone();
+        let version = before.version();
         let mut sets_level = false;
         for lc in &change.limits {
-            let Some(eff) = effective(&before, lc, t) else {
+            let Some(eff) = effective(before.limits.get(&lc.name), version, lc, t) else {
                 continue;
             };
             let level = eff.state.map(|s| s.level);

@@ -48,6 +48,7 @@ impl Shared {
                     entity: audit.entity_id.clone(),
                     event: audit.event_id.clone(),
                 }));
+                self.publish_audit_due();
             }
         }
         self.observe(audit.timestamp_ms);
@@ -71,7 +72,7 @@ impl Shared {
                  on the '{DEFAULT_NAMESPACE}' namespace reads it"
             )));
         }
-        let latest = self.latest_ms;
+        let latest = self.time.latest();
         let inner = self.space(audit_space(ns, entity_id));
         let Some(events) = inner.audit.get(entity_id) else {
             return Ok(AuditPage {

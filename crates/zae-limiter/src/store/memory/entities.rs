@@ -31,7 +31,7 @@ impl MemoryStore {
 }
 
 impl Inner {
-    /// Remove the entity with its configs and buckets (it exists).
+    /// Remove the entity with its configs (it exists; its buckets are in the shards).
     pub(super) fn remove_entity(&mut self, entity_id: &str) {
         self.entities.remove(entity_id);
         self.configs.retain(|scope, _| match scope {
@@ -39,9 +39,6 @@ impl Inner {
             | ConfigScope::EntityDefault { entity_id: e } => e != entity_id,
             _ => true,
         });
-        if let Some(rec) = self.buckets.remove(entity_id) {
-            self.bucket_count -= rec.len();
-        }
     }
 
     /// The children of `parent_id`, by id.

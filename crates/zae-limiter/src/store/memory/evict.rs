@@ -1,7 +1,9 @@
 //! Eviction: the heaps of what is due (buckets full again, audit events expired), the
-//! incremental sweeps each call makes, and [`MemoryStore::evict_expired`].
+//! incremental sweeps each call makes (the buckets' in [`super::shards`]), the store's
+//! time, and [`MemoryStore::evict_expired`].
 
 use std::cmp::Reverse;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use super::{MemoryStore, Shared};
@@ -34,60 +36,65 @@ pub(super) fn due(state: &BucketState) -> i64 {
     })
 }
 
+/// The store's time: the latest time callers passed in, which audit events expire by, and
+/// when the first of them expires. Atomics, so that an apply moves it without the lock of
+/// the namespace data (and takes that lock only when an event is due).
+#[derive(Debug)]
+pub(super) struct StoreTime {
+    latest: AtomicI64,
+    /// The expiry of the audit heap's first entry (`i64::MAX` when empty).
+    next_audit: AtomicI64,
+}
+
+impl Default for StoreTime {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl StoreTime {
+    pub(super) fn new() -> Self {
+        StoreTime {
+            latest: AtomicI64::new(i64::MIN),
+            next_audit: AtomicI64::new(i64::MAX),
+        }
+    }
+
+    /// Move the time to `now_ms` if later; true when an audit event has expired by then.
+    pub(super) fn advance(&self, now_ms: i64) -> bool {
+        // a load first: threads writing at the same millisecond do not bounce the line
+        if now_ms > self.latest.load(Ordering::Relaxed) {
+            self.latest.fetch_max(now_ms, Ordering::AcqRel);
+        }
+        self.next_audit.load(Ordering::Acquire) < self.latest()
+    }
+
+    pub(super) fn latest(&self) -> i64 {
+        self.latest.load(Ordering::Acquire)
+    }
+}
+
 impl Shared {
     /// A time passed in by a caller: advances the store's time and drops some expired
     /// audit events.
     pub(super) fn observe(&mut self, now_ms: i64) {
-        self.latest_ms = self.latest_ms.max(now_ms);
+        self.time.advance(now_ms);
         self.sweep_audit(AUDIT_SWEEP_PER_CALL);
     }
 
-    /// Look at up to `budget` due entities at `now_ms`, dropping their buckets that are full
-    /// again and rescheduling the others. Returns how many buckets were dropped.
-    pub(super) fn sweep_buckets(&mut self, now_ms: i64, budget: usize) -> usize {
-        let mut dropped = 0;
-        for _ in 0..budget {
-            match self.bucket_due.peek() {
-                Some(Reverse(d)) if d.at <= now_ms => {}
-                _ => break,
-            }
-            let Reverse(d) = self.bucket_due.pop().expect("peeked");
-            let Some(inner) = self.spaces.get_mut(&*d.ns) else {
-                continue; // purged
-            };
-            let Some(rec) = inner.buckets.get_mut(&*d.entity) else {
-                continue; // entity deleted
-            };
-            if rec.scheduled() != d.at {
-                continue; // stale: rescheduled since
-            }
-            let mut next = i64::MAX;
-            let n = rec.retain(|_, state| {
-                let at = due(state);
-                if at <= now_ms {
-                    return false;
-                }
-                next = next.min(at);
-                true
-            });
-            inner.bucket_count -= n;
-            dropped += n;
-            if rec.is_empty() {
-                inner.buckets.remove(&*d.entity);
-            } else {
-                rec.set_scheduled(next);
-                self.bucket_due.push(Reverse(Due { at: next, ..d }));
-            }
-        }
-        dropped
+    /// Record the expiry of the first audit event left (after the heap changed).
+    pub(super) fn publish_audit_due(&self) {
+        let next = self.audit_due.peek().map_or(i64::MAX, |Reverse(d)| d.at);
+        self.time.next_audit.store(next, Ordering::Release);
     }
 
     /// Drop up to `budget` audit events expired at the store's time.
     fn sweep_audit(&mut self, budget: usize) -> usize {
         let mut dropped = 0;
+        let latest = self.time.latest();
         for _ in 0..budget {
             match self.audit_due.peek() {
-                Some(Reverse(d)) if d.at < self.latest_ms => {}
+                Some(Reverse(d)) if d.at < latest => {}
                 _ => break,
             }
             let Reverse(d) = self.audit_due.pop().expect("peeked");
@@ -109,6 +116,7 @@ impl Shared {
                 }
             }
         }
+        self.publish_audit_due();
         dropped
     }
 }
@@ -118,12 +126,11 @@ impl MemoryStore {
     /// full again count until they are dropped (at most [`SWEEP_PER_APPLY`](Self::SWEEP_PER_APPLY) entities per
     /// apply, or all at once by [`evict_expired`](Self::evict_expired)).
     pub fn bucket_count(&self) -> usize {
-        self.shared
-            .lock()
-            .spaces
-            .values()
-            .map(|s| s.bucket_count)
-            .sum()
+        let mut n = 0;
+        self.buckets.each(|shard| {
+            n += shard.spaces().map(|s| s.bucket_count).sum::<usize>();
+        });
+        n
     }
 
     /// Audit events held, in every namespace of the store (diagnostics), expired ones
@@ -144,24 +151,27 @@ impl MemoryStore {
     /// now less than a quarter full (O(its size), paid for by the removals that emptied it).
     /// [`Store::apply`](crate::store::Store::apply) does the same incrementally.
     pub fn evict_expired(&self, now_ms: i64) -> usize {
-        let mut shared = self.shared.lock();
-        shared.latest_ms = shared.latest_ms.max(now_ms);
-        shared.sweep_audit(usize::MAX);
-        let dropped = shared.sweep_buckets(now_ms, usize::MAX);
-        fn mostly_empty(len: usize, capacity: usize) -> bool {
-            len.saturating_mul(4) < capacity
-        }
-        for s in shared.spaces.values_mut() {
-            if mostly_empty(s.buckets.len(), s.buckets.capacity()) {
-                s.buckets.shrink_to_fit();
+        {
+            let mut shared = self.shared.lock();
+            shared.time.advance(now_ms);
+            shared.sweep_audit(usize::MAX);
+            if mostly_empty(shared.audit_due.len(), shared.audit_due.capacity()) {
+                shared.audit_due.shrink_to_fit();
             }
         }
-        if mostly_empty(shared.bucket_due.len(), shared.bucket_due.capacity()) {
-            shared.bucket_due.shrink_to_fit();
-        }
-        if mostly_empty(shared.audit_due.len(), shared.audit_due.capacity()) {
-            shared.audit_due.shrink_to_fit();
-        }
+        let dropped = self.buckets.sweep(now_ms, usize::MAX);
+        self.buckets.each(|shard| {
+            for s in shard.spaces() {
+                if mostly_empty(s.buckets.len(), s.buckets.capacity()) {
+                    s.buckets.shrink_to_fit();
+                }
+            }
+        });
+        self.buckets.shrink_heap();
         dropped
     }
+}
+
+fn mostly_empty(len: usize, capacity: usize) -> bool {
+    len.saturating_mul(4) < capacity
 }

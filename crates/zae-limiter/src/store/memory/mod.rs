@@ -19,6 +19,7 @@ mod entities;
 mod evict;
 mod namespaces;
 mod packed;
+mod shards;
 mod size;
 
 use std::cmp::Reverse;
@@ -38,8 +39,8 @@ use crate::entity::Entity;
 use crate::error::StoreError;
 use crate::limit::MAX_LIMITS;
 use crate::namespace::{NamespaceInfo, NamespaceStatus, DEFAULT_NAMESPACE};
-use evict::{due, AuditDue, Due};
-use packed::Record;
+use evict::{AuditDue, StoreTime};
+use shards::Buckets;
 
 // Re-exported until src/dynamodb/namespace.rs imports them from `crate::namespace`.
 
@@ -47,9 +48,6 @@ use packed::Record;
 #[derive(Debug)]
 struct Inner {
     id: Arc<str>,
-    /// entity id -> its buckets
-    buckets: HashMap<Arc<str>, Record>,
-    bucket_count: usize,
     entities: HashMap<String, Entity>,
     configs: HashMap<ConfigScope, StoredConfig>,
     provisioner: Option<ProvisionerState>,
@@ -62,8 +60,6 @@ impl Inner {
     fn new(id: Arc<str>) -> Self {
         Inner {
             id,
-            buckets: HashMap::new(),
-            bucket_count: 0,
             entities: HashMap::new(),
             configs: HashMap::new(),
             provisioner: None,
@@ -71,61 +67,17 @@ impl Inner {
             audit_count: 0,
         }
     }
-
-    fn bucket(&self, key: &BucketKey) -> Option<BucketState> {
-        self.buckets
-            .get(key.entity_id.as_str())
-            .and_then(|r| r.get(&key.resource))
-    }
-
-    /// Store a bucket; returns the eviction entry to schedule, if any.
-    fn put_bucket(&mut self, key: &BucketKey, state: &BucketState, now_ms: i64) -> Option<Due> {
-        let at = due(state);
-        let existing = self.buckets.get_key_value(key.entity_id.as_str());
-        if let Some(entity) = existing.map(|(e, _)| e.clone()) {
-            let rec = self.buckets.get_mut(&entity).expect("found above");
-            if rec.put(&key.resource, state) {
-                self.bucket_count += 1;
-            }
-            // An earlier time than the one scheduled (a refund, a new resource) is scheduled
-            // only when it halves the wait: otherwise the bucket just stays a little longer,
-            // and every entity keeps few heap entries however its buckets change.
-            let scheduled = rec.scheduled();
-            let halfway = now_ms as i128 + (scheduled as i128 - now_ms as i128) / 2;
-            if (at as i128) < halfway {
-                rec.set_scheduled(at);
-                return Some(Due {
-                    at,
-                    ns: self.id.clone(),
-                    entity,
-                });
-            }
-            return None;
-        }
-        let mut rec = Record::new(at);
-        rec.put(&key.resource, state);
-        let entity: Arc<str> = key.entity_id.as_str().into();
-        self.buckets.insert(entity.clone(), rec);
-        self.bucket_count += 1;
-        Some(Due {
-            at,
-            ns: self.id.clone(),
-            entity,
-        })
-    }
 }
 
-/// Every namespace's data (by id), the registry (by id), and what eviction needs.
+/// Every namespace's data but the buckets (by id), the registry (by id), and the audit
+/// expiry heap. The buckets are in [`shards`], under locks of their own.
 #[derive(Debug, Default)]
 struct Shared {
     spaces: HashMap<Arc<str>, Inner>,
     registry: BTreeMap<String, NamespaceInfo>,
-    /// When each entity's buckets are looked at next: one live entry per entity (the one
-    /// whose time its record holds), plus stale ones, dropped when they come up.
-    bucket_due: BinaryHeap<Reverse<Due>>,
     audit_due: BinaryHeap<Reverse<AuditDue>>,
-    /// The latest time callers passed in (audit expiry).
-    latest_ms: i64,
+    /// The latest time callers passed in (audit expiry), shared with the buckets.
+    time: Arc<StoreTime>,
 }
 
 fn space_in<'a>(spaces: &'a mut HashMap<Arc<str>, Inner>, id: &str) -> &'a mut Inner {
@@ -137,9 +89,9 @@ fn space_in<'a>(spaces: &'a mut HashMap<Arc<str>, Inner>, id: &str) -> &'a mut I
 }
 
 impl Shared {
-    fn new() -> Self {
+    fn new(time: Arc<StoreTime>) -> Self {
         Shared {
-            latest_ms: i64::MIN,
+            time,
             ..Default::default()
         }
     }
@@ -151,8 +103,10 @@ impl Shared {
 
 /// A thread-safe in-process store. Cloning shares the data.
 ///
-/// Every [`Store::apply`] runs under one lock, so it is atomic and linearizable like a
-/// DynamoDB conditional write. A store handle works in one namespace (`default` from
+/// Every [`Store::apply`] holds the locks of the buckets it touches for its whole read,
+/// decision and write, so it is atomic and linearizable like a DynamoDB conditional write.
+/// The buckets are spread over independently locked shards by entity id: applies on
+/// different entities run in parallel (a cascade locks its two shards in a fixed order). A store handle works in one namespace (`default` from
 /// [`MemoryStore::new`]); [`Store::scoped`] gives others.
 ///
 /// **As strict as DynamoDB.** Whatever the DynamoDB store would have refused is refused
@@ -184,7 +138,7 @@ impl Shared {
 /// [`evict_expired`](Self::evict_expired)).
 ///
 /// Eviction is incremental: each apply looks at no more than
-/// [`SWEEP_PER_APPLY`](Self::SWEEP_PER_APPLY) entities due (a few heap operations each), so
+/// [`SWEEP_PER_APPLY`](Self::SWEEP_PER_APPLY) entities due, over all shards (a few heap operations each), so
 /// no call costs time in proportion to the number of buckets;
 /// [`evict_expired`](Self::evict_expired) drops everything due at once. Freed memory is
 /// reused by new buckets; the hash table keeps its capacity until `evict_expired` finds it
@@ -192,6 +146,7 @@ impl Shared {
 #[derive(Debug, Clone)]
 pub struct MemoryStore {
     shared: Arc<Mutex<Shared>>,
+    buckets: Arc<Buckets>,
     ns: Arc<str>,
 }
 
@@ -214,7 +169,8 @@ impl MemoryStore {
 
     /// An empty store, working in the `default` namespace.
     pub fn new() -> Self {
-        let mut shared = Shared::new();
+        let time = Arc::new(StoreTime::new());
+        let mut shared = Shared::new(time.clone());
         let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
         let ns = shared
             .register(DEFAULT_NAMESPACE, now)
@@ -222,6 +178,7 @@ impl MemoryStore {
             .id;
         MemoryStore {
             shared: Arc::new(Mutex::new(shared)),
+            buckets: Arc::new(Buckets::new(time)),
             ns: ns.into(),
         }
     }
@@ -240,15 +197,24 @@ impl Store for MemoryStore {
         now_ms: i64,
         _op: &WriteOp,
     ) -> Result<ApplyOutcome, StoreError> {
-        // one lock: atomic, and never retried, so every write is applied exactly once
+        // the locks of its buckets' shards for the whole apply: atomic, and never retried,
+        // so every write is applied exactly once
         check_changes(changes)?;
-        let mut guard = self.shared.lock();
-        let shared = &mut *guard;
-        shared.observe(now_ms);
-        let inner = space_in(&mut shared.spaces, &self.ns);
+        if self.buckets.time.advance(now_ms) {
+            self.shared.lock().observe(now_ms);
+        }
+        let mut locked = self
+            .buckets
+            .lock(changes.iter().map(|c| c.key.entity_id.as_str()));
         let mut states: Vec<BucketState> = changes
             .iter()
-            .map(|c| inner.bucket(&c.key).unwrap_or_default())
+            .map(|c| {
+                let shard = locked.shard(&c.key.entity_id);
+                shard
+                    .space(&self.ns)
+                    .and_then(|s| s.bucket(&c.key))
+                    .unwrap_or_default()
+            })
             .collect();
         let admitted = apply_exact(&mut states, changes, now_ms);
         for (change, state) in changes.iter().zip(&states) {
@@ -263,14 +229,18 @@ impl Store for MemoryStore {
             }
             size::check_bucket(&self.ns, key, state)?;
         }
+        let mut scheduled = Vec::new();
         for (change, state) in changes.iter().zip(&states) {
             if !state.limits.is_empty() {
-                if let Some(d) = inner.put_bucket(&change.key, state, now_ms) {
-                    shared.bucket_due.push(Reverse(d));
+                let shard = locked.shard(&change.key.entity_id);
+                if let Some(d) = shard.put_bucket(&self.ns, &change.key, state, now_ms) {
+                    scheduled.push(d);
                 }
             }
         }
-        shared.sweep_buckets(now_ms, MemoryStore::SWEEP_PER_APPLY);
+        drop(locked);
+        self.buckets.schedule(scheduled);
+        self.buckets.sweep(now_ms, MemoryStore::SWEEP_PER_APPLY);
         Ok(if admitted {
             ApplyOutcome::Applied(states)
         } else {
@@ -279,7 +249,8 @@ impl Store for MemoryStore {
     }
 
     async fn get_bucket(&self, key: &BucketKey) -> Result<Option<BucketState>, StoreError> {
-        Ok(self.with(|i| i.bucket(key)))
+        let shard = self.buckets.shard(&key.entity_id);
+        Ok(shard.space(&self.ns).and_then(|s| s.bucket(key)))
     }
 
     async fn create_entity(&self, entity: &Entity, audit: &AuditEvent) -> Result<(), StoreError> {
@@ -320,6 +291,10 @@ impl Store for MemoryStore {
         }
         self.check_audit(audit)?;
         inner.remove_entity(entity_id);
+        // the namespace data stays locked while the buckets go: lock order data, then shard
+        if let Some(space) = self.buckets.shard(entity_id).space_mut(&self.ns) {
+            space.remove_entity(entity_id);
+        }
         shared.record_audit(&self.ns, audit);
         Ok(true)
     }
@@ -355,6 +330,7 @@ impl Store for MemoryStore {
         };
         Ok(Some(Arc::new(MemoryStore {
             shared: self.shared.clone(),
+            buckets: self.buckets.clone(),
             ns: id.into(),
         })))
     }
@@ -390,7 +366,8 @@ impl Store for MemoryStore {
         id: &str,
         progress: &(dyn Fn(usize) + Send + Sync),
     ) -> Result<usize, StoreError> {
-        self.shared.lock().purge_namespace(id, progress)
+        let mut shared = self.shared.lock();
+        shared.purge_namespace(id, &self.buckets, progress)
     }
 
     async fn record_audit(&self, audit: &AuditEvent) -> Result<(), StoreError> {

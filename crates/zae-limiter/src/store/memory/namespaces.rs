@@ -1,5 +1,6 @@
 //! The namespace registry and lifecycle: register, scope a handle, delete, recover, purge.
 
+use super::shards::Buckets;
 use super::Shared;
 use crate::error::StoreError;
 use crate::namespace::{
@@ -76,6 +77,7 @@ impl Shared {
     pub(super) fn purge_namespace(
         &mut self,
         id: &str,
+        buckets: &Buckets,
         progress: &(dyn Fn(usize) + Send + Sync),
     ) -> Result<usize, StoreError> {
         let Some(info) = self.registry.get(id).cloned() else {
@@ -83,9 +85,12 @@ impl Shared {
         };
         check_purgeable(&info)?;
         // the heap entries of the namespace go stale and are dropped when they come up
-        let removed = self.spaces.remove(id).map_or(0, |s| {
-            s.bucket_count
-                + s.entities.len()
+        let mut removed = 0;
+        buckets.each(|shard| {
+            removed += shard.remove_space(id).map_or(0, |s| s.bucket_count);
+        });
+        removed += self.spaces.remove(id).map_or(0, |s| {
+            s.entities.len()
                 + s.configs.len()
                 + usize::from(s.provisioner.is_some())
                 + s.audit_count

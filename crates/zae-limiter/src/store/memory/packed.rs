@@ -19,6 +19,15 @@ use crate::bucket::BucketParams;
 use crate::store::{BucketState, LimitState};
 
 fn put_u(out: &mut Vec<u8>, mut v: u128) {
+    // most values fit in 64 bits: the cheaper loop
+    if let Ok(mut w) = u64::try_from(v) {
+        while w >= 0x80 {
+            out.push((w & 0x7f) as u8 | 0x80);
+            w >>= 7;
+        }
+        out.push(w as u8);
+        return;
+    }
     loop {
         let b = (v & 0x7f) as u8;
         v >>= 7;
@@ -54,8 +63,19 @@ impl<'a> Reader<'a> {
         self.pos >= self.buf.len()
     }
     fn u(&mut self) -> u128 {
-        let mut v = 0u128;
+        // the first nine bytes (63 bits) in 64-bit arithmetic, the rest in 128
+        let mut w = 0u64;
         let mut shift = 0;
+        while shift < 63 {
+            let b = self.buf[self.pos];
+            self.pos += 1;
+            w |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return u128::from(w);
+            }
+            shift += 7;
+        }
+        let mut v = u128::from(w);
         loop {
             let b = self.buf[self.pos];
             self.pos += 1;
@@ -219,16 +239,29 @@ impl Record {
     }
 
     /// Store `state` as the bucket of `resource`; true when the bucket is new.
+    #[cfg(test)]
     pub(super) fn put(&mut self, resource: &str, state: &BucketState) -> bool {
-        let mut body = Vec::with_capacity(48);
-        encode_body(state, &mut body);
+        self.put_with(resource, state, &mut Vec::new())
+    }
+
+    /// [`put`](Self::put), encoding in `scratch` (a buffer kept between calls, so that
+    /// rewriting a bucket in place allocates nothing).
+    pub(super) fn put_with(
+        &mut self,
+        resource: &str,
+        state: &BucketState,
+        scratch: &mut Vec<u8>,
+    ) -> bool {
+        scratch.clear();
+        encode_body(state, scratch);
+        let body: &[u8] = scratch;
         let found = self
             .entries()
             .find(|e| e.resource == resource)
             .map(|e| (e.whole, e.body));
         if let Some((_, at)) = found.as_ref().filter(|(_, b)| b.len() == body.len()) {
             // same length (the usual case: new levels): overwrite in place
-            self.0[at.clone()].copy_from_slice(&body);
+            self.0[at.clone()].copy_from_slice(body);
             return false;
         }
         let mut out = Vec::with_capacity(self.0.len() + body.len() + resource.len() + 4);
@@ -241,7 +274,7 @@ impl Record {
         }
         put_str(&mut out, resource);
         put_u(&mut out, body.len() as u128);
-        out.extend_from_slice(&body);
+        out.extend_from_slice(body);
         self.0 = out.into_boxed_slice();
         found.is_none()
     }
