@@ -17,6 +17,7 @@
 mod audit;
 mod entities;
 mod evict;
+mod feed; // usage analytics: the in-process change feed (issue 10)
 mod namespaces;
 mod packed;
 mod size;
@@ -126,6 +127,8 @@ struct Shared {
     audit_due: BinaryHeap<Reverse<AuditDue>>,
     /// The latest time callers passed in (audit expiry).
     latest_ms: i64,
+    /// Usage snapshots fed by admitted writes (feed.rs).
+    usage: feed::Feed,
 }
 
 fn space_in<'a>(spaces: &'a mut HashMap<Arc<str>, Inner>, id: &str) -> &'a mut Inner {
@@ -250,6 +253,7 @@ impl Store for MemoryStore {
             .iter()
             .map(|c| inner.bucket(&c.key).unwrap_or_default())
             .collect();
+        let before = states.clone(); // usage feed (feed.rs)
         let admitted = apply_exact(&mut states, changes, now_ms);
         for (change, state) in changes.iter().zip(&states) {
             let key = &change.key;
@@ -269,6 +273,11 @@ impl Store for MemoryStore {
                     shared.bucket_due.push(Reverse(d));
                 }
             }
+        }
+        if admitted {
+            shared
+                .usage
+                .record(&self.ns, changes, &before, &states, now_ms); // feed.rs
         }
         shared.sweep_buckets(now_ms, MemoryStore::SWEEP_PER_APPLY);
         Ok(if admitted {
