@@ -19,8 +19,6 @@ use super::{process, Sinks, StreamRecord};
 
 /// Consecutive empty pages after which an open shard counts as read up to its end.
 const EMPTY_PAGES: usize = 3;
-/// Records per GetRecords call.
-const PAGE: i32 = 1000;
 
 /// The reader's totals.
 #[derive(Debug, Default, Clone)]
@@ -53,6 +51,8 @@ pub struct Reader<'a> {
     pub stop: Arc<AtomicBool>,
     /// Whether to print a progress line to stderr every few seconds.
     pub progress: bool,
+    /// Records per GetRecords call (1 to 1000).
+    pub page: i32,
 }
 
 fn to_json(v: &AttributeValue) -> Value {
@@ -242,7 +242,7 @@ impl Reader<'_> {
                 .streams
                 .get_records()
                 .shard_iterator(&it)
-                .limit(PAGE)
+                .limit(self.page)
                 .send()
                 .await
             {

@@ -47,6 +47,9 @@ pub struct RunArgs {
     /// Print a progress line (records/s, lag) to stderr every 2 s.
     #[arg(long)]
     pub progress: bool,
+    /// Records per GetRecords call (and per checkpoint).
+    #[arg(long, default_value_t = 1000, value_name = "N", value_parser = clap::value_parser!(i32).range(1..=1000))]
+    pub page_size: i32,
 }
 
 /// The AWS configuration of the global flags (static credentials for a local endpoint).
@@ -118,6 +121,7 @@ pub async fn run(cli: &Cli, cmd: &Cmd) -> Result<(), String> {
         },
         stop: stop.clone(),
         progress: args.progress,
+        page: args.page_size,
     };
     eprintln!(
         "{}",

@@ -41,10 +41,14 @@ pub enum Cmd {
 
 /// Which snapshots.
 #[derive(Debug, clap::Args)]
-#[group(id = "selector", required = true, multiple = false, args = ["entity", "resource"])]
 pub struct Selectors {
     /// Every resource of this entity.
-    #[arg(long, value_name = "ID")]
+    #[arg(
+        long,
+        value_name = "ID",
+        conflicts_with = "resource",
+        required_unless_present = "resource"
+    )]
     entity: Option<String>,
     /// Every entity on this resource.
     #[arg(long, value_name = "R")]
