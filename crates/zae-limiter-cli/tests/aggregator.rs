@@ -271,7 +271,7 @@ fn moto() -> String {
 fn audit_item(ns: &str, id: &str, ttl: i64) -> std::collections::HashMap<String, AttributeValue> {
     let s = |v: &str| AttributeValue::S(v.to_string());
     let pk = format!("{ns}/AUDIT#key-1");
-    std::collections::HashMap::from([
+    let mut item = std::collections::HashMap::from([
         ("PK".to_string(), s(&pk)),
         ("SK".to_string(), s(&format!("#AUDIT#{id}"))),
         ("event_id".to_string(), s(id)),
@@ -287,7 +287,16 @@ fn audit_item(ns: &str, id: &str, ttl: i64) -> std::collections::HashMap<String,
         ("GSI4PK".to_string(), s(ns)),
         ("GSI4SK".to_string(), s(&pk)),
         ("ttl".to_string(), AttributeValue::N(ttl.to_string())),
-    ])
+    ]);
+    // DynamoDB Local 3.3's TTL only deletes items that carry the keys of every GSI of the
+    // table (measured: an item outside one index is never deleted). Real audit items are
+    // only in GSI4, so the test gives these the other index keys too; the archive drops
+    // every GSI attribute, so the archived lines are what a real audit item gives.
+    for g in ["GSI1", "GSI2", "GSI3"] {
+        item.insert(format!("{g}PK"), s("ttl-test"));
+        item.insert(format!("{g}SK"), s(id));
+    }
+    item
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -348,7 +357,8 @@ async fn audit_items_expired_by_ttl_are_archived_and_user_deletes_are_not() {
         }
         assert!(
             started.elapsed() < Duration::from_secs(60),
-            "TTL did not delete the audit items"
+            "TTL did not delete the audit items: {:?}",
+            q.items()
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
