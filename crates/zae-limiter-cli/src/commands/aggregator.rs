@@ -122,6 +122,7 @@ pub async fn run(cli: &Cli, cmd: &Cmd) -> Result<(), String> {
         stop: stop.clone(),
         progress: args.progress,
         page: args.page_size,
+        local_endpoint: cli.endpoint_url.clone(),
     };
     eprintln!(
         "{}",
