@@ -9,6 +9,9 @@ use std::io::Write;
 use serde_json::{Map, Value};
 use zae_limiter::usage::SeqNo;
 
+/// An expired audit item: its record's sequence number and the item as plain JSON.
+pub type Expired = (SeqNo, Map<String, Value>);
+
 /// The archive bucket and its client.
 #[derive(Debug, Clone)]
 pub struct Archive {
@@ -52,8 +55,8 @@ impl Archive {
     }
 
     /// Write `events` (sequence number, plain JSON item); returns the objects written.
-    pub async fn put(&self, events: &[(SeqNo, Map<String, Value>)]) -> Result<usize, String> {
-        let mut by_day: BTreeMap<String, Vec<&(SeqNo, Map<String, Value>)>> = BTreeMap::new();
+    pub async fn put(&self, events: &[Expired]) -> Result<usize, String> {
+        let mut by_day: BTreeMap<String, Vec<&Expired>> = BTreeMap::new();
         for e in events {
             let ms = e.1.get("timestamp_ms").and_then(Value::as_i64).unwrap_or(0);
             by_day.entry(partition(ms)).or_default().push(e);

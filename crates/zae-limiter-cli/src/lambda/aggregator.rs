@@ -23,8 +23,11 @@ use zae_limiter::{DynamoStore, StoreConfig};
 use super::HandlerFuture;
 use crate::aggregator::{archive::Archive, process, Outcome, Sinks, StreamRecord};
 
+/// (sequence number, why) of the records that failed.
+pub type Failures = Vec<(String, String)>;
+
 /// Parse the event's records; unparsable ones become failures.
-pub fn parse_event(event: &Value) -> Result<(Vec<StreamRecord>, Vec<(String, String)>), String> {
+pub fn parse_event(event: &Value) -> Result<(Vec<StreamRecord>, Failures), String> {
     let records = event
         .get("Records")
         .and_then(Value::as_array)

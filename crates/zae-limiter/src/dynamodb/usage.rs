@@ -108,7 +108,7 @@ impl DynamoStore {
             .saturating_add(u.window.len_ms())
             .saturating_add(retention_ms)
             / 1000;
-        let mut set = vec![
+        let set = [
             "entity_id = :e",
             "#res = :r",
             "win = :w",
@@ -154,7 +154,7 @@ impl DynamoStore {
                 .expression_attribute_names(format!("#u{i}"), format!("u_{name}"))
                 .expression_attribute_values(format!(":u{i}"), n(delta));
         }
-        set = format!("SET {set} ADD {}", add.join(", "));
+        let set = format!("SET {set} ADD {}", add.join(", "));
         req = match expected {
             None => req
                 .condition_expression("attribute_not_exists(#sq) OR #sq < :first")

@@ -24,7 +24,10 @@ fn rec(
     }
 }
 
-fn summary(u: &[SnapshotUpdate]) -> Vec<(Window, i64, Vec<(String, i128)>, u64)> {
+/// (window, start, deltas, events) of each update.
+type Row = (Window, i64, Vec<(String, i128)>, u64);
+
+fn summary(u: &[SnapshotUpdate]) -> Vec<Row> {
     u.iter()
         .map(|u| {
             (
@@ -44,11 +47,7 @@ fn v(p: &[(&str, i128)]) -> Vec<(String, i128)> {
 #[test]
 fn table_of_records_to_updates() {
     use ChangeKind::*;
-    let cases: Vec<(
-        &str,
-        Vec<BucketRecord>,
-        Vec<(Window, i64, Vec<(String, i128)>, u64)>,
-    )> = vec![
+    let cases: Vec<(&str, Vec<BucketRecord>, Vec<Row>)> = vec![
         (
             "an INSERT counts the first consumption",
             vec![rec(
