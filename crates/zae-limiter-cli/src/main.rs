@@ -2,6 +2,7 @@
 //!
 //! Exit codes: 0 ok, 1 error, 2 usage, 3 rate limited (refused), 4 store unavailable.
 
+mod aggregator;
 mod commands;
 mod lambda;
 mod output;

@@ -150,6 +150,11 @@ async fn invoke(handler: &str, events: Vec<Value>) -> Vec<(String, Value)> {
         .env("AWS_LAMBDA_LOG_STREAM_NAME", "s")
         .env("ZAEL_HANDLER", handler)
         .env("ZAEL_TABLE_NAME", "t")
+        // nothing listens there: the aggregator's writes fail fast (and are reported)
+        .env("ZAEL_ENDPOINT_URL", "http://127.0.0.1:9")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
         .kill_on_drop(true)
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -196,11 +201,16 @@ async fn aggregator_answers_stream_batches_with_partial_failures() {
     ];
     let posted = invoke("aggregator", events).await;
     assert_eq!(posted[0].0, "/2018-06-01/runtime/invocation/req-0/response");
-    assert_eq!(posted[0].1, json!({"batchItemFailures": []}));
+    // no table reachable: the bucket change's snapshot writes fail and its record is
+    // reported; the user's delete of an audit item (no TTL identity) is skipped
+    assert_eq!(
+        posted[0].1,
+        json!({"batchItemFailures": [{"itemIdentifier": "100"}]})
+    );
     assert_eq!(posted[1].0, "/2018-06-01/runtime/invocation/req-1/response");
     assert_eq!(
         posted[1].1,
-        json!({"batchItemFailures": [{"itemIdentifier": "101"}]})
+        json!({"batchItemFailures": [{"itemIdentifier": "101"}, {"itemIdentifier": "102"}]})
     );
     // not a stream event: an invocation error (Lambda retries and bisects)
     assert_eq!(posted[2].0, "/2018-06-01/runtime/invocation/req-2/error");

@@ -44,15 +44,12 @@ pub const REGISTRY_PARTITION: &str = "_/SYSTEM#";
 /// What a tenant reads in [`REGISTRY_PARTITION`].
 pub const REGISTRY_ACTIONS: &[&str] = &["dynamodb:GetItem"];
 
-/// The aggregator's table actions (usage snapshots, bucket refill, audit archival; issue 10),
-/// as documented by the production guide. Not yet recorded from code: the aggregator handler
-/// does not touch the table yet.
-pub const AGGREGATOR_TABLE_ACTIONS: &[&str] = &[
-    "dynamodb:GetItem",
-    "dynamodb:PutItem",
-    "dynamodb:Query",
-    "dynamodb:UpdateItem",
-];
+/// The aggregator's table actions, what the Lambda handler issues (issue 10): `UpdateItem`
+/// (one conditional write per snapshot and bucket item), `GetItem` (the schema record read
+/// once per handle before the first write, and a snapshot's stored sequence number when a
+/// retried batch is partly applied). Audit archival needs no table action: the expired items
+/// come in the stream record's old image.
+pub const AGGREGATOR_TABLE_ACTIONS: &[&str] = &["dynamodb:GetItem", "dynamodb:UpdateItem"];
 
 /// Reading the table's stream (the event source mapping runs under the function's role).
 pub const STREAM_ACTIONS: &[&str] = &[

@@ -55,6 +55,7 @@ pub mod namespace;
 pub mod schema;
 pub mod store;
 pub mod telemetry;
+pub mod usage;
 
 pub use acquire::{Acquire, RunError};
 pub use admin::MAX_AUDIT_PAGE;

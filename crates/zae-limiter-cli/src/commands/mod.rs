@@ -1,6 +1,7 @@
 //! One file per command.
 
 mod acquire;
+mod aggregator; // issue 10
 mod audit;
 mod bench;
 mod cfn_template;
@@ -20,6 +21,7 @@ mod stack;
 mod store;
 mod system;
 mod table;
+mod usage; // issue 10
 mod version;
 
 use clap::{Parser, Subcommand};
@@ -201,6 +203,19 @@ pub enum Command {
                       zae-limiter --endpoint-url http://127.0.0.1:8000 serve --listen 0.0.0.0:8080"
     )]
     Serve(serve::Args),
+    /// Usage snapshots (hourly / daily consumption per entity and resource): list, chart,
+    /// summary.
+    #[command(
+        subcommand,
+        after_help = "Example: zae-limiter usage list --entity key-1 --plot tpm"
+    )]
+    Usage(usage::Cmd),
+    /// The usage aggregator as a standalone DynamoDB Streams reader (DynamoDB Local, ECS).
+    #[command(
+        subcommand,
+        after_help = "Example: zae-limiter --endpoint-url http://127.0.0.1:8000 aggregator run --once"
+    )]
+    Aggregator(aggregator::Cmd),
 }
 
 /// Run the parsed command; a failure is one line and an exit code (a missing table says how
@@ -237,6 +252,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Upgrade => check::upgrade(&cli).await,
         Command::Completions(ref args) => completions::run(args).map_err(CliError::from),
         Command::Serve(ref args) => serve::run(&cli, args).await,
+        Command::Usage(ref cmd) => usage::run(&cli, cmd).await.map_err(CliError::from),
+        Command::Aggregator(ref cmd) => aggregator::run(&cli, cmd).await.map_err(CliError::from),
     };
     result.map_err(|e| store::explain_missing_table(&cli, e))
 }
@@ -252,6 +269,7 @@ fn ignores_namespace(command: &Command) -> Option<&'static str> {
         Command::Local(_) => Some("`local`: it manages the DynamoDB Local process"),
         Command::Version => Some("`version`"),
         Command::Completions(_) => Some("`completions`"),
+        Command::Aggregator(_) => Some("`aggregator`: it reads every namespace's changes"),
         _ => None,
     }
 }

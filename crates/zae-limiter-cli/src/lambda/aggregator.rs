@@ -1,60 +1,42 @@
 //! The aggregator handler: one DynamoDB stream batch in, a partial-batch answer
 //! (`batchItemFailures`) out.
 //!
-//! What it does today: every record is parsed as a DynamoDB stream record and classified
-//! (bucket state change, removed audit item, other). A record that does not parse is
-//! reported in `batchItemFailures` by its sequence number, so Lambda retries from there
-//! (and bisects) and finally sends it to the DLQ; a record without a sequence number fails
-//! the whole batch. The usage aggregation and the audit archival themselves are issue 10:
-//! the well-formed records are acknowledged and counted in the log line, nothing is
-//! written.
+//! Bucket changes are aggregated into usage snapshots, TTL-expired audit items archived to
+//! S3 (`ZAEL_ARCHIVE_BUCKET`), by the shared code of [`crate::aggregator`]. Every record
+//! that did not parse and the first record of every write that failed are reported by
+//! sequence number, so Lambda retries from there (and bisects, and finally sends the
+//! batch to the DLQ); the snapshot writes are idempotent, so the retry counts nothing
+//! twice. A record without a sequence number fails the whole batch.
+//!
+//! Environment: `ZAEL_TABLE_NAME`, `ZAEL_USAGE_RETENTION_DAYS` (default 90),
+//! `ZAEL_ARCHIVE_BUCKET` (archival off when unset), `ZAEL_ENDPOINT_URL` (another DynamoDB
+//! endpoint, for tests).
 
-use aws_lambda_events::event::dynamodb::EventRecord;
+use std::collections::BTreeMap;
+
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use serde_json::Value;
+use tokio::sync::OnceCell;
+use zae_limiter::usage::DEFAULT_USAGE_RETENTION_MS;
+use zae_limiter::{DynamoStore, StoreConfig};
 
 use super::HandlerFuture;
+use crate::aggregator::{archive::Archive, process, Outcome, Sinks, StreamRecord};
 
-/// What one batch held.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Counts {
-    /// Bucket items (`SK = #STATE`) inserted or modified: usage deltas.
-    pub bucket_changes: usize,
-    /// Audit items removed (TTL expiry): to archive.
-    pub audit_removals: usize,
-    /// Anything else the filter let through.
-    pub other: usize,
-    /// Records that did not parse (reported as failures).
-    pub failed: usize,
-}
+/// (sequence number, why) of the records that failed.
+pub type Failures = Vec<(String, String)>;
 
-fn sk(r: &EventRecord) -> Option<String> {
-    let v = serde_json::to_value(&r.change.keys).ok()?;
-    v.get("SK")?.get("S")?.as_str().map(str::to_string)
-}
-
-/// Handle one stream event: the answer and what it held.
-pub fn process(event: &Value) -> Result<(DynamoDbEventResponse, Counts), String> {
+/// Parse the event's records; unparsable ones become failures.
+pub fn parse_event(event: &Value) -> Result<(Vec<StreamRecord>, Failures), String> {
     let records = event
         .get("Records")
         .and_then(Value::as_array)
         .ok_or("not a DynamoDB stream event: no Records array")?;
-    let mut counts = Counts::default();
-    let mut failures = Vec::new();
+    let mut ok = Vec::new();
+    let mut failed = Vec::new();
     for raw in records {
-        match serde_json::from_value::<EventRecord>(raw.clone()) {
-            Ok(r) => {
-                let sk = sk(&r).unwrap_or_default();
-                // DynamoDB Local reports TTL deletions as an unknown event name
-                let removed = r.event_name == "REMOVE" || r.event_name.starts_with("UNKNOWN");
-                if sk == zae_limiter::dynamodb::keys::BUCKET_SK && !removed {
-                    counts.bucket_changes += 1;
-                } else if sk.starts_with("#AUDIT#") && removed {
-                    counts.audit_removals += 1;
-                } else {
-                    counts.other += 1;
-                }
-            }
+        match StreamRecord::from_lambda(raw) {
+            Ok(r) => ok.push(r),
             Err(e) => {
                 let seq = raw
                     .get("dynamodb")
@@ -63,81 +45,98 @@ pub fn process(event: &Value) -> Result<(DynamoDbEventResponse, Counts), String>
                     .ok_or_else(|| {
                         format!("a record without a sequence number does not parse ({e})")
                     })?;
-                counts.failed += 1;
-                let mut f = DynamoDbBatchItemFailure::default();
-                f.item_identifier = Some(seq.to_string());
-                failures.push(f);
+                failed.push((seq.to_string(), e));
             }
         }
     }
+    Ok((ok, failed))
+}
+
+/// Handle one event with `sinks`: the answer and what was done.
+pub async fn handle_with(
+    event: &Value,
+    sinks: &Sinks<'_>,
+) -> Result<(DynamoDbEventResponse, Outcome), String> {
+    let (records, bad) = parse_event(event)?;
+    let mut o = process(&records, sinks).await;
+    o.records += bad.len();
+    o.failures.extend(bad);
     let mut resp = DynamoDbEventResponse::default();
-    resp.batch_item_failures = failures;
-    Ok((resp, counts))
+    let mut seqs: Vec<&str> = o.failures.iter().map(|(s, _)| s.as_str()).collect();
+    seqs.sort();
+    seqs.dedup();
+    resp.batch_item_failures = seqs
+        .into_iter()
+        .map(|s| {
+            let mut f = DynamoDbBatchItemFailure::default();
+            f.item_identifier = Some(s.to_string());
+            f
+        })
+        .collect();
+    Ok((resp, o))
+}
+
+struct Env {
+    store: DynamoStore,
+    archive: Option<Archive>,
+    retention_ms: i64,
+}
+
+static ENV: OnceCell<Env> = OnceCell::const_new();
+
+async fn env() -> Result<&'static Env, String> {
+    ENV.get_or_try_init(|| async {
+        let table = std::env::var("ZAEL_TABLE_NAME").map_err(|_| "ZAEL_TABLE_NAME is not set")?;
+        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .load()
+            .await;
+        let store = DynamoStore::connect(StoreConfig::new(table).sdk_config(sdk.clone()))
+            .await
+            .map_err(|e| e.to_string())?;
+        let retention_ms = match std::env::var("ZAEL_USAGE_RETENTION_DAYS") {
+            Ok(d) => {
+                d.trim()
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|d| (1..=3650).contains(d))
+                    .ok_or(format!(
+                        "ZAEL_USAGE_RETENTION_DAYS={d:?} is not 1 to 3650 days"
+                    ))?
+                    * 86_400_000
+            }
+            Err(_) => DEFAULT_USAGE_RETENTION_MS,
+        };
+        let archive = std::env::var("ZAEL_ARCHIVE_BUCKET")
+            .ok()
+            .filter(|b| !b.is_empty())
+            .map(|b| Archive::new(Archive::client(&sdk, None), b));
+        Ok::<_, String>(Env {
+            store,
+            archive,
+            retention_ms,
+        })
+    })
+    .await
 }
 
 /// The Lambda handler ([`super::Handler`]).
 pub fn handle(event: Value) -> HandlerFuture {
     Box::pin(async move {
-        let (resp, c) = process(&event)?;
+        let env = env().await?;
+        let sinks = Sinks {
+            usage: &env.store,
+            retention_ms: env.retention_ms,
+            archive: env.archive.as_ref(),
+        };
+        let (resp, o) = handle_with(&event, &sinks).await?;
         println!(
             "{}",
-            serde_json::json!({
-                "handler": "aggregator",
-                "bucket_changes": c.bucket_changes,
-                "audit_removals": c.audit_removals,
-                "other": c.other,
-                "failed": c.failed,
-                "note": "aggregation and archival are not implemented yet (issue 10): records acknowledged",
-            })
+            crate::aggregator::log_line("aggregator batch", &o, BTreeMap::new())
         );
         serde_json::to_value(resp).map_err(|e| e.to_string())
     })
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn record(seq: &str, name: &str, sk: &str) -> Value {
-        json!({
-            "eventID": "e", "eventName": name, "eventVersion": "1.1", "eventSource": "aws:dynamodb",
-            "awsRegion": "us-east-1",
-            "dynamodb": {
-                "Keys": {"PK": {"S": "ns/BUCKET#k#r#0"}, "SK": {"S": sk}},
-                "SequenceNumber": seq, "SizeBytes": 10, "StreamViewType": "NEW_AND_OLD_IMAGES"
-            },
-            "eventSourceARN": "arn:aws:dynamodb:us-east-1:1:table/t/stream/x"
-        })
-    }
-
-    #[test]
-    fn classifies_and_reports_bad_records() {
-        let mut bad = record("102", "MODIFY", "#STATE");
-        bad["dynamodb"]["Keys"] = json!("not a map");
-        let ev = json!({"Records": [
-            record("100", "MODIFY", "#STATE"),
-            record("101", "REMOVE", "#AUDIT#01H"),
-            bad,
-            record("103", "INSERT", "#META"),
-        ]});
-        let (resp, c) = process(&ev).unwrap();
-        assert_eq!(
-            c,
-            Counts {
-                bucket_changes: 1,
-                audit_removals: 1,
-                other: 1,
-                failed: 1
-            }
-        );
-        assert_eq!(
-            serde_json::to_value(resp).unwrap(),
-            json!({"batchItemFailures": [{"itemIdentifier": "102"}]})
-        );
-        assert!(process(&json!({"x": 1})).is_err());
-        let mut noseq = record("1", "MODIFY", "#STATE");
-        noseq["dynamodb"] = json!({"Keys": 3});
-        assert!(process(&json!({"Records": [noseq]})).is_err());
-    }
-}
+#[path = "aggregator_tests.rs"]
+mod tests;

@@ -21,6 +21,7 @@ mod namespace;
 mod plan;
 mod schema_record;
 mod table;
+mod usage;
 mod write;
 
 use std::collections::BTreeMap;

@@ -17,6 +17,7 @@
 mod audit;
 mod entities;
 mod evict;
+mod feed; // usage analytics: the in-process change feed (issue 10)
 mod namespaces;
 mod packed;
 mod shards;
@@ -147,6 +148,8 @@ impl Shared {
 pub struct MemoryStore {
     shared: Arc<Mutex<Shared>>,
     buckets: Arc<Buckets>,
+    /// Usage snapshots fed by admitted writes (feed.rs); locked after the shards.
+    usage: Arc<Mutex<feed::Feed>>,
     ns: Arc<str>,
 }
 
@@ -179,6 +182,7 @@ impl MemoryStore {
         MemoryStore {
             shared: Arc::new(Mutex::new(shared)),
             buckets: Arc::new(Buckets::new(time)),
+            usage: Arc::default(),
             ns: ns.into(),
         }
     }
@@ -216,6 +220,7 @@ impl Store for MemoryStore {
                     .unwrap_or_default()
             })
             .collect();
+        let before = states.clone(); // usage feed (feed.rs)
         let admitted = apply_exact(&mut states, changes, now_ms);
         for (change, state) in changes.iter().zip(&states) {
             let key = &change.key;
@@ -237,6 +242,12 @@ impl Store for MemoryStore {
                     scheduled.push(d);
                 }
             }
+        }
+        if admitted {
+            // under the shards' locks, so the feed sees each bucket's writes in order
+            self.usage
+                .lock()
+                .record(&self.ns, changes, &before, &states, now_ms); // feed.rs
         }
         drop(locked);
         self.buckets.schedule(scheduled);
@@ -331,6 +342,7 @@ impl Store for MemoryStore {
         Ok(Some(Arc::new(MemoryStore {
             shared: self.shared.clone(),
             buckets: self.buckets.clone(),
+            usage: self.usage.clone(),
             ns: id.into(),
         })))
     }
