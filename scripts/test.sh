@@ -12,7 +12,7 @@ echo "== cargo clippy" >&2
 cargo clippy --workspace --all-targets "${features[@]}" -- -D warnings
 echo "== the embedded store alone (no AWS SDK): cargo check / tests --no-default-features" >&2
 cargo check -p zae-limiter --no-default-features
-cargo nextest run -p zae-limiter --no-default-features --lib --test embedded --test observability
+cargo nextest run -p zae-limiter --no-default-features --lib --test embedded --test observability --test usage
 echo "== build tests" >&2
 cargo nextest run --workspace "${features[@]}" --no-run
 echo "== cfn-lint on rendered templates" >&2

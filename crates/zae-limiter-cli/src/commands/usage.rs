@@ -241,11 +241,15 @@ pub fn plot_text(snaps: &[Snapshot], limit: &str, sel: &Selectors) -> Result<Str
     let window = Window::parse(&sel.window).unwrap_or(Window::Hourly);
     let t0 = *per.keys().next().expect("non-empty");
     let unit = window.len_ms() as f32;
-    let pts: Vec<(f32, f32)> = per
+    // a step per window: its value held across the window's width (one window shows too)
+    let mut pts: Vec<(f32, f32)> = per
         .iter()
         .map(|(t, v)| (((*t - t0) as f32) / unit, *v as f32 / 1000.0))
         .collect();
-    let xmax = pts.last().map(|p| p.0).unwrap_or(0.0).max(1.0);
+    if let Some(&(x, y)) = pts.last() {
+        pts.push((x + 1.0, y));
+    }
+    let xmax = pts.last().map(|p| p.0).unwrap_or(1.0);
     let ymax = pts.iter().map(|p| p.1).fold(0.0f32, f32::max).max(1.0);
     let ymin = pts.iter().map(|p| p.1).fold(0.0f32, f32::min);
     let step = window.len_ms();
@@ -258,7 +262,7 @@ pub fn plot_text(snaps: &[Snapshot], limit: &str, sel: &Selectors) -> Result<Str
             s[..10].to_string()
         }
     };
-    let shape = Shape::Lines(&pts);
+    let shape = Shape::Steps(&pts);
     let mut chart = Chart::new_with_y_range(160, 48, 0.0, xmax, ymin, ymax * 1.05);
     let c = chart
         .lineplot(&shape)
