@@ -189,7 +189,7 @@ async fn usage_suite_on_the_embedded_store() {
 /// rollback, refusals, across an hour boundary.
 #[tokio::test]
 async fn embedded_store_counts_usage_without_aws() {
-    let store = MemoryStore::new();
+    let store = MemoryStore::new().with_usage_feed();
     let clock = ManualClock::new(T0 + H - 2_000);
     let l = RateLimiter::builder_shared(Arc::new(store.clone()) as Arc<dyn Store>)
         .clock(clock.clone())
