@@ -28,6 +28,7 @@ async fn available(c: &reqwest::Client, s: &Server, entity: &str) -> Value {
 async fn acquire_adjust_commit_rollback_and_a_429() {
     let s = Server::memory(&[]);
     let c = reqwest::Client::new();
+    let start = std::time::Instant::now();
     let (st, hd, v) = post(&c, s.url("/v1/acquire"), acquire_body("key-1", 100)).await;
     assert_eq!(st, StatusCode::OK, "{v}");
     assert_eq!(
@@ -88,21 +89,27 @@ async fn acquire_adjust_commit_rollback_and_a_429() {
     post(&c, s.url(&format!("/v1/leases/{id}/commit")), json!({})).await;
     let (st, hd, v) = post(&c, s.url("/v1/acquire"), acquire_body("key-1", 10)).await;
     assert_eq!(st, StatusCode::TOO_MANY_REQUESTS, "{v}");
-    assert_eq!(h(&hd, "retry-after"), Some("30"));
+    // the wait is 30 s from the first request of the minute, on the server's clock
+    let waits = serve_support::waits_since(start, 30);
+    let t = waits
+        .iter()
+        .copied()
+        .find(|t| h(&hd, "retry-after") == Some(t.to_string().as_str()))
+        .unwrap_or_else(|| {
+            panic!(
+                "retry-after {:?}, expected one of {waits:?}",
+                h(&hd, "retry-after")
+            )
+        });
     assert_eq!(
         h(&hd, "ratelimit-policy"),
         Some("\"rpm\";q=2;w=60, \"tpm\";q=1000;w=86400")
     );
-    assert_eq!(
-        h(&hd, "ratelimit"),
-        Some("\"rpm\";r=0;t=30, \"tpm\";r=570;t=0")
-    );
+    let ratelimit = format!("\"rpm\";r=0;t={t}, \"tpm\";r=570;t=0");
+    assert_eq!(h(&hd, "ratelimit"), Some(ratelimit.as_str()));
     assert_eq!(v["error"], "rate_limit_exceeded");
-    assert_eq!(v["headers"]["retry-after"], "30");
-    assert_eq!(
-        v["headers"]["ratelimit"],
-        "\"rpm\";r=0;t=30, \"tpm\";r=570;t=0"
-    );
+    assert_eq!(v["headers"]["retry-after"], t.to_string());
+    assert_eq!(v["headers"]["ratelimit"], ratelimit);
     assert_eq!(v["limits"][0]["exceeded"], true);
     assert_eq!(v["limits"][1]["exceeded"], false);
 

@@ -114,3 +114,10 @@ pub async fn get_json(c: &reqwest::Client, url: String) -> Value {
 pub fn h<'a>(headers: &'a reqwest::header::HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).map(|v| v.to_str().unwrap())
 }
+
+/// The waits (whole seconds) a refill of `full` seconds can show `start.elapsed()` later:
+/// the servers run on the real clock, and a loaded machine takes whole seconds.
+pub fn waits_since(start: std::time::Instant, full: u64) -> Vec<u64> {
+    let passed = start.elapsed().as_secs() + 1;
+    (full.saturating_sub(passed)..=full).collect()
+}
