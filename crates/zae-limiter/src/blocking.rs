@@ -87,6 +87,18 @@ impl RateLimiter {
             .block_on(self.inner.available(entity_id, resource, limits))
     }
 
+    /// See [`crate::RateLimiter::shard_bucket`].
+    pub fn shard_bucket(
+        &self,
+        entity_id: &str,
+        resource: &str,
+        limits: &[Limit],
+        shards: u16,
+    ) -> Result<u16> {
+        self.rt
+            .block_on(self.inner.shard_bucket(entity_id, resource, limits, shards))
+    }
+
     /// See [`crate::RateLimiter::time_until_available`].
     pub fn time_until_available<'a>(
         &self,

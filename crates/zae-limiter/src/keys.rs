@@ -7,8 +7,8 @@ pub const BUCKET_SK: &str = "#STATE";
 pub const ENTITY_SK: &str = "#META";
 
 /// `{ns}/BUCKET#{entity}#{resource}#{shard}`
-pub fn bucket_pk(ns: &str, entity_id: &str, resource: &str) -> String {
-    format!("{ns}/BUCKET#{entity_id}#{resource}#0")
+pub fn bucket_pk(ns: &str, entity_id: &str, resource: &str, shard: u16) -> String {
+    format!("{ns}/BUCKET#{entity_id}#{resource}#{shard}")
 }
 
 /// `{ns}/ENTITY#{id}`
@@ -25,10 +25,10 @@ pub fn parent_gsi(ns: &str, parent_id: &str, child_id: &str) -> (String, String)
 }
 
 /// GSI2 (buckets of a resource): `{ns}/RESOURCE#{resource}` / `BUCKET#{entity}#{shard}`.
-pub fn resource_gsi(ns: &str, entity_id: &str, resource: &str) -> (String, String) {
+pub fn resource_gsi(ns: &str, entity_id: &str, resource: &str, shard: u16) -> (String, String) {
     (
         format!("{ns}/RESOURCE#{resource}"),
-        format!("BUCKET#{entity_id}#0"),
+        format!("BUCKET#{entity_id}#{shard}"),
     )
 }
 

@@ -182,7 +182,14 @@ impl Lease {
             self.each()
                 .zip(&self.seen)
                 .flat_map(|((e, key, _), s)| {
-                    statuses_for(key, Some(s), &e.limits, &e.amounts, self.decided_at)
+                    statuses_for(
+                        key,
+                        e.shard,
+                        Some(s),
+                        &e.limits,
+                        &e.amounts,
+                        self.decided_at,
+                    )
                 })
                 .collect()
         })
@@ -303,7 +310,14 @@ impl Lease {
                     .zip(&seen)
                     .flat_map(|((k, i, _), s)| {
                         let e = &self.entries[*k];
-                        statuses_for(self.key(*k), s.as_ref(), &e.limits[*i..=*i], &[amount], now)
+                        statuses_for(
+                            self.key(*k),
+                            e.shard,
+                            s.as_ref(),
+                            &e.limits[*i..=*i],
+                            &[amount],
+                            now,
+                        )
                     })
                     .collect();
                 Err(Error::RateLimited(Box::new(RateLimitExceeded::new(

@@ -53,6 +53,7 @@ mod limiter;
 pub mod manifest;
 pub mod namespace;
 pub mod schema;
+pub mod shard;
 pub mod store;
 pub mod telemetry;
 pub mod usage;

@@ -1,22 +1,22 @@
 //! The rate limiter: its configuration, caches, clock and deadline. `acquire` is in
-//! `acquire.rs`, entity and config management in `entities.rs` and `admin.rs`.
+//! `acquire/`, entity and config management in `entities.rs` and `admin.rs`, the reads that
+//! consume nothing in `limiter/read.rs`, what it knows of sharded buckets in
+//! `limiter/shards.rs`.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::acquire::{amounts, pick_limits, shared_amounts, to_tokens};
-use crate::bucket::MILLI;
 use crate::cache::{CacheStats, ConfigCache};
 use crate::clock::{Clock, SystemClock};
 use crate::config::OnUnavailable;
-use crate::error::{Error, Result, StoreError};
-use crate::limit::{validate_entity_id, validate_limits, validate_resource, Limit};
-use crate::store::{bucket_time, BucketKey, BucketState, Store};
+use crate::error::{Result, StoreError};
+use crate::store::{BucketState, Store};
 
+mod read;
 mod resolve;
+mod shards;
 
 /// The largest lead (ms) a client adopts from bucket times written by clients whose clocks
 /// are ahead of its own. Beyond it the client keeps its clock (and logs a warning): a bucket
@@ -52,9 +52,16 @@ pub struct RateLimiterBuilder {
     entity_cache_size: usize,
     principal: Option<String>,
     audit_retention: Duration,
+    max_shards: u16,
 }
 
 impl RateLimiterBuilder {
+    /// Most shards a throttled bucket is split into (default 16, the maximum; a power of
+    /// two; 1 turns automatic splitting off). See [`crate::shard`].
+    pub fn max_shards(mut self, shards: u16) -> Self {
+        self.max_shards = shards;
+        self
+    }
     /// What to do when the store is unreachable (default [`OnUnavailable::Block`]).
     pub fn on_unavailable(mut self, policy: OnUnavailable) -> Self {
         self.on_unavailable = policy;
@@ -101,6 +108,9 @@ impl RateLimiterBuilder {
                 audit_retention: self.audit_retention,
                 lead_ms: AtomicI64::new(0),
                 pending: Arc::default(),
+                shards: shards::ShardLevels::default(),
+                max_shard_level: (self.max_shards.max(1).ilog2() as u8)
+                    .min(crate::shard::MAX_SHARD_LEVEL),
             }),
         }
     }
@@ -122,6 +132,10 @@ struct Inner {
     /// wrote them): adopted so that their writes do not lock us out.
     lead_ms: AtomicI64,
     pending: Arc<Pending>,
+    /// The shard levels learned per bucket.
+    shards: shards::ShardLevels,
+    /// The level throttled buckets are raised to at most.
+    max_shard_level: u8,
 }
 
 /// A distributed token-bucket rate limiter. Cheap to clone; clones share caches.
@@ -167,6 +181,7 @@ impl RateLimiter {
             entity_cache_size: 10_000,
             principal: None,
             audit_retention: Duration::from_secs(90 * 86_400),
+            max_shards: 1 << crate::shard::MAX_SHARD_LEVEL,
         }
     }
 
@@ -187,6 +202,8 @@ impl RateLimiter {
                 audit_retention: i.audit_retention,
                 lead_ms: AtomicI64::new(i.lead_ms.load(Ordering::Relaxed)),
                 pending: i.pending.clone(),
+                shards: shards::ShardLevels::default(),
+                max_shard_level: i.max_shard_level,
             }),
         }
     }
@@ -350,145 +367,5 @@ impl RateLimiter {
     /// Hits, misses, size and TTL of the config cache.
     pub fn cache_stats(&self) -> CacheStats {
         self.inner.cache.stats()
-    }
-
-    /// Whole tokens available now per limit, consuming nothing. One read of the bucket (plus
-    /// the config resolution when the cache is cold). With no `limits`, the stored ones are used.
-    ///
-    /// For an entity that cascades to an existing parent, the parent's bucket is read too
-    /// and each limit reports the smaller of the two counts (for the limits the parent has
-    /// under the same name), so the answer matches what an acquire would be allowed. The
-    /// parent's limits are resolved as [`acquire`](Self::acquire) does without
-    /// `parent_limits`: the parent's stored limits, else the `limits` passed here (none
-    /// passed and none stored for the parent: the parent is not charged, nor read).
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> zae_limiter::Result<()> {
-    /// use zae_limiter::{ConfigScope, Limit, MemoryStore, NewEntity, RateLimiter, StoredConfig};
-    ///
-    /// let limiter = RateLimiter::builder(MemoryStore::new()).build();
-    /// limiter.create_entity(NewEntity::new("org")).await?;
-    /// limiter.create_entity(NewEntity::new("key").parent("org").cascade(true)).await?;
-    /// let org = ConfigScope::Entity { entity_id: "org".into(), resource: "r".into() };
-    /// limiter.set_config(&org, StoredConfig::limits([Limit::per_minute("rpm", 10)])).await?;
-    /// let rpm = [Limit::per_minute("rpm", 100)];
-    /// limiter.acquire("key", "r").limits(rpm.clone()).consume([("rpm", 3)]).await?
-    ///     .commit().await?;
-    /// // the parent (10 per minute, 3 taken) is what bounds the child
-    /// assert_eq!(limiter.available("key", "r", &rpm).await?["rpm"], 7);
-    /// assert!(!limiter.time_until_available("key", "r", &rpm, [("rpm", 8)]).await?.is_zero());
-    /// # Ok(()) }
-    /// ```
-    pub async fn available(
-        &self,
-        entity_id: &str,
-        resource: &str,
-        limits: &[Limit],
-    ) -> Result<BTreeMap<String, i64>> {
-        let (reads, now) = self.read_for(entity_id, resource, limits).await?;
-        let mut out: BTreeMap<String, i64> = BTreeMap::new();
-        for (i, (limits, bucket)) in reads.iter().enumerate() {
-            let t = bucket_time(bucket.as_ref(), now);
-            for l in limits {
-                let p = l.params();
-                let level = bucket.as_ref().and_then(|b| b.level_for(l.name(), &p, t));
-                let n = to_tokens(p.tokens(level, t));
-                if i == 0 {
-                    out.insert(l.name().to_string(), n);
-                } else if let Some(v) = out.get_mut(l.name()) {
-                    *v = (*v).min(n);
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// How long until `needed` tokens are available for every named limit (zero if now).
-    /// An amount above a limit's capacity can never be satisfied: a validation error.
-    ///
-    /// For an entity that cascades to an existing parent, the parent's bucket counts too
-    /// (the longer wait wins), its limits resolved as in [`available`](Self::available);
-    /// the parent is asked for the amounts of the limits it has under the same names.
-    pub async fn time_until_available<'a>(
-        &self,
-        entity_id: &str,
-        resource: &str,
-        limits: &[Limit],
-        needed: impl IntoIterator<Item = (&'a str, u64)>,
-    ) -> Result<Duration> {
-        let (reads, now) = self.read_for(entity_id, resource, limits).await?;
-        let named: Vec<(String, u64)> = needed
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
-        let own = amounts(&reads[0].0, named.iter().map(|(k, v)| (k.as_str(), *v)))?;
-        let mut wait = 0i64;
-        for (i, (limits, bucket)) in reads.iter().enumerate() {
-            let needed = if i == 0 {
-                own.clone()
-            } else {
-                shared_amounts(limits, &named)
-            };
-            let t = bucket_time(bucket.as_ref(), now);
-            for (l, n) in limits.iter().zip(needed) {
-                let p = l.params();
-                let level = bucket.as_ref().and_then(|b| b.level_for(l.name(), &p, t));
-                match p.retry_after_ms(level, n as i128 * MILLI, t) {
-                    Some(ms) => wait = wait.max(ms),
-                    None => {
-                        return Err(Error::invalid(
-                            "needed",
-                            format!(
-                                "{n} exceeds the capacity {} of limit '{}'{}",
-                                l.capacity(),
-                                l.name(),
-                                if i == 0 { "" } else { " of the parent" }
-                            ),
-                        ))
-                    }
-                }
-            }
-        }
-        Ok(Duration::from_millis(wait as u64))
-    }
-
-    /// The limits and bucket of the entity, then those of its parent when it cascades to
-    /// one that exists (and has limits), and our time.
-    async fn read_for(
-        &self,
-        entity_id: &str,
-        resource: &str,
-        limits: &[Limit],
-    ) -> Result<(Vec<(Vec<Limit>, Option<BucketState>)>, i64)> {
-        validate_entity_id(entity_id)?;
-        validate_resource(resource)?;
-        validate_limits(limits)?;
-        let data = self.resolution(entity_id, resource).await?;
-        let (own, _) = pick_limits(&data, limits, entity_id, resource)?;
-        let mut targets = vec![(BucketKey::new(entity_id, resource), own)];
-        if let Some(parent) = data
-            .entity
-            .as_ref()
-            .filter(|e| e.cascade)
-            .and_then(|e| e.parent_id.clone())
-        {
-            let pdata = self.resolution(&parent, resource).await?;
-            let plimits = match pdata.versioned_limits() {
-                Some((stored, _)) => stored.to_vec(),
-                None => limits.to_vec(),
-            };
-            if pdata.entity.is_some() && !plimits.is_empty() {
-                targets.push((BucketKey::new(parent, resource), plimits));
-            }
-        }
-        let mut out = Vec::with_capacity(targets.len());
-        for (key, limits) in targets {
-            let bucket = self.call(self.inner.store.get_bucket(&key)).await?;
-            if let Some(b) = &bucket {
-                self.observe([b]);
-            }
-            out.push((limits, bucket));
-        }
-        Ok((out, self.now_ms()))
     }
 }

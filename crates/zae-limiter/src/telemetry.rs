@@ -38,6 +38,9 @@ pub const CACHE_MISSES: &str = "zae_limiter_cache_misses_total";
 /// Counter of requests the DynamoDB store refused from the last state it saw, without a
 /// write ([`StoreConfig::local_refusals`](crate::StoreConfig::local_refusals)).
 pub const LOCAL_REFUSALS: &str = "zae_limiter_local_refusals_total";
+/// Counter of hot buckets split into twice as many shards after throttling
+/// ([`crate::shard`]).
+pub const SHARD_RAISES: &str = "zae_limiter_shard_raises_total";
 
 /// How an acquire ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,6 +156,11 @@ pub(crate) fn retry(why: Retry) {
 #[cfg(feature = "dynamodb")]
 pub(crate) fn local_refusal() {
     metrics::counter!(LOCAL_REFUSALS).increment(1)
+}
+
+/// Count one bucket split into more shards.
+pub(crate) fn shards_raised() {
+    metrics::counter!(SHARD_RAISES).increment(1)
 }
 
 /// Count one config-cache lookup.

@@ -10,6 +10,11 @@ use zae_limiter::{blocking, ConfigScope, Error, Limit, MemoryStore, NewEntity, S
 /// Sources holding `impl RateLimiter` / `impl Lease` blocks of the async API.
 const ASYNC_SOURCES: &[(&str, &str)] = &[
     ("limiter.rs", include_str!("../src/limiter.rs")),
+    ("limiter/read.rs", include_str!("../src/limiter/read.rs")),
+    (
+        "limiter/shards.rs",
+        include_str!("../src/limiter/shards.rs"),
+    ),
     ("admin.rs", include_str!("../src/admin.rs")),
     ("entities.rs", include_str!("../src/entities.rs")),
     ("namespace.rs", include_str!("../src/namespace.rs")),

@@ -38,6 +38,7 @@ fn limit_change(name: &str, amount: i128, checked: bool) -> LimitChange {
         version: 0,
         amount,
         checked,
+        counted: true,
     }
 }
 
@@ -497,6 +498,7 @@ proptest! {
                         version: 0,
                         amount: amount as i128 * MILLI,
                         checked: checked && amount > 0,
+                        counted: true,
                     })
                     .collect();
                 let changes = [BucketChange { key: key.clone(), limits: lcs }];

@@ -8,6 +8,7 @@ use crate::config::ResolutionData;
 use crate::error::{Error, Result};
 use crate::exceeded::LimitStatus;
 use crate::limit::{Limit, MAX_AMOUNT};
+use crate::shard::{level_of, Shard};
 use crate::store::{bucket_time, BucketKey, BucketState};
 
 /// The limits to enforce and their version: the most specific stored level, else the ones
@@ -77,10 +78,12 @@ pub(crate) fn to_tokens(milli: i128) -> i64 {
         .clamp(i64::MIN as i128, i64::MAX as i128) as i64
 }
 
-/// The status of every limit of one bucket for a request of `amounts` at `now` (decided at
-/// the bucket's own time when it is ahead).
+/// The status of every limit of one bucket (of the shard `shard` of it) for a request of
+/// `amounts` at `now` (decided at the bucket's own time when it is ahead). A sharded bucket
+/// reports the whole limit, and what this shard has and needs.
 pub(crate) fn statuses_for(
     key: &BucketKey,
+    shard: Shard,
     state: Option<&BucketState>,
     limits: &[Limit],
     amounts: &[u64],
@@ -91,19 +94,24 @@ pub(crate) fn statuses_for(
         .iter()
         .zip(amounts)
         .map(|(l, &n)| {
+            let ours = shard.params(&l.params());
             // a stale client is judged by the stored (newer) parameters
             let (limit, p, level) = match state.and_then(|s| s.limits.get(l.name())) {
-                Some(s) => (
-                    Limit::custom(
-                        l.name(),
-                        (s.params.capacity / MILLI) as u64,
-                        (s.params.refill / MILLI) as u64,
-                        Duration::from_millis(s.params.period as u64),
-                    ),
-                    s.params,
-                    Some(s.level),
-                ),
-                None => (l.clone(), l.params(), None),
+                Some(s) if s.params == ours => (l.clone(), ours, Some(s.level)),
+                Some(s) => {
+                    let n = i128::from(Shard::at_level(level_of(s.version)).count());
+                    (
+                        Limit::custom(
+                            l.name(),
+                            (s.params.capacity * n / MILLI) as u64,
+                            (s.params.refill * n / MILLI) as u64,
+                            Duration::from_millis(s.params.period as u64),
+                        ),
+                        s.params,
+                        Some(s.level),
+                    )
+                }
+                None => (l.clone(), ours, None),
             };
             let n_m = n as i128 * MILLI;
             LimitStatus {

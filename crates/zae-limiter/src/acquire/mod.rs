@@ -10,47 +10,18 @@ use std::time::Duration;
 
 use tracing::Instrument;
 
-use crate::bucket::MILLI;
 use crate::config::OnUnavailable;
 use crate::error::{Error, Result, StoreError};
 use crate::exceeded::RateLimitExceeded;
 use crate::lease::{AcquireWrite, Lease, LeaseEntry};
 use crate::limiter::RateLimiter;
-use crate::store::{ApplyOutcome, BucketChange, BucketKey, LimitChange};
+use crate::shard::Shard;
+use crate::store::{ApplyOutcome, BucketChange, BucketKey};
 use crate::telemetry::{self, Outcome, StoreOp};
 
 pub(crate) use decide::{amounts, pick_limits, shared_amounts, statuses_for, to_tokens};
 pub(crate) use request::AcquireSpec;
 pub use request::{Acquire, RunError};
-
-/// One bucket the acquire takes from.
-struct Target {
-    key: BucketKey,
-    entry: LeaseEntry,
-}
-
-impl Target {
-    /// The change that takes the amounts from the bucket, and what the lease keeps.
-    fn into_parts(self) -> (BucketChange, LeaseEntry) {
-        let e = self.entry;
-        let change = BucketChange {
-            key: self.key,
-            limits: e
-                .limits
-                .iter()
-                .zip(&e.amounts)
-                .map(|(l, n)| LimitChange {
-                    name: l.name().to_string(),
-                    params: l.params(),
-                    version: e.version,
-                    amount: *n as i128 * MILLI,
-                    checked: true,
-                })
-                .collect(),
-        };
-        (change, e)
-    }
-}
 
 /// The write an acquire has sent and not yet heard back about.
 /// Shared (`Arc`), so that recording it costs no copy on the hot path.
@@ -251,16 +222,13 @@ impl RateLimiter {
                 Err(e) => return Ok(Err(e)),
             },
         };
-        let (change, entry) = Target {
-            key: BucketKey::new(&req.entity_id, &req.resource),
-            entry: LeaseEntry {
-                limits,
-                version,
-                amounts,
-            },
-        }
-        .into_parts();
-        let (mut changes, mut entries) = (vec![change], vec![entry]);
+        let mut keys = vec![BucketKey::new(&req.entity_id, &req.resource)];
+        let mut entries = vec![LeaseEntry {
+            limits,
+            version,
+            amounts,
+            shard: Shard::default(),
+        }];
         if let Some(parent) = data
             .entity
             .as_ref()
@@ -288,65 +256,102 @@ impl RateLimiter {
             // a deleted parent is not charged: no ghost bucket
             if pdata.entity.is_some() && !plimits.is_empty() {
                 let pamounts = shared_amounts(&plimits, &req.consume);
-                let (change, entry) = Target {
-                    key: BucketKey::new(parent, &req.resource),
-                    entry: LeaseEntry {
-                        limits: plimits,
-                        version: pversion,
-                        amounts: pamounts,
-                    },
+                keys.push(BucketKey::new(parent, &req.resource));
+                entries.push(LeaseEntry {
+                    limits: plimits,
+                    version: pversion,
+                    amounts: pamounts,
+                    shard: Shard::default(),
+                });
+            }
+        }
+        // shards already tried, per bucket; a refusal tries other shards of a sharded bucket
+        let mut tried: Vec<Vec<u16>> = vec![Vec::new(); keys.len()];
+        let mut raised = false;
+        let mut attempt = 0;
+        loop {
+            for ((key, e), tried) in keys.iter().zip(entries.iter_mut()).zip(&mut tried) {
+                let level = self.shard_level(key);
+                let index = crate::shard::pick(level, tried);
+                tried.push(index);
+                e.shard = Shard { index, level };
+            }
+            let changes: Vec<BucketChange> = keys
+                .iter()
+                .zip(&entries)
+                .map(|(key, e)| e.acquire_change(key.with_shard(e.shard.index)))
+                .collect();
+            let lease_id = crate::lease::new_lease_id();
+            let op = crate::lease::op(lease_id, "acquire", false, deadline);
+            let write = std::sync::Arc::new(AcquireWrite { changes, op });
+            let now = self.now_ms();
+            *in_flight.lock() = Some(write.clone());
+            let (outcome, took) = telemetry::timed(
+                StoreOp::Acquire,
+                self.store().apply(&write.changes, now, &write.op),
+            )
+            .await;
+            waited(took);
+            if !matches!(outcome, Err(StoreError::Unavailable { .. })) {
+                // a definite answer: applied, refused, or not applied at all
+                in_flight.lock().take();
+            }
+            let outcome = match outcome {
+                // a partition at its write limit: split the hot bucket, then try again
+                Err(e @ StoreError::Throttled { .. }) => {
+                    if !raised && self.raise_shards(&keys, &entries).await {
+                        raised = true;
+                        continue;
+                    }
+                    return Err(fail(e));
                 }
-                .into_parts();
-                changes.push(change);
-                entries.push(entry);
+                other => other.map_err(fail)?,
+            };
+            match outcome {
+                ApplyOutcome::Applied(states) => {
+                    self.observe_at(&states, now);
+                    self.learn_shards(&keys, &entries, states.iter().map(Some));
+                    return Ok(Ok(Lease::new(
+                        self.clone(),
+                        lease_id,
+                        write,
+                        entries,
+                        states,
+                        now,
+                    )));
+                }
+                ApplyOutcome::Rejected(seen) => {
+                    self.observe(seen.iter().flatten());
+                    let learned =
+                        self.learn_shards(&keys, &entries, seen.iter().map(Option::as_ref));
+                    let sharded = entries.iter().any(|e| e.shard.level > 0);
+                    attempt += 1;
+                    if (learned || sharded)
+                        && attempt <= SHARD_RETRIES
+                        && tokio::time::Instant::now() < deadline
+                    {
+                        continue;
+                    }
+                    let statuses = write
+                        .changes
+                        .iter()
+                        .zip(&entries)
+                        .zip(&seen)
+                        .flat_map(|((c, e), s)| {
+                            statuses_for(&c.key, e.shard, s.as_ref(), &e.limits, &e.amounts, now)
+                        })
+                        .collect();
+                    return Ok(Err(Error::RateLimited(Box::new(RateLimitExceeded::new(
+                        statuses,
+                    )))));
+                }
             }
         }
-        let lease_id = crate::lease::new_lease_id();
-        let op = crate::lease::op(lease_id, "acquire", false, deadline);
-        let write = std::sync::Arc::new(AcquireWrite { changes, op });
-        let now = self.now_ms();
-        *in_flight.lock() = Some(write.clone());
-        let (outcome, took) = telemetry::timed(
-            StoreOp::Acquire,
-            self.store().apply(&write.changes, now, &write.op),
-        )
-        .await;
-        waited(took);
-        if !matches!(outcome, Err(StoreError::Unavailable { .. })) {
-            // a definite answer: applied, refused, or not applied at all
-            in_flight.lock().take();
-        }
-        let outcome = outcome.map_err(fail)?;
-        Ok(match outcome {
-            ApplyOutcome::Applied(states) => {
-                self.observe_at(&states, now);
-                Ok(Lease::new(
-                    self.clone(),
-                    lease_id,
-                    write,
-                    entries,
-                    states,
-                    now,
-                ))
-            }
-            ApplyOutcome::Rejected(seen) => {
-                self.observe(seen.iter().flatten());
-                let statuses = write
-                    .changes
-                    .iter()
-                    .zip(&entries)
-                    .zip(&seen)
-                    .flat_map(|((c, e), s)| {
-                        statuses_for(&c.key, s.as_ref(), &e.limits, &e.amounts, now)
-                    })
-                    .collect();
-                Err(Error::RateLimited(Box::new(RateLimitExceeded::new(
-                    statuses,
-                ))))
-            }
-        })
     }
 }
+
+/// How many other shards a refused acquire tries on a sharded bucket (within its deadline).
+const SHARD_RETRIES: usize = 2;
 
 impl RateLimiter {
     /// In the background (see [`RateLimiter::flush`]): if the acquire write `op`, whose

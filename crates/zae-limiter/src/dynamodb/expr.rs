@@ -54,7 +54,8 @@ pub(crate) fn build(ns: &str, key: &BucketKey, plan: &BucketPlan, op_id: Option<
         e.names.insert(tc.clone(), a.consumed);
         e.names.insert(p.clone(), a.params);
         parts.adds.push(format!("{tc} :n{i}"));
-        e.values.insert(format!(":n{i}"), num(l.amount));
+        e.values
+            .insert(format!(":n{i}"), num(if l.counted { l.amount } else { 0 }));
         let full = l.params.full_level(t);
         let encoded = AttributeValue::S(encode_params(&l.params, l.version));
         match l.form {
@@ -119,7 +120,7 @@ pub(crate) fn build(ns: &str, key: &BucketKey, plan: &BucketPlan, op_id: Option<
             .insert(":lo".into(), AttributeValue::S(op.to_string()));
     }
     if plan.may_create {
-        let (g2pk, g2sk) = resource_gsi(ns, &key.entity_id, &key.resource);
+        let (g2pk, g2sk) = resource_gsi(ns, &key.entity_id, &key.resource, key.shard);
         for (k, attr, v) in [
             ("#eid", "entity_id", key.entity_id.clone()),
             ("#res", "resource", key.resource.clone()),
@@ -129,7 +130,7 @@ pub(crate) fn build(ns: &str, key: &BucketKey, plan: &BucketPlan, op_id: Option<
             (
                 "#g4sk",
                 "GSI4SK",
-                bucket_pk(ns, &key.entity_id, &key.resource),
+                bucket_pk(ns, &key.entity_id, &key.resource, key.shard),
             ),
         ] {
             e.names.insert(k.to_string(), attr.to_string());
@@ -165,6 +166,7 @@ mod tests {
                     version: 0,
                     amount: *a,
                     checked: true,
+                    counted: true,
                 })
                 .collect(),
         };

@@ -278,21 +278,29 @@ impl DynamoStore {
 
     fn remember(&self, ns: &str, key: &BucketKey, state: &BucketState) {
         self.states.lock().put(
-            keys::bucket_pk(ns, &key.entity_id, &key.resource),
+            keys::bucket_pk(ns, &key.entity_id, &key.resource, key.shard),
             state.clone(),
         );
     }
 
     fn forget(&self, ns: &str, key: &BucketKey) {
-        self.states
-            .lock()
-            .pop(&keys::bucket_pk(ns, &key.entity_id, &key.resource));
+        self.states.lock().pop(&keys::bucket_pk(
+            ns,
+            &key.entity_id,
+            &key.resource,
+            key.shard,
+        ));
     }
 
     fn cached(&self, ns: &str, key: &BucketKey) -> Option<BucketState> {
         self.states
             .lock()
-            .get(&keys::bucket_pk(ns, &key.entity_id, &key.resource))
+            .get(&keys::bucket_pk(
+                ns,
+                &key.entity_id,
+                &key.resource,
+                key.shard,
+            ))
             .cloned()
     }
 }

@@ -12,6 +12,10 @@ use crate::store::{
 /// The margin covers what this writer cannot see (debt taken by other clients since).
 pub(crate) const TTL_MARGIN_MS: i64 = 86_400_000;
 
+/// The TTL of an item that must not expire (9999-12-31T23:59:59Z): shard 0 of a split
+/// bucket, which holds the shard count.
+pub(crate) const NEVER_S: i64 = 253_402_300_799;
+
 /// What the client knows about a bucket before writing.
 #[derive(Debug, Clone)]
 pub(crate) enum Knowledge {
@@ -52,6 +56,8 @@ pub(crate) struct LimitWrite {
     pub version: i64,
     pub amount: i128,
     pub checked: bool,
+    /// Whether `amount` goes into the consumed counter.
+    pub counted: bool,
     pub form: Form,
 }
 
@@ -119,6 +125,7 @@ pub(crate) fn plan(change: &BucketChange, know: &Knowledge, now: i64) -> Decisio
             version,
             amount: lc.amount,
             checked: lc.checked,
+            counted: lc.counted,
             form,
         });
     }
@@ -152,7 +159,11 @@ fn finish(
         t,
         set_time,
         may_create: state.is_none(),
-        ttl_s: full_at.saturating_add(TTL_MARGIN_MS) / 1000,
+        ttl_s: if crate::shard::holds_level(&change.key, &estimate) {
+            NEVER_S
+        } else {
+            full_at.saturating_add(TTL_MARGIN_MS) / 1000
+        },
         estimate,
         limits,
     }
@@ -176,6 +187,7 @@ fn estimate(
                 version: l.version,
                 amount: l.amount,
                 checked: false,
+                counted: l.counted,
             })
             .collect(),
     };
@@ -249,6 +261,7 @@ mod tests {
                 version,
                 amount,
                 checked: true,
+                counted: true,
             }],
         }
     }

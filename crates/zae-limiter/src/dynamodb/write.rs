@@ -379,7 +379,12 @@ impl DynamoStore {
         HashMap::from([
             (
                 "PK".to_string(),
-                AttributeValue::S(super::keys::bucket_pk(ns, &key.entity_id, &key.resource)),
+                AttributeValue::S(super::keys::bucket_pk(
+                    ns,
+                    &key.entity_id,
+                    &key.resource,
+                    key.shard,
+                )),
             ),
             (
                 "SK".to_string(),

@@ -2,6 +2,7 @@
 //! one entry per bucket.
 
 use crate::limit::Limit;
+use crate::shard::Shard;
 use crate::store::{BucketChange, BucketKey, LimitChange, WriteOp};
 
 /// A fresh lease id (128 random bits; written as 32 hex digits in op ids).
@@ -47,11 +48,38 @@ pub(crate) struct LeaseEntry {
     pub(crate) version: i64,
     /// Tokens the acquire took, per limit.
     pub(crate) amounts: Vec<u64>,
+    /// The shard of the bucket the acquire wrote: its parameters are that shard's share.
+    pub(crate) shard: Shard,
 }
 
 impl LeaseEntry {
     pub(super) fn position(&self, name: &str) -> Option<usize> {
         self.limits.iter().position(|l| l.name() == name)
+    }
+
+    /// What a write of `amount` millitokens to limit `l` of this entry's shard is.
+    pub(crate) fn limit_change(&self, l: &Limit, amount: i128, checked: bool) -> LimitChange {
+        LimitChange {
+            name: l.name().to_string(),
+            params: self.shard.params(&l.params()),
+            version: self.shard.version(self.version),
+            amount,
+            checked,
+            counted: true,
+        }
+    }
+
+    /// The acquire's change: take the amounts from `key` (this entry's shard), checked.
+    pub(crate) fn acquire_change(&self, key: BucketKey) -> BucketChange {
+        BucketChange {
+            key,
+            limits: self
+                .limits
+                .iter()
+                .zip(&self.amounts)
+                .map(|(l, n)| self.limit_change(l, i128::from(*n) * crate::bucket::MILLI, true))
+                .collect(),
+        }
     }
 
     /// The change writing `sign * amounts` (one per limit) to `key`, checked or not; `None`
@@ -71,13 +99,7 @@ impl LeaseEntry {
             .iter()
             .zip(amounts)
             .filter(|(_, a)| **a != 0)
-            .map(|(l, amount)| LimitChange {
-                name: l.name().to_string(),
-                params: l.params(),
-                version: self.version,
-                amount: sign * *amount,
-                checked,
-            })
+            .map(|(l, amount)| self.limit_change(l, sign * *amount, checked))
             .collect();
         Some(BucketChange {
             key: key.clone(),

@@ -191,7 +191,7 @@ pub fn apply_exact(buckets: &mut [BucketState], changes: &[BucketChange], now_ms
                     params: eff.params,
                     version: eff.version,
                     level: eff.params.adjust(level, lc.amount, t),
-                    consumed: eff.state.map_or(0, |s| s.consumed) + lc.amount,
+                    consumed: eff.state.map_or(0, |s| s.consumed) + lc.counted_amount(),
                 }
             } else if eff.rebased {
                 eff.state.expect("a rebase has a stored state")
@@ -260,7 +260,7 @@ fn apply_on_copies(buckets: &mut [BucketState], changes: &[BucketChange], now_ms
                     params: eff.params,
                     version: eff.version,
                     level: eff.params.adjust(level, lc.amount, t),
-                    consumed: consumed + lc.amount,
+                    consumed: consumed + lc.counted_amount(),
                 },
             );
         }
@@ -293,6 +293,7 @@ mod tests {
                 version,
                 amount,
                 checked: true,
+                counted: true,
             }],
         }
     }
@@ -363,6 +364,7 @@ mod tests {
                 version: 0,
                 amount: 0,
                 checked: false,
+                counted: true,
             });
         }
         assert!(check_changes(std::slice::from_ref(&c)).is_err());

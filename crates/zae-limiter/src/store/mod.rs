@@ -29,14 +29,25 @@ pub struct BucketKey {
     pub entity_id: String,
     /// The resource.
     pub resource: String,
+    /// Which shard of the bucket (0 when unsharded; see [`crate::shard`]).
+    pub shard: u16,
 }
 
 impl BucketKey {
-    /// A key for `entity_id` on `resource`.
+    /// A key for `entity_id` on `resource` (shard 0).
     pub fn new(entity_id: impl Into<String>, resource: impl Into<String>) -> Self {
         BucketKey {
             entity_id: entity_id.into(),
             resource: resource.into(),
+            shard: 0,
+        }
+    }
+
+    /// The key of shard `shard` of the same bucket.
+    pub fn with_shard(&self, shard: u16) -> Self {
+        BucketKey {
+            shard,
+            ..self.clone()
         }
     }
 }
@@ -127,6 +138,20 @@ pub struct LimitChange {
     /// When true the whole change is refused unless `amount` is available; when false the
     /// amount is applied regardless (may create debt).
     pub checked: bool,
+    /// Whether `amount` counts in the consumed counter (usage analytics). False only for
+    /// tokens that are discarded rather than used: the new shards a split empties.
+    pub counted: bool,
+}
+
+impl LimitChange {
+    /// What the change adds to the consumed counter.
+    pub fn counted_amount(&self) -> i128 {
+        if self.counted {
+            self.amount
+        } else {
+            0
+        }
+    }
 }
 
 /// The change to one bucket.

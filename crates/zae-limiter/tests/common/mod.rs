@@ -82,6 +82,11 @@ macro_rules! conformance_suite {
             manifest_updates_deletes_and_reports_drift,
             manifest_takes_over_and_detects_concurrent_changes,
             manifest_registers_its_namespace_and_purge_removes_it,
+            sharded_bucket_admits_exactly_its_capacity,
+            a_stale_client_adopts_the_split_and_nothing_is_over_admitted,
+            leases_on_a_shard_settle_on_that_shard,
+            cascade_into_a_sharded_parent_with_other_limit_names,
+            concurrent_splits_split_once,
         );
         $crate::conformance_tests!($factory; hardening;
             cascade_with_different_limit_names,

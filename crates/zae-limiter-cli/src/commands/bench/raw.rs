@@ -41,7 +41,7 @@ impl RawWrite {
         Ok(RawWrite {
             client: d.client().clone(),
             table: d.table_name().to_string(),
-            pk: zae_limiter::keys::bucket_pk(&ns, entity, RESOURCE),
+            pk: zae_limiter::keys::bucket_pk(&ns, entity, RESOURCE, 0),
         })
     }
 

@@ -30,7 +30,14 @@ pub(super) struct AuditDue {
 }
 
 /// When a bucket may be dropped: full again, plus the grace.
-pub(super) fn due(state: &BucketState) -> i64 {
+///
+/// `slot` is the bucket's name in its entity's record: shard 0 of a split bucket (a plain
+/// resource name, its limits at a shard level above 0) holds the shard count and is never
+/// dropped (see [`crate::shard`]); the other shards go when they are full again.
+pub(super) fn due(slot: &str, state: &BucketState) -> i64 {
+    if !slot.contains('#') && crate::shard::level_of(state.version()) > 0 {
+        return i64::MAX;
+    }
     state.full_at_ms().map_or(i64::MIN, |t| {
         t.saturating_add(MemoryStore::EVICTION_GRACE_MS)
     })

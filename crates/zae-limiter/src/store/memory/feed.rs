@@ -66,7 +66,7 @@ impl Feed {
                 namespace: ns.to_string(),
                 entity_id: c.key.entity_id.clone(),
                 resource: c.key.resource.clone(),
-                shard: "0".to_string(),
+                shard: c.key.shard.to_string(),
                 old_consumed: consumed(b),
                 new_consumed: consumed(a),
                 time_ms: now_ms,

@@ -31,6 +31,16 @@ pub(super) fn shard_of(entity_id: &str) -> usize {
     (h % SHARDS as u64) as usize
 }
 
+/// The name a bucket is packed under in its entity's record: its resource, followed by
+/// `#{shard}` for shards other than 0 (`#` is not allowed in resource names).
+fn slot(key: &BucketKey) -> std::borrow::Cow<'_, str> {
+    if key.shard == 0 {
+        std::borrow::Cow::Borrowed(&key.resource)
+    } else {
+        std::borrow::Cow::Owned(format!("{}#{}", key.resource, key.shard))
+    }
+}
+
 /// The buckets of one namespace in one shard.
 #[derive(Debug)]
 pub(super) struct Space {
@@ -52,7 +62,7 @@ impl Space {
     pub(super) fn bucket(&self, key: &BucketKey) -> Option<BucketState> {
         self.buckets
             .get(key.entity_id.as_str())
-            .and_then(|r| r.get(&key.resource))
+            .and_then(|r| r.get(&slot(key)))
     }
 
     /// Store a bucket (encoded in `scratch`); returns the eviction entry to schedule, if any.
@@ -63,11 +73,11 @@ impl Space {
         now_ms: i64,
         scratch: &mut Vec<u8>,
     ) -> Option<Due> {
-        let at = due(state);
+        let at = due(&slot(key), state);
         let existing = self.buckets.get_key_value(key.entity_id.as_str());
         if let Some(entity) = existing.map(|(e, _)| e.clone()) {
             let rec = self.buckets.get_mut(&entity).expect("found above");
-            if rec.put_with(&key.resource, state, scratch) {
+            if rec.put_with(&slot(key), state, scratch) {
                 self.bucket_count += 1;
             }
             // An earlier time than the one scheduled (a refund, a new resource) is scheduled
@@ -86,7 +96,7 @@ impl Space {
             return None;
         }
         let mut rec = Record::new(at);
-        rec.put_with(&key.resource, state, scratch);
+        rec.put_with(&slot(key), state, scratch);
         let entity: Arc<str> = key.entity_id.as_str().into();
         self.buckets.insert(entity.clone(), rec);
         self.bucket_count += 1;
@@ -284,8 +294,8 @@ impl Buckets {
                 continue; // stale: rescheduled since
             }
             let mut next = i64::MAX;
-            let n = rec.retain(|_, state| {
-                let at = due(state);
+            let n = rec.retain(|slot, state| {
+                let at = due(slot, state);
                 if at <= now_ms {
                     return false;
                 }

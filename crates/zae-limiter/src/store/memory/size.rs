@@ -220,8 +220,8 @@ pub(crate) fn audit_item(ns: &str, e: &AuditEvent) -> usize {
 /// level, consumed counter, parameters and version, plus [`BUCKET_ALLOWANCE`]. Only names
 /// far beyond the validated lengths can bring it near the limit.
 pub(crate) fn bucket_item(ns: &str, key: &BucketKey, state: &BucketState) -> usize {
-    let pk = keys::bucket_pk(ns, &key.entity_id, &key.resource);
-    let (g2pk, g2sk) = keys::resource_gsi(ns, &key.entity_id, &key.resource);
+    let pk = keys::bucket_pk(ns, &key.entity_id, &key.resource, key.shard);
+    let (g2pk, g2sk) = keys::resource_gsi(ns, &key.entity_id, &key.resource, key.shard);
     let item = Item::default()
         .key(&pk, keys::BUCKET_SK)
         .s("entity_id", &key.entity_id)

@@ -4,10 +4,11 @@
 mod buckets;
 mod manifest;
 mod records;
+mod shards;
 mod stored;
 
 #[allow(unused_imports)] // not every test binary runs the whole suite
-pub use {buckets::*, manifest::*, records::*, stored::*};
+pub use {buckets::*, manifest::*, records::*, shards::*, stored::*};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

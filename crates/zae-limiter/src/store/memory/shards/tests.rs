@@ -21,6 +21,7 @@ fn take(entity: &str, capacity: u64, n: i128) -> BucketChange {
             version: 0,
             amount: n * MILLI,
             checked: true,
+            counted: true,
         }],
     }
 }

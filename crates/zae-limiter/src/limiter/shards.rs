@@ -1,0 +1,205 @@
+//! What a limiter knows of sharded buckets (see [`crate::shard`]): the level learned per
+//! bucket, from the versions its writes and reads return, and the raise on throttling.
+
+use std::collections::HashMap;
+
+use parking_lot::RwLock;
+
+use super::RateLimiter;
+use crate::bucket::MILLI;
+use crate::error::{Error, Result};
+use crate::lease::LeaseEntry;
+use crate::limit::{validate_entity_id, validate_limits, validate_resource, Limit};
+use crate::shard::{self, level_of, MAX_SHARD_LEVEL};
+use crate::store::{ApplyOutcome, BucketKey, BucketState, WriteOp};
+
+/// Most sharded buckets remembered; past it the map is cleared and levels are learned again
+/// (a client that knows too few shards adopts the stored level on its next write).
+const MAX_KNOWN: usize = 4096;
+
+/// The shard level of every sharded bucket this client has seen, by entity then resource.
+/// Unsharded buckets are not kept: an empty map costs the hot path one read lock.
+#[derive(Debug, Default)]
+pub(crate) struct ShardLevels {
+    map: RwLock<HashMap<String, Vec<(String, u8)>>>,
+}
+
+impl ShardLevels {
+    fn get(&self, key: &BucketKey) -> u8 {
+        let map = self.map.read();
+        if map.is_empty() {
+            return 0;
+        }
+        map.get(key.entity_id.as_str())
+            .and_then(|rs| rs.iter().find(|(r, _)| *r == key.resource))
+            .map_or(0, |(_, l)| *l)
+    }
+
+    pub(super) fn set(&self, key: &BucketKey, level: u8) {
+        let mut map = self.map.write();
+        if level > 0 && map.len() >= MAX_KNOWN && !map.contains_key(key.entity_id.as_str()) {
+            map.clear();
+        }
+        let rs = map.entry(key.entity_id.clone()).or_default();
+        rs.retain(|(r, _)| *r != key.resource);
+        if level > 0 {
+            rs.push((key.resource.clone(), level));
+        }
+        if rs.is_empty() {
+            map.remove(key.entity_id.as_str());
+        }
+    }
+}
+
+impl RateLimiter {
+    /// The shard level this client knows for the bucket `key` (0: unsharded).
+    pub(crate) fn shard_level(&self, key: &BucketKey) -> u8 {
+        self.inner.shards.get(key)
+    }
+
+    /// Learn the levels of the buckets `keys` from the states a write or read returned (one
+    /// per bucket, as the entries wrote them); true when a level changed.
+    pub(crate) fn learn_shards<'a>(
+        &self,
+        keys: &[BucketKey],
+        entries: &[LeaseEntry],
+        states: impl Iterator<Item = Option<&'a BucketState>>,
+    ) -> bool {
+        let mut changed = false;
+        for ((key, e), s) in keys.iter().zip(entries).zip(states) {
+            let Some(s) = s.filter(|s| !s.limits.is_empty()) else {
+                continue;
+            };
+            let level = level_of(s.version());
+            if level != e.shard.level {
+                self.inner.shards.set(key, level);
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    /// Raise every bucket of `keys` that may be raised (below the limiter's maximum level,
+    /// every shard still able to admit the request) one level; true when a level went up
+    /// (by this client or, as the refused raise shows, by another).
+    pub(crate) async fn raise_shards(&self, keys: &[BucketKey], entries: &[LeaseEntry]) -> bool {
+        let mut raised = false;
+        for (key, e) in keys.iter().zip(entries) {
+            let params: Vec<_> = e.limits.iter().map(Limit::params).collect();
+            let amounts: Vec<i128> = e.amounts.iter().map(|n| i128::from(*n) * MILLI).collect();
+            let next = e.shard.level + 1;
+            if next > self.inner.max_shard_level || !shard::fits(&params, &amounts, next) {
+                continue;
+            }
+            match self
+                .raise_one(key, &e.limits, e.version, e.shard.level)
+                .await
+            {
+                Ok(level) if level > e.shard.level => {
+                    tracing::info!(entity = %key.entity_id, resource = %key.resource,
+                        shards = 1u32 << level, "a throttled bucket was split into more shards");
+                    crate::telemetry::shards_raised();
+                    raised = true;
+                }
+                Ok(_) => {}
+                Err(err) => tracing::warn!(error = %err, entity = %key.entity_id,
+                    resource = %key.resource, "raising the shard count failed"),
+            }
+        }
+        raised
+    }
+
+    /// Raise the bucket `key` from `level` to `level + 1`; the level it is at afterwards
+    /// (learned).
+    async fn raise_one(
+        &self,
+        key: &BucketKey,
+        limits: &[Limit],
+        version: i64,
+        level: u8,
+    ) -> Result<u8> {
+        let named: Vec<_> = limits
+            .iter()
+            .map(|l| (l.name().to_string(), l.params()))
+            .collect();
+        let changes = shard::raise(key, &named, version, level);
+        let op = WriteOp::unique("shards", false).with_deadline(self.deadline());
+        let now = self.now_ms();
+        let reached = match self.call(self.store().apply(&changes, now, &op)).await? {
+            ApplyOutcome::Applied(_) => level + 1,
+            // another client raised it first (its new shards are not full): read its level
+            ApplyOutcome::Rejected(seen) => seen
+                .iter()
+                .flatten()
+                .map(|s| level_of(s.version()))
+                .max()
+                .unwrap_or(level),
+        };
+        self.inner.shards.set(key, reached);
+        Ok(reached)
+    }
+
+    /// Split the bucket of `entity_id` on `resource` into at least `shards` shards (a power
+    /// of two, at most 16) ahead of a known hot spot, instead of waiting for throttling to
+    /// do it. The limits are resolved as [`acquire`](Self::acquire) resolves them (`limits`:
+    /// those passed in code). Returns the shard count the bucket has afterwards. Splitting
+    /// never adds tokens: each old shard keeps what it holds up to its new share, and new
+    /// shards start empty and refill at their share.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> zae_limiter::Result<()> {
+    /// use zae_limiter::{Limit, MemoryStore, RateLimiter};
+    ///
+    /// let limiter = RateLimiter::builder(MemoryStore::new()).build();
+    /// let rpm = [Limit::per_minute("rpm", 8_000)];
+    /// assert_eq!(limiter.shard_bucket("hot", "api", &rpm, 4).await?, 4);
+    /// // a new bucket split in four: 2,000 tokens per shard, all there
+    /// assert_eq!(limiter.available("hot", "api", &rpm).await?["rpm"], 8_000);
+    /// # Ok(()) }
+    /// ```
+    pub async fn shard_bucket(
+        &self,
+        entity_id: &str,
+        resource: &str,
+        limits: &[Limit],
+        shards: u16,
+    ) -> Result<u16> {
+        validate_entity_id(entity_id)?;
+        validate_resource(resource)?;
+        validate_limits(limits)?;
+        let max = 1u16 << MAX_SHARD_LEVEL;
+        if shards == 0 || shards > max || !shards.is_power_of_two() {
+            return Err(Error::invalid(
+                "shards",
+                format!("{shards}: a power of two from 1 to {max}"),
+            ));
+        }
+        let target = shards.trailing_zeros() as u8;
+        let data = self.resolution(entity_id, resource).await?;
+        let (limits, version) = crate::acquire::pick_limits(&data, limits, entity_id, resource)?;
+        let params: Vec<_> = limits.iter().map(Limit::params).collect();
+        if !shard::fits(&params, &vec![0; params.len()], target) {
+            return Err(Error::invalid(
+                "shards",
+                format!("{shards}: a shard would hold less than one token of some limit"),
+            ));
+        }
+        let key = BucketKey::new(entity_id, resource);
+        let mut level = self
+            .call(self.store().get_bucket(&key))
+            .await?
+            .map_or(0, |s| level_of(s.version()));
+        while level < target {
+            let reached = self.raise_one(&key, &limits, version, level).await?;
+            if reached <= level {
+                return Err(Error::Conflict(format!(
+                    "the bucket {entity_id}/{resource} could not be split beyond {} shards",
+                    1u16 << level
+                )));
+            }
+            level = reached;
+        }
+        self.inner.shards.set(&key, level);
+        Ok(1 << level)
+    }
+}
