@@ -1,4 +1,5 @@
-//! Failure modes on DynamoDB Local, through the fault-injecting proxy of `common::proxy`:
+//! Failure modes on DynamoDB Local, through the fault-injecting proxy (`zae-limiter-proxy`,
+//! re-exported as `common::proxy`):
 //! outages (black hole, reset, 5xx) under both `on_unavailable` policies, latency, and
 //! responses dropped after the write landed. Token counts are read through a second store
 //! that bypasses the proxy, on a frozen clock, so every number is exact.

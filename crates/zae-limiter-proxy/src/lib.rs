@@ -1,4 +1,5 @@
-//! A fault-injecting HTTP/1.1 proxy between a test's client and DynamoDB Local (DESIGN §7).
+//! A fault-injecting HTTP/1.1 proxy between a test's client and DynamoDB Local (DESIGN §7),
+//! used by `zae-limiter`'s failure-mode tests (`crates/zae-limiter/tests/faults.rs`).
 //!
 //! [`Proxy::start`] listens on `127.0.0.1:0` and forwards to the upstream URL (only loopback
 //! is accepted). It understands just enough HTTP/1.1 to act per request: a message is a head
@@ -11,6 +12,7 @@
 //! `X-Amz-Target` header, e.g. `UpdateItem`); every other request passes. Each request is
 //! forwarded on a fresh upstream connection, so no stale keep-alive state can blur a test.
 //! Dropping the [`Proxy`] aborts the listener and every connection task.
+#![warn(missing_docs)]
 
 use std::collections::BTreeMap;
 use std::io;
