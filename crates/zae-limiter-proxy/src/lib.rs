@@ -304,15 +304,21 @@ async fn read_message(r: &mut BufReader<TcpStream>) -> io::Result<Option<Message
     Ok(Some(Message { head, body, target }))
 }
 
+/// Write `m` in one piece: a head and a body written apart would wait for the peer's delayed
+/// ACK of the head (Nagle's algorithm), about 40 ms on Linux, on every message.
 async fn write_message(w: &mut TcpStream, m: &Message) -> io::Result<()> {
-    w.write_all(&m.head).await?;
-    w.write_all(&m.body).await?;
+    let mut bytes = Vec::with_capacity(m.head.len() + m.body.len());
+    bytes.extend_from_slice(&m.head);
+    bytes.extend_from_slice(&m.body);
+    w.write_all(&bytes).await?;
     w.flush().await
 }
 
 /// Send `m` upstream on a fresh connection and read the answer.
 async fn forward(upstream: SocketAddr, m: &Message) -> io::Result<Message> {
-    let mut up = BufReader::new(TcpStream::connect(upstream).await?);
+    let up = TcpStream::connect(upstream).await?;
+    up.set_nodelay(true)?;
+    let mut up = BufReader::new(up);
     write_message(up.get_mut(), m).await?;
     read_message(&mut up)
         .await?
@@ -340,6 +346,7 @@ fn error_response(status: u16, request_id: u64, kind: Option<&str>) -> Vec<u8> {
 
 /// Serve one client connection, request by request, until it closes or a fault ends it.
 async fn serve(client: TcpStream, shared: &Shared) -> io::Result<()> {
+    client.set_nodelay(true)?;
     let mut client = BufReader::new(client);
     let mut generation = shared.generation.subscribe();
     loop {
