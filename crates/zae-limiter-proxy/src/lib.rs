@@ -1,5 +1,6 @@
-//! A fault-injecting HTTP/1.1 proxy between a test's client and DynamoDB Local (DESIGN §7),
-//! used by `zae-limiter`'s failure-mode tests (`crates/zae-limiter/tests/faults.rs`).
+//! A fault-injecting HTTP/1.1 proxy between a DynamoDB client and DynamoDB Local, for the
+//! failure-mode tests of `zae-limiter` (`crates/zae-limiter/tests/faults.rs`) and for
+//! benchmarks (DESIGN §7).
 //!
 //! [`Proxy::start`] listens on `127.0.0.1:0` and forwards to the upstream URL (only loopback
 //! is accepted). It understands just enough HTTP/1.1 to act per request: a message is a head
@@ -12,67 +13,60 @@
 //! `X-Amz-Target` header, e.g. `UpdateItem`); every other request passes. Each request is
 //! forwarded on a fresh upstream connection, so no stale keep-alive state can blur a test.
 //! Dropping the [`Proxy`] aborts the listener and every connection task.
+//!
+//! # DynamoDB's per-partition write limit
+//!
+//! DynamoDB Local never throttles; real DynamoDB throttles the writes to one partition above
+//! about 1,000 per second. [`Faults::set_partition_limit`] emulates that: every write request
+//! (`UpdateItem`, `PutItem`, `DeleteItem`, `TransactWriteItems`, `BatchWriteItem`) is charged
+//! one write per item to a token bucket per partition-key value (attribute `PK`, type `S`; see
+//! [`PartitionLimit`]). A request that would take a partition over its limit is not forwarded
+//! and gets DynamoDB's answer: HTTP 400 `ThrottlingException` ([`THROTTLING_MESSAGE`]) for a
+//! single-item write or a batch, HTTP 400 `TransactionCanceledException` with a cancellation
+//! reason per item (`ThrottlingError` for the throttled ones, `None` for the others) for a
+//! transaction. The AWS SDK retries a `ThrottlingException` (each retry is charged again) and
+//! not a cancelled transaction. Reads are never limited. The limit is checked when a request
+//! would be forwarded, after any [`Fault::Latency`]; a request the current fault answers or
+//! swallows without forwarding is not charged.
+//!
+//! ```no_run
+//! use zae_limiter_proxy::{PartitionLimit, Proxy};
+//!
+//! # async fn f() {
+//! let proxy = Proxy::start("http://127.0.0.1:8000").await;
+//! let faults = proxy.faults();
+//! faults.set_partition_limit(Some(PartitionLimit::writes_per_sec(20)));
+//! // ... point the DynamoDB client at proxy.url() and write ...
+//! for (pk, c) in faults.partition_counts() {
+//!     println!("{pk}: {} written, {} throttled", c.admitted, c.throttled);
+//! }
+//! # }
+//! ```
 #![warn(missing_docs)]
+
+mod fault;
+mod http;
+mod partition;
 
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
-/// Largest request or response head the proxy accepts.
-const MAX_HEAD: usize = 64 * 1024;
-/// Largest body the proxy accepts (DynamoDB's own request limit is 16 MB).
-const MAX_BODY: usize = 16 * 1024 * 1024;
+pub use fault::Fault;
+pub use partition::{PartitionCount, PartitionLimit, THROTTLING_MESSAGE};
 
-/// What the proxy does to a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Fault {
-    /// Forward it (the default).
-    Pass,
-    /// Wait this long, then forward it.
-    Latency(Duration),
-    /// Read it and never answer; the connection stays open until the fault changes (then it
-    /// is closed, still unanswered) or the client closes it.
-    BlackHole,
-    /// Close the connection with a TCP reset (`SO_LINGER` 0), without answering.
-    Reset,
-    /// Answer with this HTTP status and a DynamoDB-style JSON error, without forwarding
-    /// (503 → `ServiceUnavailable`, anything else → `InternalServerError`).
-    Status(u16),
-    /// Answer with this HTTP status and DynamoDB error type (e.g. 400
-    /// `TransactionConflictException`, `ThrottlingException`, `ValidationException`), without
-    /// forwarding.
-    Error {
-        /// HTTP status.
-        status: u16,
-        /// The `__type` suffix DynamoDB would send.
-        kind: &'static str,
-    },
-    /// Forward the request and read DynamoDB's answer, but hold it until the fault changes,
-    /// then close without sending it: every attempt lands, the client hears nothing.
-    HoldResponse,
-    /// Forward the next `count` requests, read DynamoDB's full answer, then close the client
-    /// connection without sending it: the write landed, the client never hears. After
-    /// `count` such requests the proxy passes again.
-    DropResponse {
-        /// How many responses to swallow.
-        count: usize,
-    },
-}
-
-#[derive(Debug)]
-struct Rule {
-    fault: Fault,
-    /// Only requests of this operation (`X-Amz-Target` suffix); `None` = every request.
-    only: Option<String>,
-}
+use fault::Rule;
+use http::{answer, error_response, forward, read_message, write_message, Message};
+use partition::{parse_write, Partitions};
 
 #[derive(Debug, Default)]
 struct Counters {
@@ -85,9 +79,10 @@ struct Shared {
     upstream: SocketAddr,
     rule: Mutex<Rule>,
     counters: Mutex<Counters>,
+    partitions: Mutex<Partitions>,
     /// Bumped on every change of the rule: wakes black-holed connections.
     generation: watch::Sender<u64>,
-    request_ids: std::sync::atomic::AtomicU64,
+    request_ids: AtomicU64,
 }
 
 impl Shared {
@@ -97,25 +92,27 @@ impl Shared {
         *self.counters.lock().seen.entry(op.to_string()).or_default() += 1;
         let mut rule = self.rule.lock();
         generation.borrow_and_update();
-        if rule.only.as_deref().is_some_and(|o| o != op) {
-            return Fault::Pass;
-        }
-        match &mut rule.fault {
-            Fault::DropResponse { count: 0 } => Fault::Pass,
-            Fault::DropResponse { count } => {
-                *count -= 1;
-                if *count == 0 {
-                    rule.fault = Fault::Pass;
-                    rule.only = None;
-                }
-                Fault::DropResponse { count: 1 }
-            }
-            f => f.clone(),
-        }
+        rule.take(op)
+    }
+
+    /// The answer of the emulated partition limit to `req` if it refuses it (nothing is
+    /// forwarded then); `None` to forward it (its writes are charged).
+    fn refusal(&self, req: &Message) -> Option<Vec<u8>> {
+        // no limit: no need to parse the body
+        self.partitions.lock().limit()?;
+        let write = parse_write(req.operation(), &req.body)?;
+        let refusal = self
+            .partitions
+            .lock()
+            .charge(&write, tokio::time::Instant::now())
+            .err()?;
+        let id = self.request_ids.fetch_add(1, Ordering::Relaxed);
+        Some(answer(400, &format!("throttled-{id}"), &refusal.answer()))
     }
 }
 
-/// Control handle of a [`Proxy`]: sets faults, reads counters. Cheap to clone.
+/// Control handle of a [`Proxy`]: sets faults and the partition limit, reads counters. Cheap
+/// to clone.
 #[derive(Debug, Clone)]
 pub struct Faults(Arc<Shared>);
 
@@ -131,7 +128,7 @@ impl Faults {
         self.install(fault, Some(op.to_string()))
     }
 
-    /// Back to [`Fault::Pass`] for everything.
+    /// Back to [`Fault::Pass`] for everything (the partition limit stays).
     pub fn pass(&self) {
         self.set(Fault::Pass)
     }
@@ -140,6 +137,25 @@ impl Faults {
         let mut rule = self.0.rule.lock();
         *rule = Rule { fault, only };
         self.0.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Emulate DynamoDB's per-partition write limit from now on (`None`: no limit, the
+    /// default); see the [crate documentation](crate#dynamodbs-per-partition-write-limit).
+    /// Every partition starts with a full burst; the counters of
+    /// [`partition_counts`](Self::partition_counts) are kept.
+    pub fn set_partition_limit(&self, limit: Option<PartitionLimit>) {
+        self.0.partitions.lock().set_limit(limit);
+    }
+
+    /// The partition limit in force.
+    pub fn partition_limit(&self) -> Option<PartitionLimit> {
+        self.0.partitions.lock().limit()
+    }
+
+    /// Writes admitted, throttled and cancelled so far, by partition-key value. Only writes
+    /// charged while a limit was set are counted.
+    pub fn partition_counts(&self) -> BTreeMap<String, PartitionCount> {
+        self.0.partitions.lock().counts()
     }
 
     /// Requests seen so far of operation `op` (faulted or not).
@@ -152,7 +168,8 @@ impl Faults {
         self.0.counters.lock().seen.clone()
     }
 
-    /// Responses read from DynamoDB Local and not delivered ([`Fault::DropResponse`]).
+    /// Responses read from DynamoDB Local and not delivered ([`Fault::DropResponse`],
+    /// [`Fault::HoldResponse`]).
     pub fn dropped(&self) -> u64 {
         self.0.counters.lock().dropped
     }
@@ -167,19 +184,33 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Listen on `127.0.0.1:0` in front of `upstream` (`http://127.0.0.1:PORT`).
+    /// Listen on `127.0.0.1:0` in front of `upstream` (`http://127.0.0.1:PORT`), inside the
+    /// current tokio runtime. Panics where [`try_start`](Self::try_start) fails.
     pub async fn start(upstream: &str) -> Proxy {
+        match Proxy::try_start(upstream).await {
+            Ok(p) => p,
+            Err(e) => panic!("fault proxy: {e}"),
+        }
+    }
+
+    /// [`start`](Self::start), or why not: `upstream` is not `http://IP:PORT` with a loopback
+    /// IP, or no port could be bound.
+    pub async fn try_start(upstream: &str) -> io::Result<Proxy> {
+        let invalid = |m: String| io::Error::new(io::ErrorKind::InvalidInput, m);
         let hostport = upstream
             .strip_prefix("http://")
-            .expect("upstream must be an http:// URL")
+            .ok_or_else(|| invalid(format!("upstream must be an http:// URL, not {upstream}")))?
             .trim_end_matches('/');
-        let upstream: SocketAddr = hostport.parse().expect("upstream must be IP:PORT");
-        assert!(
-            upstream.ip().is_loopback(),
-            "the proxy only ever targets loopback, not {upstream}"
-        );
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let url = format!("http://{}", listener.local_addr().expect("proxy address"));
+        let upstream: SocketAddr = hostport
+            .parse()
+            .map_err(|_| invalid(format!("upstream must be http://IP:PORT, not {upstream}")))?;
+        if !upstream.ip().is_loopback() {
+            return Err(invalid(format!(
+                "the proxy only ever targets loopback, not {upstream}"
+            )));
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
         let shared = Arc::new(Shared {
             upstream,
             rule: Mutex::new(Rule {
@@ -187,15 +218,16 @@ impl Proxy {
                 only: None,
             }),
             counters: Mutex::default(),
+            partitions: Mutex::default(),
             generation: watch::Sender::new(0),
             request_ids: Default::default(),
         });
         let task = tokio::spawn(accept_loop(listener, shared.clone()));
-        Proxy {
+        Ok(Proxy {
             url,
             faults: Faults(shared),
             task,
-        }
+        })
     }
 
     /// The URL to give the client (`http://127.0.0.1:PORT`).
@@ -242,106 +274,14 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-/// One HTTP message as read off the wire.
-struct Message {
-    /// Start line and headers, including the final empty line, exactly as received.
-    head: Vec<u8>,
-    body: Vec<u8>,
-    /// `X-Amz-Target`, if present.
-    target: Option<String>,
-}
-
-/// Read one message; `None` on a clean end of stream before its first byte.
-async fn read_message(r: &mut BufReader<TcpStream>) -> io::Result<Option<Message>> {
-    let bad = |m: String| io::Error::new(io::ErrorKind::InvalidData, m);
-    let mut head = Vec::new();
-    let mut length = None;
-    let mut target = None;
-    loop {
-        let start = head.len();
-        if r.read_until(b'\n', &mut head).await? == 0 {
-            return if head.is_empty() {
-                Ok(None)
-            } else {
-                Err(io::ErrorKind::UnexpectedEof.into())
-            };
-        }
-        if head.len() > MAX_HEAD {
-            return Err(bad(format!("message head above {MAX_HEAD} bytes")));
-        }
-        let line = String::from_utf8_lossy(&head[start..]);
-        let line = line.trim_end_matches(['\r', '\n']);
-        if line.is_empty() {
-            if start == 0 {
-                head.clear(); // tolerate a stray CRLF between messages
-                continue;
-            }
-            break;
-        }
-        if start == 0 {
-            continue; // the start line
-        }
-        let Some((name, value)) = line.split_once(':') else {
-            return Err(bad(format!("malformed header line {line:?}")));
-        };
-        let (name, value) = (name.trim(), value.trim());
-        if name.eq_ignore_ascii_case("content-length") {
-            let n: usize = value
-                .parse()
-                .map_err(|_| bad(format!("bad Content-Length {value:?}")))?;
-            if n > MAX_BODY {
-                return Err(bad(format!("body of {n} bytes is above {MAX_BODY}")));
-            }
-            length = Some(n);
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            return Err(bad(format!("Transfer-Encoding {value:?} is not supported")));
-        } else if name.eq_ignore_ascii_case("x-amz-target") {
-            target = Some(value.to_string());
-        }
+/// Forward `req` unless the partition limit refuses it; the answer either way, undelivered
+/// (a refused write never lands, like its answer).
+async fn forward_and_drop(shared: &Shared, req: &Message) -> io::Result<()> {
+    if shared.refusal(req).is_none() {
+        forward(shared.upstream, req).await?;
     }
-    let mut body = vec![0; length.unwrap_or(0)];
-    r.read_exact(&mut body).await?;
-    Ok(Some(Message { head, body, target }))
-}
-
-/// Write `m` in one piece: a head and a body written apart would wait for the peer's delayed
-/// ACK of the head (Nagle's algorithm), about 40 ms on Linux, on every message.
-async fn write_message(w: &mut TcpStream, m: &Message) -> io::Result<()> {
-    let mut bytes = Vec::with_capacity(m.head.len() + m.body.len());
-    bytes.extend_from_slice(&m.head);
-    bytes.extend_from_slice(&m.body);
-    w.write_all(&bytes).await?;
-    w.flush().await
-}
-
-/// Send `m` upstream on a fresh connection and read the answer.
-async fn forward(upstream: SocketAddr, m: &Message) -> io::Result<Message> {
-    let up = TcpStream::connect(upstream).await?;
-    up.set_nodelay(true)?;
-    let mut up = BufReader::new(up);
-    write_message(up.get_mut(), m).await?;
-    read_message(&mut up)
-        .await?
-        .ok_or_else(|| io::ErrorKind::UnexpectedEof.into())
-}
-
-/// A DynamoDB-style error answer.
-fn error_response(status: u16, request_id: u64, kind: Option<&str>) -> Vec<u8> {
-    let (reason, default_kind) = match status {
-        503 => ("Service Unavailable", "ServiceUnavailable"),
-        500 => ("Internal Server Error", "InternalServerError"),
-        400 => ("Bad Request", "ValidationException"),
-        _ => ("Error", "InternalServerError"),
-    };
-    let kind = kind.unwrap_or(default_kind);
-    let body =
-        format!(r#"{{"__type":"com.amazonaws.dynamodb.v20120810#{kind}","message":"injected"}}"#);
-    format!(
-        "HTTP/1.1 {status} {reason}\r\nx-amzn-RequestId: injected-{request_id}\r\n\
-         Content-Type: application/x-amz-json-1.0\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
+    shared.counters.lock().dropped += 1;
+    Ok(())
 }
 
 /// Serve one client connection, request by request, until it closes or a fault ends it.
@@ -353,13 +293,7 @@ async fn serve(client: TcpStream, shared: &Shared) -> io::Result<()> {
         let Some(req) = read_message(&mut client).await? else {
             return Ok(());
         };
-        let op = req
-            .target
-            .as_deref()
-            .map(|t| t.rsplit('.').next().unwrap_or(t))
-            .unwrap_or("-")
-            .to_string();
-        match shared.decide(&op, &mut generation) {
+        match shared.decide(req.operation(), &mut generation) {
             Fault::Pass => {}
             Fault::Latency(d) => tokio::time::sleep(d).await,
             Fault::BlackHole => {
@@ -381,25 +315,26 @@ async fn serve(client: TcpStream, shared: &Shared) -> io::Result<()> {
                     Fault::Status(code) => (code, None),
                     _ => unreachable!("matched above"),
                 };
-                let id = shared
-                    .request_ids
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let id = shared.request_ids.fetch_add(1, Ordering::Relaxed);
                 let answer = error_response(code, id, kind);
                 client.get_mut().write_all(&answer).await?;
                 client.get_mut().flush().await?;
                 continue;
             }
             Fault::DropResponse { .. } => {
-                forward(shared.upstream, &req).await?;
-                shared.counters.lock().dropped += 1;
+                forward_and_drop(shared, &req).await?;
                 return Ok(()); // close without answering
             }
             Fault::HoldResponse => {
-                forward(shared.upstream, &req).await?;
-                shared.counters.lock().dropped += 1;
+                forward_and_drop(shared, &req).await?;
                 let _ = generation.changed().await;
                 return Ok(());
             }
+        }
+        if let Some(refused) = shared.refusal(&req) {
+            client.get_mut().write_all(&refused).await?;
+            client.get_mut().flush().await?;
+            continue;
         }
         let resp = forward(shared.upstream, &req).await?;
         write_message(client.get_mut(), &resp).await?;
