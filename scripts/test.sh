@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, unit and property tests, the conformance suite on
 # the embedded store and on DynamoDB Local, the DynamoDB call-count tests, CLI tests, doctests.
+# Every workspace crate is covered by --workspace (zae-limiter-proxy's tests need no setup).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

@@ -1,4 +1,5 @@
-//! Failure modes on DynamoDB Local, through the fault-injecting proxy of `common::proxy`:
+//! Failure modes on DynamoDB Local, through the fault-injecting proxy (`zae-limiter-proxy`,
+//! re-exported as `common::proxy`):
 //! outages (black hole, reset, 5xx) under both `on_unavailable` policies, latency, and
 //! responses dropped after the write landed. Token counts are read through a second store
 //! that bypasses the proxy, on a frozen clock, so every number is exact.
@@ -7,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::proxy::{Fault, Faults, Proxy};
+use common::proxy::{Fault, Faults, PartitionLimit, Proxy};
 use zae_limiter::store::BucketKey;
 use zae_limiter::{
     Clock, DynamoStore, Error, Lease, Limit, ManualClock, NewEntity, OnUnavailable, RateLimiter,
@@ -811,4 +812,109 @@ async fn each_failure_has_its_kind_its_cause_and_its_count() {
         conflict_retries >= 1,
         "the conflict was retried: {conflict_retries}"
     );
+}
+
+/// DynamoDB's per-partition write limit, emulated by the proxy at 1 write/s: past a bucket's
+/// burst, the single-item write (`UpdateItem` answered `ThrottlingException`) and a cascade
+/// whose parent is hot (`TransactWriteItems` cancelled with `ThrottlingError` for the parent,
+/// `None` for the child) both surface as `Error::Throttled`, take nothing, and leave nothing
+/// to give back. One attempt per call (`max_attempts(1)`), so every count is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_partition_surfaces_as_throttled() {
+    use std::error::Error as _;
+    let b = bed().await;
+    let proxy = Proxy::start(&common::dynamodb_endpoint()).await;
+    let faults = proxy.faults();
+    let store = DynamoStore::connect(
+        StoreConfig::new(b.direct.table_name())
+            .endpoint_url(proxy.url())
+            .static_credentials("test", "test")
+            .max_attempts(1),
+    )
+    .await
+    .expect("connect through the proxy");
+    let l = RateLimiter::builder(store)
+        .clock(b.clock.clone())
+        .on_unavailable(OnUnavailable::Block)
+        .timeout(RETRY_TIMEOUT)
+        .build();
+    l.create_entity(NewEntity::new("proj")).await.unwrap();
+    l.create_entity(NewEntity::new("key").parent("proj").cascade(true))
+        .await
+        .unwrap();
+    let lim = rpm(100);
+    let counts = |entity: &str| {
+        let bucket = format!("/BUCKET#{entity}#{RES}#");
+        faults
+            .partition_counts()
+            .into_iter()
+            .find(|(pk, _)| pk.contains(&bucket))
+            .map(|(_, c)| (c.admitted, c.throttled, c.cancelled))
+            .unwrap_or_default()
+    };
+    let expect_throttled = |e: &Error, code: &str| {
+        assert!(matches!(e, Error::Throttled { .. }), "{code}: {e:?}");
+        assert!(e.to_string().contains(code), "{code}: {e}");
+        let cause = e.source().unwrap_or_else(|| panic!("no source: {e:?}"));
+        assert!(format!("{cause:?}").contains(code), "{code}: {cause:?}");
+    };
+
+    let started = Instant::now();
+    faults.set_partition_limit(Some(PartitionLimit::writes_per_sec(1)));
+    let (updates, transactions) = (faults.seen("UpdateItem"), faults.seen("TransactWriteItems"));
+    // one bucket: the burst (1) passes, the next write is throttled (nothing refills a whole
+    // write in the few milliseconds between two calls; the loop only tolerates a slow box)
+    let mut admitted = 0;
+    let e = loop {
+        match acquire(&l, "solo", &lim, 1).await {
+            Ok(lease) => {
+                lease.commit().await.unwrap();
+                admitted += 1;
+                assert!(
+                    admitted < 5,
+                    "never throttled: {:?}",
+                    faults.partition_counts()
+                );
+            }
+            Err(e) => break e,
+        }
+    };
+    expect_throttled(&e, "ThrottlingException");
+    assert_eq!(counts("solo"), (admitted, 1, 0));
+    assert_eq!(
+        b.consumed("solo", "rpm").await,
+        1_000 * i128::from(admitted)
+    );
+
+    // a cascade whose parent's partition is spent: the transaction is cancelled whole
+    acquire(&l, "proj", &lim, 1)
+        .await
+        .unwrap()
+        .commit()
+        .await
+        .unwrap();
+    let e = acquire(&l, "key", &lim, 1)
+        .await
+        .expect_err("the parent is throttled");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "the buckets may have refilled: the counts below would not hold"
+    );
+    expect_throttled(&e, "ThrottlingError");
+    assert_eq!(counts("proj"), (1, 1, 0));
+    assert_eq!(counts("key"), (0, 0, 1));
+    assert_eq!(b.consumed("proj", "rpm").await, 1_000);
+    assert!(
+        b.direct
+            .get_bucket(&BucketKey::new("key", RES))
+            .await
+            .unwrap()
+            .is_none_or(|s| s.limits.values().all(|l| l.consumed == 0)),
+        "the child took nothing"
+    );
+    // nothing to give back: no write is left in the background
+    l.flush().await;
+    // solo: the admitted and the throttled one; proj: one; the cascade: one transaction
+    assert_eq!(faults.seen("UpdateItem") - updates, admitted + 1 + 1);
+    assert_eq!(faults.seen("TransactWriteItems") - transactions, 1);
 }

@@ -3,7 +3,11 @@
 
 pub mod conformance;
 pub mod hardening;
-pub mod proxy;
+
+/// The fault-injecting proxy (`crates/zae-limiter-proxy`), where the tests expect it (only
+/// tests/faults.rs uses it; every other test target includes this module too).
+#[allow(unused_imports)]
+pub use zae_limiter_proxy as proxy;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
