@@ -7,7 +7,7 @@ use parking_lot::RwLock;
 
 use super::RateLimiter;
 use crate::bucket::MILLI;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, StoreError};
 use crate::lease::LeaseEntry;
 use crate::limit::{validate_entity_id, validate_limits, validate_resource, Limit};
 use crate::shard::{self, level_of, MAX_SHARD_LEVEL};
@@ -17,14 +17,47 @@ use crate::store::{ApplyOutcome, BucketKey, BucketState, WriteOp};
 /// (a client that knows too few shards adopts the stored level on its next write).
 const MAX_KNOWN: usize = 4096;
 
+/// The first pause before a throttled raise is tried again (doubling, jittered, within the
+/// operation deadline).
+const RAISE_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// A bucket is split when this many of its writes were throttled (after the SDK's retries)
+/// within [`THROTTLE_WINDOW`]: a split is for a hot partition, not for one unlucky write.
+const THROTTLES_TO_SPLIT: u32 = 3;
+/// See [`THROTTLES_TO_SPLIT`].
+const THROTTLE_WINDOW: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The shard level of every sharded bucket this client has seen, by entity then resource.
 /// Unsharded buckets are not kept: an empty map costs the hot path one read lock.
 #[derive(Debug, Default)]
 pub(crate) struct ShardLevels {
     map: RwLock<HashMap<String, Vec<(String, u8)>>>,
+    /// Recent throttled writes per bucket: when the count started, and the count.
+    throttled: parking_lot::Mutex<HashMap<BucketKey, (std::time::Instant, u32)>>,
 }
 
 impl ShardLevels {
+    /// Count a throttled write of `key`; true when the bucket is hot enough to split (the
+    /// count starts again).
+    fn throttled(&self, key: &BucketKey) -> bool {
+        let mut map = self.throttled.lock();
+        let now = std::time::Instant::now();
+        if map.len() >= MAX_KNOWN {
+            map.retain(|_, (at, _)| now.duration_since(*at) < THROTTLE_WINDOW);
+        }
+        let (at, n) = map.entry(key.with_shard(0)).or_insert((now, 0));
+        if now.duration_since(*at) >= THROTTLE_WINDOW {
+            *at = now;
+            *n = 0;
+        }
+        *n += 1;
+        if *n >= THROTTLES_TO_SPLIT {
+            map.remove(&key.with_shard(0));
+            return true;
+        }
+        false
+    }
+
     fn get(&self, key: &BucketKey) -> u8 {
         let map = self.map.read();
         if map.is_empty() {
@@ -79,12 +112,16 @@ impl RateLimiter {
         changed
     }
 
-    /// Raise every bucket of `keys` that may be raised (below the limiter's maximum level,
-    /// every shard still able to admit the request) one level; true when a level went up
-    /// (by this client or, as the refused raise shows, by another).
+    /// Count a throttled write of the buckets `keys`, and raise each that is hot (throttled
+    /// [`THROTTLES_TO_SPLIT`] times lately) and may be raised (below the limiter's maximum
+    /// level, every shard still able to admit the request) one level; true when a level went
+    /// up (by this client or, as the refused raise shows, by another).
     pub(crate) async fn raise_shards(&self, keys: &[BucketKey], entries: &[LeaseEntry]) -> bool {
         let mut raised = false;
         for (key, e) in keys.iter().zip(entries) {
+            if self.inner.max_shard_level == 0 || !self.inner.shards.throttled(key) {
+                continue;
+            }
             let params: Vec<_> = e.limits.iter().map(Limit::params).collect();
             let amounts: Vec<i128> = e.amounts.iter().map(|n| i128::from(*n) * MILLI).collect();
             let next = e.shard.level + 1;
@@ -123,9 +160,25 @@ impl RateLimiter {
             .map(|l| (l.name().to_string(), l.params()))
             .collect();
         let changes = shard::raise(key, &named, version, level);
-        let op = WriteOp::unique("shards", false).with_deadline(self.deadline());
-        let now = self.now_ms();
-        let reached = match self.call(self.store().apply(&changes, now, &op)).await? {
+        let deadline = self.deadline();
+        // the raise writes the hot shard too: under throttling it may take a few tries
+        let mut pause = RAISE_PAUSE;
+        let outcome = loop {
+            let op = WriteOp::unique("shards", false).with_deadline(deadline);
+            match self
+                .call(self.store().apply(&changes, self.now_ms(), &op))
+                .await
+            {
+                Err(StoreError::Throttled { .. })
+                    if tokio::time::Instant::now() + pause * 2 < deadline =>
+                {
+                    tokio::time::sleep(pause.mul_f64(0.5 + rand::random::<f64>())).await;
+                    pause *= 2;
+                }
+                other => break other?,
+            }
+        };
+        let reached = match outcome {
             ApplyOutcome::Applied(_) => level + 1,
             // another client raised it first (its new shards are not full): read its level
             ApplyOutcome::Rejected(seen) => seen

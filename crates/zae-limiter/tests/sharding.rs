@@ -1,0 +1,173 @@
+//! Write sharding on DynamoDB Local behind the proxy's emulation of DynamoDB's per-partition
+//! write limit: a throttled hot bucket is split, and however the split races the writers,
+//! nothing is over-admitted and every admitted token is counted exactly once.
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::proxy::{PartitionLimit, Proxy};
+use zae_limiter::shard::level_of;
+use zae_limiter::store::BucketKey;
+use zae_limiter::{DynamoStore, Error, Limit, RateLimiter, Store, StoreConfig};
+
+const RES: &str = "gpt-4";
+
+/// A store on `table` through `proxy`, with few SDK retries so throttling shows quickly.
+async fn through(proxy: &Proxy, table: &str) -> DynamoStore {
+    DynamoStore::connect(
+        StoreConfig::new(table)
+            .endpoint_url(proxy.url())
+            .static_credentials("test", "test")
+            .max_attempts(2),
+    )
+    .await
+    .expect("connect through the proxy")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_throttled_hot_bucket_is_split_and_nothing_is_over_admitted() {
+    let direct = common::dynamo().await;
+    let proxy = Proxy::start(&common::dynamodb_endpoint()).await;
+    let store = through(&proxy, direct.table_name()).await;
+    // warm the namespace lookup before the limit is on
+    store
+        .get_bucket(&BucketKey::new("warm-up", RES))
+        .await
+        .unwrap();
+    proxy
+        .faults()
+        .set_partition_limit(Some(PartitionLimit::writes_per_sec(40)));
+    let limiter = RateLimiter::builder(store)
+        .timeout(Duration::from_secs(5))
+        .build();
+    // 150 per minute: the writers want far more, and the partition takes 40 writes/s
+    let lim = vec![Limit::per_minute("rpm", 150)];
+    let (admitted, refused, throttled) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let started = Instant::now();
+    let window = Duration::from_secs(3);
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (l, lim) = (limiter.clone(), lim.clone());
+        let (a, r, t) = (admitted.clone(), refused.clone(), throttled.clone());
+        tasks.push(tokio::spawn(async move {
+            // bounded: by time, and by count
+            for _ in 0..400 {
+                if started.elapsed() > window {
+                    break;
+                }
+                match l
+                    .acquire("hot", RES)
+                    .limits(lim.clone())
+                    .consume([("rpm", 1)])
+                    .await
+                {
+                    Ok(lease) => {
+                        lease.commit().await.expect("commit writes nothing");
+                        a.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(Error::RateLimited(_)) => {
+                        r.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(Error::Throttled { .. }) => {
+                        t.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => panic!("unexpected: {e}"),
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    proxy.faults().set_partition_limit(None);
+    limiter.flush().await;
+    let admitted = admitted.load(Ordering::Relaxed);
+
+    // the bucket was split: shard 0 tells the level, read past the proxy
+    let key = BucketKey::new("hot", RES);
+    let s0 = direct
+        .get_bucket(&key)
+        .await
+        .unwrap()
+        .expect("shard 0 exists");
+    let level = level_of(s0.version());
+    assert!(level >= 1, "throttling split the bucket: level {level}");
+    // every admitted request is counted once, on exactly one shard
+    let mut consumed = 0;
+    for i in 0..1u16 << level {
+        if let Some(s) = direct.get_bucket(&key.with_shard(i)).await.unwrap() {
+            consumed += s.limits["rpm"].consumed;
+        }
+    }
+    assert_eq!(consumed, i128::from(admitted) * 1000, "admitted {admitted}");
+    // never more than the capacity plus what refilled while the test ran
+    let refilled = (150.0 * elapsed.as_secs_f64() / 60.0).ceil() as u64;
+    assert!(
+        admitted <= 150 + refilled,
+        "admitted {admitted} > 150 + {refilled} in {elapsed:?}"
+    );
+    let counts = proxy.faults().partition_counts();
+    let throttled_writes: u64 = counts.values().map(|c| c.throttled).sum();
+    assert!(
+        throttled_writes > 0,
+        "the emulated limit was reached: {counts:?}"
+    );
+    eprintln!(
+        "admitted {admitted}, refused {}, throttled {}, level {level}, {elapsed:?}, \
+         partition counts {counts:?}",
+        refused.load(Ordering::Relaxed),
+        throttled.load(Ordering::Relaxed)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_limiter_that_may_not_split_reports_the_throttling() {
+    let direct = common::dynamo().await;
+    let proxy = Proxy::start(&common::dynamodb_endpoint()).await;
+    let store = through(&proxy, direct.table_name()).await;
+    store
+        .get_bucket(&BucketKey::new("warm-up", RES))
+        .await
+        .unwrap();
+    proxy
+        .faults()
+        .set_partition_limit(Some(PartitionLimit::writes_per_sec(1)));
+    let limiter = RateLimiter::builder(store).max_shards(1).build();
+    let lim = vec![Limit::per_minute("rpm", 100)];
+    let mut throttled = false;
+    for _ in 0..5 {
+        match limiter
+            .acquire("solo", RES)
+            .limits(lim.clone())
+            .consume([("rpm", 1)])
+            .await
+        {
+            Ok(lease) => lease.commit().await.unwrap(),
+            Err(Error::Throttled { .. }) => {
+                throttled = true;
+                break;
+            }
+            Err(e) => panic!("unexpected: {e}"),
+        }
+    }
+    assert!(throttled);
+    let s0 = direct
+        .get_bucket(&BucketKey::new("solo", RES))
+        .await
+        .unwrap()
+        .expect("written");
+    assert_eq!(level_of(s0.version()), 0, "max_shards(1): never split");
+    assert!(direct
+        .get_bucket(&BucketKey::new("solo", RES).with_shard(1))
+        .await
+        .unwrap()
+        .is_none());
+}
