@@ -18,7 +18,8 @@ resource `api` with `Limit.per_minute("rpm", 1_000_000_000)` and `consume={"rpm"
 lease commits on exit), as our scenario `a` does. Per block it prints one JSON line: ops, wall
 seconds, process CPU seconds (`time.process_time()`: every thread of this process, the asyncio
 event loop included; not the server, not child processes), latency percentiles and the
-DynamoDB calls per op (counted by a botocore event hook). Then a summary line
+DynamoDB calls per op (counted by a botocore event hook); with --server-pid also that
+process's CPU per op (the DynamoDB Local JVM's, from /proc). Then a summary line
 `{"impl":"python-original",...}`. With --between CMD, CMD runs through the shell after each
 timed block (untimed; `compare-python.sh` runs our bench there so both alternate on the same
 server state).
@@ -36,6 +37,15 @@ import time
 RESOURCE = "api"
 LIMIT_NAME = "rpm"
 CAPACITY = 1_000_000_000  # per minute: never refuses
+
+
+def server_cpu_s(pid):
+    """CPU seconds (user + system, all threads) of process `pid` so far, from /proc (Linux)."""
+    if pid is None:
+        return None
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(sorted_values, q):
@@ -84,12 +94,14 @@ async def run(args):
     for b in range(args.blocks):
         calls.clear()
         latencies = []
+        server0 = server_cpu_s(args.server_pid)
         cpu0, wall0 = time.process_time(), time.perf_counter()
         for _ in range(per_block):
             t0 = time.perf_counter()
             await one()
             latencies.append(time.perf_counter() - t0)
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+        server = server_cpu_s(args.server_pid)
         latencies.sort()
         ms = [x * 1000 for x in latencies]
         line = {
@@ -104,6 +116,8 @@ async def run(args):
             "client_cpu_ms_per_op": round(cpu * 1000 / per_block, 4),
             "ddb_calls_per_op": {k: round(v / per_block, 4) for k, v in sorted(calls.items())},
         }
+        if server is not None:
+            line["server_cpu_ms_per_op"] = round((server - server0) * 1000 / per_block, 4)
         print(json.dumps(line), flush=True)
         blocks.append(line)
         all_latencies.extend(ms)
@@ -128,10 +142,18 @@ async def run(args):
                 "p50_ms": round(percentile(all_latencies, 50), 4),
                 "p99_ms": round(percentile(all_latencies, 99), 4),
                 "client_cpu_ms_per_op": round(cpu * 1000 / ops, 4),
+                **server_summary(blocks, ops),
             }
         ),
         flush=True,
     )
+
+
+def server_summary(blocks, ops):
+    if not all("server_cpu_ms_per_op" in b for b in blocks):
+        return {}
+    total = sum(b["server_cpu_ms_per_op"] * b["ops"] for b in blocks)
+    return {"server_cpu_ms_per_op": round(total / ops, 4)}
 
 
 def version():
@@ -148,6 +170,7 @@ def main():
     p.add_argument("--warmup", type=int, default=500, help="untimed acquires first (default 500)")
     p.add_argument("--table", default="zael-python-original", help="the original's table (= its stack name)")
     p.add_argument("--region", default="us-east-1")
+    p.add_argument("--server-pid", type=int, help="also report this process's CPU per op (the server's)")
     p.add_argument("--between", metavar="CMD", help="shell command run (untimed) after each block")
     args = p.parse_args()
     if args.blocks < 1 or args.ops < args.blocks:

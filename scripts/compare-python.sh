@@ -17,7 +17,8 @@
 # (own table, 500 untimed acquires) runs its B timed blocks and, after each, one
 # `zae-limiter bench --scenarios a --ops N/B --server-warmup-ops 0` (20 untimed acquires
 # of its own, the timed block, then its capacity pass of 200 more). Client CPU is each
-# process's own (CLOCK_PROCESS_CPUTIME_ID, `time.process_time()`) over its timed blocks.
+# process's own (CLOCK_PROCESS_CPUTIME_ID, `time.process_time()`) over its timed blocks;
+# server CPU is the DynamoDB Local JVM's over the same blocks (from /proc).
 # Output: every block's JSON line, one summary line per side and a ratio line; the raw lines
 # are kept in the directory printed at the end.
 set -euo pipefail
@@ -50,6 +51,8 @@ fi
 ep="$ZAEL_TEST_DYNAMODB_ENDPOINT"
 out="$(mktemp -d /tmp/compare-python.XXXXXX)"
 per=$(( ops / blocks ))
+port="${ep##*:}"
+server_pid="$(pgrep -f -- "DynamoDBLocal.jar .*-port $port( |\$)" | head -n1 || true)"
 ours=("$bin" --endpoint-url "$ep" --name zael-compare-ours bench --scenarios a)
 
 echo "load before: $(uptime)" | tee "$out/uptime"
@@ -60,6 +63,7 @@ echo "server warm-up (our bench, 5000 untimed operations) ..." >&2
 # Python block i, then our block i, for i = 1..B (the Python process stays up between).
 printf -v between '%q ' "${ours[@]}" --ops "$per" --server-warmup-ops 0
 "$py" "$root/scripts/compare-python.py" --endpoint "$ep" --ops $(( per * blocks )) --blocks "$blocks" \
+  ${server_pid:+--server-pid "$server_pid"} \
   --between "${between} >>$(printf %q "$out/ours.jsonl") 2>>$(printf %q "$out/ours.log")" | tee "$out/python.jsonl"
 echo "load after: $(uptime)" | tee -a "$out/uptime"
 
@@ -89,7 +93,8 @@ def summary(impl, blocks, ops_key, wall, cpu_ms, p50):
             "ops_per_s": round(ops / sum(wall(b) for b in blocks), 1),
             # the median of the blocks' p50 (the same way for both sides)
             "p50_ms": round(statistics.median(p50(b) for b in blocks), 4),
-            "client_cpu_ms_per_op": round(sum(cpu_ms(b) for b in blocks) / ops, 4)}
+            "client_cpu_ms_per_op": round(sum(cpu_ms(b) for b in blocks) / ops, 4),
+            "server_cpu_ms_per_op": round(sum((b.get("server_cpu_ms_per_op") or 0) * b["ops"] for b in blocks) / ops, 4)}
 
 p = summary("python-original", py_blocks, "ops", lambda b: b["wall_s"],
             lambda b: b["cpu_s"] * 1000, lambda b: b["p50_ms"])
@@ -98,7 +103,8 @@ o = summary("zae-limiter", ours, "ops", lambda b: b["wall_s"],
             lambda b: b["client_cpu_ms_per_op"] * b["ops"], lambda b: b["latency_ms"]["p50"])
 print(json.dumps(p))
 print(json.dumps(o))
-r = {k: round(o[k] / p[k], 4) for k in ("client_cpu_ms_per_op", "ops_per_s", "p50_ms")}
+r = {k: round(o[k] / p[k], 4) if p[k] else None
+     for k in ("client_cpu_ms_per_op", "ops_per_s", "p50_ms", "server_cpu_ms_per_op")}
 print(json.dumps({"ratio": "zae-limiter / python-original", **r,
                   "client_cpu_target_le_0.1": r["client_cpu_ms_per_op"] <= 0.1}))
 PY
