@@ -58,7 +58,9 @@ ours=("$bin" --endpoint-url "$ep" --name zael-compare-ours bench --scenarios a)
 echo "load before: $(uptime)" | tee "$out/uptime"
 echo "ours: $("$bin" --version 2>/dev/null || echo "$bin") (tree at $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')); python original: $("$py" -c 'from importlib.metadata import version; print(version("zae-limiter"))')" | tee "$out/versions"
 echo "server warm-up (our bench, 5000 untimed operations) ..." >&2
-"${ours[@]}" --ops 20 --server-warmup-ops 5000 >"$out/warmup.jsonl" 2>"$out/warmup.log"
+# (a fresh JVM can take over the library's 1 s attempt timeout to create the table: 10 s here)
+"${ours[@]}" --ops 20 --server-warmup-ops 5000 --attempt-timeout-ms 10000 >"$out/warmup.jsonl" 2>"$out/warmup.log" \
+  || { echo "error: server warm-up failed; its log:" >&2; cat "$out/warmup.log" >&2; exit 1; }
 
 # Python block i, then our block i, for i = 1..B (the Python process stays up between).
 printf -v between '%q ' "${ours[@]}" --ops "$per" --server-warmup-ops 0
