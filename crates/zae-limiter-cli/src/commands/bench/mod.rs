@@ -6,6 +6,7 @@
 //! the operations took (`post_check_ok`).
 
 mod check;
+mod hot;
 mod measure;
 mod ops;
 mod raw;
@@ -27,7 +28,11 @@ use scenarios::{Bench, CONTENTION_CAPACITY};
 
 /// Options of `bench`.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Example: zae-limiter bench --store embedded --scenarios a,b --ops 500")]
+#[command(
+    after_help = "Examples:\n  zae-limiter bench --store embedded --scenarios a,b --ops 500\n  \
+    zae-limiter --endpoint-url http://127.0.0.1:8000 bench --scenarios a,raw\n  \
+    zae-limiter --endpoint-url http://127.0.0.1:8000 bench --scenarios hot --partition-limit 50"
+)]
 pub struct Args {
     /// Where the buckets live: DynamoDB (needs --endpoint-url or an AWS environment) or the
     /// embedded in-process store. With --endpoint-url (DynamoDB Local) bench creates the table
@@ -38,7 +43,8 @@ pub struct Args {
     /// Timed operations per scenario (scenario g always makes 2000 attempts).
     #[arg(long, default_value_t = 2000)]
     ops: u64,
-    /// Comma-separated scenarios to run (default: all of a,b,c,d,e,f,g,h).
+    /// Comma-separated scenarios to run (default: all of a,raw,b,c,d,e,f,g,h the store can
+    /// run; hot only when named).
     #[arg(long, value_delimiter = ',')]
     scenarios: Vec<String>,
     /// Upper bound on the timed part of each scenario, in seconds.
@@ -62,6 +68,14 @@ pub struct Args {
     /// "At-most-once writes"): the post-check then reports it.
     #[arg(long, default_value_t = 1000)]
     attempt_timeout_ms: u64,
+    /// Scenario hot: the per-partition write limit (writes/s) the local proxy emulates in
+    /// front of --endpoint-url (DynamoDB's own is about 1,000; lower shows the effect on a
+    /// small machine).
+    #[arg(long, default_value_t = 50)]
+    partition_limit: u32,
+    /// Scenario hot: seconds per phase (throughput and exactness, for each split).
+    #[arg(long, default_value_t = 3)]
+    hot_seconds: u64,
 }
 
 /// The store a bench runs against.
@@ -74,7 +88,7 @@ enum StoreKind {
 }
 
 /// Every scenario, in run order: id and one-line description.
-const SCENARIOS: [(&str, &str); 9] = [
+const SCENARIOS: [(&str, &str); 10] = [
     ("a", "acquire+commit, 1 limit (rpm), 1 entity"),
     (
         "raw",
@@ -93,6 +107,10 @@ const SCENARIOS: [(&str, &str); 9] = [
         "contention: 16 tasks, 2000 attempts, 1 entity, per_day(x, 500)",
     ),
     ("h", "available() with b's limits, 1 entity"),
+    (
+        "hot",
+        "1 entity, 16 tasks, behind an emulated per-partition write limit: 1, 2, 4, 8 shards and automatic splitting (only when asked for)",
+    ),
 ];
 
 pub async fn run(cli: &Cli, args: &Args) -> Result<(), String> {
@@ -169,6 +187,13 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<(), String> {
     for (id, description) in SCENARIOS.iter().filter(|(id, _)| selected.contains(id)) {
         if paired && *id == "raw" {
             continue; // measured with a
+        }
+        if *id == "hot" {
+            progress.step(format!("bench: scenario hot: {description} ..."));
+            let (_, failed) =
+                hot::run(cli, &bench.prefix, args.partition_limit, args.hot_seconds).await?;
+            failures.extend(failed);
+            continue;
         }
         progress.step(format!("bench: scenario {id}: {description} ..."));
         let results = if paired && *id == "a" {
@@ -271,7 +296,10 @@ async fn capacity_pass(cli: &Cli, timed: &Bench, selected: &[&str]) -> Result<()
     let mut rows = Vec::new();
     let progress = crate::output::Progress::new();
     // g: failed conditional writes are billed but not reported; raw is no library operation
-    for id in selected.iter().filter(|id| !matches!(**id, "g" | "raw")) {
+    for id in selected
+        .iter()
+        .filter(|id| !matches!(**id, "g" | "raw" | "hot"))
+    {
         progress.step(format!("bench: capacity pass, scenario {id} ..."));
         let (w, _) = bench
             .scenario(id)
@@ -302,14 +330,15 @@ async fn capacity_pass(cli: &Cli, timed: &Bench, selected: &[&str]) -> Result<()
     Ok(())
 }
 
-/// The scenarios asked for, validated (default: all the store can run; raw needs DynamoDB).
+/// The scenarios asked for, validated (default: all the store can run but hot; raw and hot
+/// need DynamoDB).
 fn select(asked: &[String], store: StoreKind) -> Result<Vec<&'static str>, String> {
-    let runs = |id: &str| store == StoreKind::Dynamodb || id != "raw";
+    let runs = |id: &str| store == StoreKind::Dynamodb || !matches!(id, "raw" | "hot");
     if asked.is_empty() {
         return Ok(SCENARIOS
             .iter()
             .map(|(id, _)| *id)
-            .filter(|id| runs(id))
+            .filter(|id| runs(id) && *id != "hot")
             .collect());
     }
     let mut out = Vec::new();
@@ -318,9 +347,11 @@ fn select(asked: &[String], store: StoreKind) -> Result<Vec<&'static str>, Strin
             .iter()
             .map(|(id, _)| *id)
             .find(|id| *id == s)
-            .ok_or_else(|| format!("unknown scenario '{s}' (known: a,raw,b,c,d,e,f,g,h)"))?;
+            .ok_or_else(|| format!("unknown scenario '{s}' (known: a,raw,b,c,d,e,f,g,h,hot)"))?;
         if !runs(id) {
-            return Err("scenario raw is a bare DynamoDB write: it needs --store dynamodb".into());
+            return Err(format!(
+                "scenario {id} runs against DynamoDB (Local): it needs --store dynamodb"
+            ));
         }
         if !out.contains(&id) {
             out.push(id);
@@ -348,5 +379,9 @@ mod tests {
         assert!(select(&["raw".into()], m)
             .unwrap_err()
             .contains("needs --store dynamodb"));
+        assert!(select(&["hot".into()], m)
+            .unwrap_err()
+            .contains("needs --store dynamodb"));
+        assert_eq!(select(&["hot".into()], d).unwrap(), vec!["hot"]);
     }
 }
