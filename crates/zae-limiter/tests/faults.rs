@@ -920,3 +920,108 @@ async fn a_hot_partition_surfaces_as_throttled() {
     assert_eq!(faults.seen("UpdateItem") - updates, admitted + 1 + 1);
     assert_eq!(faults.seen("TransactWriteItems") - transactions, 1);
 }
+
+/// The management writes are transactions with their audit item (entity, config) or the
+/// registry records (namespace). A partition at its write limit cancels them with a
+/// `ThrottlingError` reason: `Error::Throttled` (not `Other`, not a conflict), after the
+/// store's own retries (the SDK's 3 attempts per write; it does not retry a cancelled
+/// transaction itself), and nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttled_admin_writes_and_registrations_surface_as_throttled() {
+    use std::error::Error as _;
+    use zae_limiter::{ConfigScope, StoredConfig};
+    let b = bed().await;
+    let l = b.limiter(OnUnavailable::Block, RETRY_TIMEOUT);
+    let expect_throttled = |what: &str, e: Error| {
+        assert!(matches!(e, Error::Throttled { .. }), "{what}: {e:?}");
+        assert!(e.to_string().contains("ThrottlingError"), "{what}: {e}");
+        let cause = e
+            .source()
+            .unwrap_or_else(|| panic!("{what}: no source: {e:?}"));
+        assert!(
+            format!("{cause:?}").contains("TransactionCanceledException"),
+            "{what}: {cause:?}"
+        );
+    };
+    // by partition-key value: `{ns}/ENTITY#hot`, or the registry's `_/SYSTEM#` exactly
+    let throttled = |pk: &str| {
+        b.faults
+            .partition_counts()
+            .into_iter()
+            .filter(|(p, _)| p == pk || (pk.starts_with('/') && p.ends_with(pk)))
+            .map(|(_, c)| c.throttled)
+            .sum::<u64>()
+    };
+    let transactions = || b.faults.seen("TransactWriteItems");
+    let scope = |resource: &str| ConfigScope::Entity {
+        entity_id: "hot".into(),
+        resource: resource.into(),
+    };
+    let started = Instant::now();
+
+    // one write per second per partition: this config write spends `ENTITY#hot` (the
+    // config lives under the entity's key) and `AUDIT#hot`
+    b.faults
+        .set_partition_limit(Some(PartitionLimit::writes_per_sec(1)));
+    l.set_config(&scope(RES), StoredConfig::limits(rpm(10)))
+        .await
+        .unwrap();
+
+    // the entity's own item and its audit record: both partitions are spent
+    let before = transactions();
+    let e = l.create_entity(NewEntity::new("hot")).await.unwrap_err();
+    expect_throttled("create_entity", e);
+    assert_eq!(
+        transactions() - before,
+        3,
+        "the store retries a throttled transaction"
+    );
+    assert_eq!(throttled("/ENTITY#hot"), 3);
+    assert!(b.direct.get_entity("hot").await.unwrap().is_none());
+
+    // a config write: the same partitions
+    let before = transactions();
+    let e = l
+        .set_config(&scope("other"), StoredConfig::limits(rpm(20)))
+        .await
+        .unwrap_err();
+    expect_throttled("set_config", e);
+    assert_eq!(transactions() - before, 3);
+    assert!(b
+        .direct
+        .get_config(&scope("other"))
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(throttled("/ENTITY#hot"), 6);
+
+    // a registration writes two records under the registry's key `_/SYSTEM#` (and a
+    // status marker under the new namespace's id): two writes where one is allowed per
+    // second. Cancelled with `[ThrottlingError, ThrottlingError, None]`, not "taken"
+    let before = transactions();
+    let e = l.register_namespace("hot-ns").await.unwrap_err();
+    expect_throttled("register_namespace", e);
+    assert_eq!(transactions() - before, 3);
+    assert_eq!(throttled("_/SYSTEM#"), 6);
+    assert!(b
+        .direct
+        .namespaces()
+        .await
+        .unwrap()
+        .iter()
+        .all(|n| n.name != "hot-ns"));
+    // all of the above within the second nothing refills in (a slow box only)
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "the partitions may have refilled: the counts above would not hold"
+    );
+
+    // once the partitions may take the writes again, the very same calls pass
+    b.faults.set_partition_limit(None);
+    l.create_entity(NewEntity::new("hot")).await.unwrap();
+    l.set_config(&scope("other"), StoredConfig::limits(rpm(20)))
+        .await
+        .unwrap();
+    l.register_namespace("hot-ns").await.unwrap();
+    assert!(b.direct.get_entity("hot").await.unwrap().is_some());
+}

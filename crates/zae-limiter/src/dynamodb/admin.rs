@@ -8,7 +8,7 @@ use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem};
 
-use super::errors::build_err;
+use super::errors::{build_err, cancellation, throttle_pause, tx_err, Cancelled};
 use super::items::{
     self, audit_item, config_item, entity_item, key, parse_audit, parse_config, s, Item,
 };
@@ -39,7 +39,9 @@ fn first_condition_failed(
 }
 
 impl DynamoStore {
-    /// One transaction: the main write plus the audit record.
+    /// One transaction: the main write plus the audit record. A cancellation by throttling
+    /// (nothing written) is retried with jittered backoff up to the attempts per write, as
+    /// the SDK retries a throttled single-item write; the last error is returned.
     async fn write_with_audit(
         &self,
         ns: &str,
@@ -51,16 +53,34 @@ impl DynamoStore {
             .set_item(Some(audit_item(ns, audit)))
             .build()
             .expect("table and item are set");
-        let out = self
-            .client
-            .transact_write_items()
-            .transact_items(main)
-            .transact_items(TransactWriteItem::builder().put(audit_put).build())
-            .set_return_consumed_capacity(self.rcc())
-            .send()
-            .await?;
-        self.track(Io::Write, out.consumed_capacity());
-        Ok(())
+        let audit_put = TransactWriteItem::builder().put(audit_put).build();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let res = self
+                .client
+                .transact_write_items()
+                .transact_items(main.clone())
+                .transact_items(audit_put.clone())
+                .set_return_consumed_capacity(self.rcc())
+                .send()
+                .await;
+            match res {
+                Ok(out) => {
+                    self.track(Io::Write, out.consumed_capacity());
+                    return Ok(());
+                }
+                Err(e) => {
+                    let pause = (cancellation(&e) == Some(Cancelled::Throttled))
+                        .then(|| throttle_pause(attempts, self.max_attempts, rand::random(), None))
+                        .flatten();
+                    match pause {
+                        Some(p) => tokio::time::sleep(p).await,
+                        None => return Err(e),
+                    }
+                }
+            }
+        }
     }
 
     pub(super) async fn record_audit_item(&self, audit: &AuditEvent) -> Result<(), StoreError> {
@@ -104,7 +124,7 @@ impl DynamoStore {
         match self.write_with_audit(&ns, main, audit).await {
             Ok(()) => Ok(true),
             Err(e) if first_condition_failed(&e) => Ok(false),
-            Err(e) => Err(sdk_err(e)),
+            Err(e) => Err(tx_err(e)),
         }
     }
 
@@ -192,7 +212,7 @@ impl DynamoStore {
             Err(e) if first_condition_failed(&e) => {
                 Err(crate::store::config_changed(scope, expected_version))
             }
-            Err(e) => Err(sdk_err(e)),
+            Err(e) => Err(tx_err(e)),
         }
     }
 

@@ -76,6 +76,9 @@ pub struct DynamoStore {
     calls: CallCounter,
     capacity: Option<Arc<Mutex<ConsumedCapacity>>>,
     local_refusals: bool,
+    /// Attempts per write (the SDK's for single items; the store's own for transactions
+    /// cancelled by throttling, which the SDK does not retry).
+    max_attempts: u32,
 }
 
 #[derive(Clone, Copy)]
@@ -128,7 +131,14 @@ impl DynamoStore {
             )
             .build();
         let sts = config.sts_client(&sdk);
-        Ok(Self::assemble(Client::from_conf(conf), sts, config, calls))
+        let attempts = config.max_attempts;
+        Ok(Self::assemble(
+            Client::from_conf(conf),
+            sts,
+            config,
+            calls,
+            attempts,
+        ))
     }
 
     /// Use a DynamoDB client you built yourself; `config` gives the table, namespace and
@@ -156,6 +166,8 @@ impl DynamoStore {
     pub fn from_client(client: Client, config: StoreConfig) -> Result<Self> {
         config.validate()?;
         let own = client.config();
+        // the client's retries apply to transactions cancelled by throttling too
+        let attempts = own.retry_config().map_or(1, |r| r.max_attempts()).max(1);
         let calls = CallCounter::default();
         let conf = config
             .dynamodb_overrides(own.to_builder(), own.region())
@@ -172,7 +184,13 @@ impl DynamoStore {
             sdk.build()
         });
         let sts = config.sts_client(&sdk);
-        Ok(Self::assemble(Client::from_conf(conf), sts, config, calls))
+        Ok(Self::assemble(
+            Client::from_conf(conf),
+            sts,
+            config,
+            calls,
+            attempts,
+        ))
     }
 
     fn assemble(
@@ -180,6 +198,7 @@ impl DynamoStore {
         sts: aws_sdk_sts::Client,
         config: StoreConfig,
         calls: CallCounter,
+        max_attempts: u32,
     ) -> Self {
         DynamoStore {
             client,
@@ -196,6 +215,7 @@ impl DynamoStore {
             ))),
             calls,
             local_refusals: config.local_refusals,
+            max_attempts,
             capacity: config
                 .track_capacity
                 .then(|| Arc::new(Mutex::new(ConsumedCapacity::default()))),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 
-use super::errors::build_err;
+use super::errors::{build_err, cancellation, throttle_pause, tx_err, Cancelled};
 use super::items::{
     delete_request, forward_sk, key as table_key, namespace_item, parse_namespace, registry_pk,
     reverse_sk, s, status_item, Item,
@@ -93,16 +93,32 @@ impl DynamoStore {
                     .map_err(build_err)?,
             )
             .build();
-        let res = self
-            .client
-            .transact_write_items()
-            .transact_items(put(forward_sk(name))?)
-            .transact_items(put(reverse_sk(&info.id))?)
-            .transact_items(marker)
-            .send()
-            .await;
+        let items = vec![put(forward_sk(name))?, put(reverse_sk(&info.id))?, marker];
+        // a cancellation by throttling wrote nothing: retried like a throttled single write
+        let mut attempts = 0;
+        let res = loop {
+            attempts += 1;
+            let res = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await;
+            let pause = match &res {
+                Err(e) if cancellation(e) == Some(Cancelled::Throttled) => {
+                    throttle_pause(attempts, self.max_attempts, rand::random(), None)
+                }
+                _ => None,
+            };
+            match pause {
+                Some(p) => tokio::time::sleep(p).await,
+                None => break res,
+            }
+        };
         match res {
             Ok(_) => Ok(info),
+            // throttled on every attempt: nothing was written, the name is still free
+            Err(e) if cancellation(&e) == Some(Cancelled::Throttled) => Err(tx_err(e)),
             // someone registered the name first: theirs stands
             Err(SdkError::ServiceError(se)) if se.err().is_transaction_canceled_exception() => {
                 self.forward(name).await?.ok_or_else(|| {

@@ -13,7 +13,10 @@ use aws_sdk_dynamodb::types::{
 };
 
 use super::bucket_item::{parse_bucket, parse_updated, BucketItem};
-use super::errors::{build_err, kind, sdk_err, service_error, Kind};
+use super::errors::{
+    build_err, cancelled_by, kind, sdk_err, service_error, throttle_pause, throttled_cancellation,
+    Cancelled, Kind,
+};
 use super::expr;
 use super::plan::{
     backoff_ms, landed_before, plan, refused_by_cache, BucketPlan, Decision, Knowledge,
@@ -36,6 +39,9 @@ enum Attempt {
     Failed(Vec<(usize, Option<BucketItem>)>),
     /// Concurrent writers conflicted: nothing was written. What DynamoDB said, and its error.
     Conflict(String, Option<BoxError>),
+    /// A transaction cancelled by throttling (no condition failed): nothing was written.
+    /// The SDK retries a throttled `UpdateItem` itself, not this.
+    Throttled(StoreError),
 }
 
 /// A `ClientRequestToken` (≤ 36 characters) for attempt `n` of write `op`: retries of the
@@ -79,7 +85,7 @@ impl DynamoStore {
                 know[i] = Knowledge::Exact(self.read_bucket(&c.key).await?);
             }
         }
-        let (mut replans, mut conflicts, mut n) = (0u32, 0u32, 0u32);
+        let (mut replans, mut conflicts, mut throttles, mut n) = (0u32, 0u32, 0u32, 0u32);
         loop {
             let decisions: Vec<Decision> = changes
                 .iter()
@@ -153,6 +159,18 @@ impl DynamoStore {
                     }
                     telemetry::retry(Retry::Conflict);
                     tokio::time::sleep(pause).await;
+                    None
+                }
+                // as many attempts as the SDK gives a throttled single-item write, within
+                // the deadline; then the caller hears `Throttled` (and may split the bucket)
+                Attempt::Throttled(e) => {
+                    throttles += 1;
+                    let now = tokio::time::Instant::now();
+                    let remaining = op.deadline.map(|d| d.saturating_duration_since(now));
+                    match throttle_pause(throttles, self.max_attempts, rand::random(), remaining) {
+                        Some(pause) => tokio::time::sleep(pause).await,
+                        None => return Err(e),
+                    }
                     None
                 }
             };
@@ -271,8 +289,11 @@ impl DynamoStore {
             }
             Err(SdkError::ServiceError(se)) => match se.err() {
                 TransactWriteItemsError::TransactionCanceledException(tc) => {
+                    // a failed condition is the answer whatever else happened; then a reason
+                    // no retry cures; then throttling; then contention (`cancelled`)
                     let mut failed = Vec::new();
                     let mut conflict: Option<String> = None;
+                    let mut error: Option<StoreError> = None;
                     for ((i, _), r) in writes.iter().zip(tc.cancellation_reasons()) {
                         match r.code() {
                             Some("ConditionalCheckFailed") => {
@@ -284,21 +305,31 @@ impl DynamoStore {
                                     conflict =
                                         Some(format!("{code}: {}", r.message().unwrap_or("")))
                                 }
-                                _ => {
-                                    return Err(service_error(
+                                Kind::Throttled => {}
+                                _ if error.is_none() => {
+                                    error = Some(service_error(
                                         Some(code),
                                         r.message(),
                                         None,
                                         Some(Box::new(tc.clone())),
                                     ))
                                 }
+                                _ => {}
                             },
                         }
                     }
-                    match (failed.is_empty(), conflict) {
-                        (false, _) => Ok(Attempt::Failed(failed)),
-                        (true, Some(c)) => Ok(Attempt::Conflict(c, Some(Box::new(tc.clone())))),
-                        (true, None) => Err(StoreError::Other {
+                    if !failed.is_empty() {
+                        return Ok(Attempt::Failed(failed));
+                    }
+                    if let Some(e) = error {
+                        return Err(e);
+                    }
+                    match (cancelled_by(tc), conflict) {
+                        (Cancelled::Throttled, _) => Ok(Attempt::Throttled(
+                            throttled_cancellation(tc, Some(Box::new(tc.clone()))),
+                        )),
+                        (_, Some(c)) => Ok(Attempt::Conflict(c, Some(Box::new(tc.clone())))),
+                        _ => Err(StoreError::Other {
                             message: format!("transaction cancelled: {tc}"),
                             source: Some(Box::new(tc.clone())),
                         }),
