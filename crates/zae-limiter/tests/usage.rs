@@ -256,6 +256,53 @@ async fn embedded_store_counts_usage_without_aws() {
     assert_eq!(daily.snapshots[0].events, 5);
 }
 
+/// A split bucket: usage sums the shards, and the tokens a split discards (the new shards
+/// start empty) are not counted as consumption.
+#[tokio::test]
+async fn usage_of_a_split_bucket_counts_what_was_taken_on_every_shard() {
+    let store = MemoryStore::new().with_usage_feed();
+    let clock = ManualClock::new(T0 + 60_000);
+    let l = RateLimiter::builder_shared(Arc::new(store.clone()) as Arc<dyn Store>)
+        .clock(clock.clone())
+        .build();
+    let rpm = [Limit::per_minute("rpm", 80)];
+    // 3 taken whole, then split in four, refilled, then 40 more spread over the shards
+    for _ in 0..3 {
+        l.acquire("hot", "gpt-4")
+            .limits(rpm.clone())
+            .consume([("rpm", 1)])
+            .await
+            .unwrap()
+            .commit()
+            .await
+            .unwrap();
+    }
+    assert_eq!(l.shard_bucket("hot", "gpt-4", &rpm, 4).await.unwrap(), 4);
+    clock.advance(std::time::Duration::from_secs(60));
+    let mut taken = 3;
+    for _ in 0..200 {
+        if taken == 43 {
+            break;
+        }
+        if let Ok(lease) = l
+            .acquire("hot", "gpt-4")
+            .limits(rpm.clone())
+            .consume([("rpm", 1)])
+            .await
+        {
+            lease.commit().await.unwrap();
+            taken += 1;
+        }
+    }
+    assert_eq!(taken, 43);
+    let hourly = store
+        .query_usage(&q(UsageSelector::Entity("hot".into()), Window::Hourly))
+        .await
+        .unwrap();
+    let total: i128 = hourly.snapshots.iter().map(|s| s.limits["rpm"]).sum();
+    assert_eq!(total, 43_000, "{:?}", hourly.snapshots);
+}
+
 #[cfg(feature = "dynamodb-local-tests")]
 mod common;
 
