@@ -313,6 +313,47 @@ fn without_a_store_it_says_how_to_choose_one() {
     );
 }
 
+/// A table that does not exist stops the sidecar at start, with the hint to create it.
+#[cfg(feature = "dynamodb-local-tests")]
+#[test]
+fn a_missing_table_stops_it_at_start() {
+    let endpoint = std::env::var("ZAEL_TEST_DYNAMODB_ENDPOINT").expect("DynamoDB Local");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_zae-limiter"))
+        .args([
+            "--name",
+            "zael-serve-no-such-table",
+            "--endpoint-url",
+            &endpoint,
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // bounded: a sidecar that started anyway would serve forever
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(30) {
+            child.kill().unwrap();
+            panic!("serve started on a missing table");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(1));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(
+        err.contains("'zael-serve-no-such-table' does not exist") && err.contains("table create"),
+        "{err}"
+    );
+}
+
 /// 16 concurrent clients, 8 attempts each, on one bucket of 50 per day: exactly 50 pass.
 #[cfg(feature = "dynamodb-local-tests")]
 #[tokio::test]

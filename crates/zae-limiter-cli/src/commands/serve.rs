@@ -63,7 +63,19 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<(), CliError> {
     let max_lease_ttl = seconds("max-lease-ttl", args.max_lease_ttl)?;
     let store: Arc<dyn Store> = match args.store {
         StoreKind::Memory => Arc::new(MemoryStore::new()),
-        StoreKind::Dynamodb => Arc::new(connect(cli, false).await?),
+        StoreKind::Dynamodb => {
+            let store = connect(cli, false).await?;
+            // fail at start, with the store's own hint (e.g. `table create`), rather than
+            // answering every request with an error
+            store
+                .get_bucket(&zae_limiter::store::BucketKey::new(
+                    "zae-limiter-serve",
+                    "probe",
+                ))
+                .await
+                .map_err(zae_limiter::Error::from)?;
+            Arc::new(store)
+        }
     };
     let mut builder = RateLimiter::builder_shared(store);
     if let Some(p) = &cli.principal {
