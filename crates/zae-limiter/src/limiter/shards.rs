@@ -206,8 +206,9 @@ impl RateLimiter {
     /// let limiter = RateLimiter::builder(MemoryStore::new()).build();
     /// let rpm = [Limit::per_minute("rpm", 8_000)];
     /// assert_eq!(limiter.shard_bucket("hot", "api", &rpm, 4).await?, 4);
-    /// // a new bucket split in four: 2,000 tokens per shard, all there
-    /// assert_eq!(limiter.available("hot", "api", &rpm).await?["rpm"], 8_000);
+    /// // 2,000 tokens per shard; shard 0 kept its share, the three new shards start empty
+    /// // (a split never adds tokens) and are full again within the minute
+    /// assert_eq!(limiter.available("hot", "api", &rpm).await?["rpm"], 2_000);
     /// # Ok(()) }
     /// ```
     pub async fn shard_bucket(
