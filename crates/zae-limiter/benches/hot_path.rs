@@ -53,6 +53,11 @@ fn bucket_math(c: &mut Criterion) {
 }
 
 fn hot_path(c: &mut Criterion) {
+    if std::env::var_os("ZAEL_FUTURE_SIZE").is_some() {
+        let limiter = RateLimiter::builder(MemoryStore::new()).build();
+        let f = std::future::IntoFuture::into_future(limiter.acquire("k", "api"));
+        eprintln!("acquire future: {} bytes", std::mem::size_of_val(&*f));
+    }
     let mut g = c.benchmark_group("acquire_commit");
 
     // one task on a current-thread runtime: the latency of one acquire + commit

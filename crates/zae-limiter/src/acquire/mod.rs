@@ -35,17 +35,20 @@ pub(crate) async fn within<F: std::future::Future>(
     deadline: tokio::time::Instant,
     mut fut: std::pin::Pin<&mut F>,
 ) -> Option<F::Output> {
-    let first = std::future::poll_fn(|cx| {
+    // returned at once: no output kept in this future's state across the await below
+    if let Some(v) = std::future::poll_fn(|cx| {
         std::task::Poll::Ready(match fut.as_mut().poll(cx) {
             std::task::Poll::Ready(v) => Some(v),
             std::task::Poll::Pending => None,
         })
     })
-    .await;
-    match first {
-        Some(v) => Some(v),
-        None => tokio::time::timeout_at(deadline, fut).await.ok(),
+    .await
+    {
+        return Some(v);
     }
+    // boxed: the timer (a `Sleep`) inline would enlarge every caller's future, also when
+    // the answer is ready at once
+    Box::pin(tokio::time::timeout_at(deadline, fut)).await.ok()
 }
 
 /// A store failure, with the stored `on_unavailable` policy when it was already known and
@@ -71,6 +74,12 @@ impl RateLimiter {
 
     /// An acquire in its span (`zae_limiter.acquire`), counted in the decisions metric.
     pub(crate) async fn acquire_spec(&self, req: AcquireSpec) -> Result<Lease> {
+        self.clone().acquire_owned(req).await
+    }
+
+    /// [`acquire_spec`](Self::acquire_spec) owning its limiter, so that `Acquire`'s future
+    /// is this one alone (no wrapper holding a second copy of the request).
+    pub(crate) async fn acquire_owned(self, mut req: AcquireSpec) -> Result<Lease> {
         let span = tracing::info_span!(
             target: "zae_limiter",
             "zae_limiter.acquire",
@@ -82,7 +91,7 @@ impl RateLimiter {
         // microseconds spent waiting on the store, over every call of this acquire
         let store_us = AtomicU64::new(0);
         // pinned where it is made: the large future is not moved into a wrapper
-        let traced = std::pin::pin!(self.acquire_traced(req, &store_us));
+        let traced = std::pin::pin!(self.acquire_traced(&mut req, &store_us));
         let r = if span.is_disabled() {
             traced.await
         } else {
@@ -98,7 +107,7 @@ impl RateLimiter {
         r
     }
 
-    async fn acquire_traced(&self, mut req: AcquireSpec, store_us: &AtomicU64) -> Result<Lease> {
+    async fn acquire_traced(&self, req: &mut AcquireSpec, store_us: &AtomicU64) -> Result<Lease> {
         let passed_amounts = req.validate()?;
         // the limits passed may be moved into the lease: remember whether there were any
         let passed_limits = !req.limits.is_empty();
@@ -107,7 +116,7 @@ impl RateLimiter {
         let in_flight: InFlight = parking_lot::Mutex::new(None);
         let outcome = {
             let inner = std::pin::pin!(self.acquire_inner(
-                &mut req,
+                req,
                 passed_amounts,
                 deadline,
                 &in_flight,
@@ -188,10 +197,10 @@ impl RateLimiter {
         // a cache hit needs no future at all
         let (data, took) = match self.resolution_cached(&req.entity_id, &req.resource) {
             Ok(hit) => (Ok(hit), Duration::ZERO),
-            Err(miss) => {
-                self.resolution_load(&req.entity_id, &req.resource, miss)
-                    .await
-            }
+            // boxed: the miss is rare, and its future inline would make every acquire's
+            // future larger (over 1 KB, an allocation that makes glibc consolidate its
+            // free lists on every acquire)
+            Err(miss) => Box::pin(self.resolution_load(&req.entity_id, &req.resource, miss)).await,
         };
         waited(took);
         let data = data.map_err(|e| StoreFailure(e, None, false))?;
@@ -235,7 +244,11 @@ impl RateLimiter {
             .filter(|e| e.cascade)
             .and_then(|e| e.parent_id.clone())
         {
-            let (pdata, took) = self.resolution_timed(&parent, &req.resource).await;
+            // as for the child: a cache hit needs no future, a miss is boxed
+            let (pdata, took) = match self.resolution_cached(&parent, &req.resource) {
+                Ok(hit) => (Ok(hit), Duration::ZERO),
+                Err(miss) => Box::pin(self.resolution_load(&parent, &req.resource, miss)).await,
+            };
             waited(took);
             let pdata = pdata.map_err(fail)?;
             // the parent's limits come from the parent's own resolution, never from the child
@@ -299,7 +312,8 @@ impl RateLimiter {
             let outcome = match outcome {
                 // a partition at its write limit: split the hot bucket, then try again
                 Err(e @ StoreError::Throttled { .. }) => {
-                    if !raised && self.raise_shards(&keys, &entries).await {
+                    // boxed: throttling is rare, its future inline is large
+                    if !raised && Box::pin(self.raise_shards(&keys, &entries)).await {
                         raised = true;
                         continue;
                     }

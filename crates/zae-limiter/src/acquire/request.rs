@@ -169,7 +169,7 @@ impl IntoFuture for Acquire {
 
     fn into_future(self) -> Self::IntoFuture {
         let (limiter, spec) = self.into_parts();
-        Box::pin(async move { limiter.acquire_spec(spec).await })
+        Box::pin(limiter.acquire_owned(spec))
     }
 }
 

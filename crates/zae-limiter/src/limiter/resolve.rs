@@ -32,7 +32,8 @@ impl RateLimiter {
     ) -> (Result<Arc<ResolutionData>, StoreError>, std::time::Duration) {
         match self.resolution_cached(entity_id, resource) {
             Ok(hit) => (Ok(hit), std::time::Duration::ZERO),
-            Err(miss) => self.resolution_load(entity_id, resource, miss).await,
+            // boxed: a miss is rare, and its future inline would enlarge every caller's
+            Err(miss) => Box::pin(self.resolution_load(entity_id, resource, miss)).await,
         }
     }
 

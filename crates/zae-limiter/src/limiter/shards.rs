@@ -2,6 +2,7 @@
 //! bucket, from the versions its writes and reads return, and the raise on throttling.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::RwLock;
 
@@ -28,10 +29,13 @@ const THROTTLES_TO_SPLIT: u32 = 3;
 const THROTTLE_WINDOW: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The shard level of every sharded bucket this client has seen, by entity then resource.
-/// Unsharded buckets are not kept: an empty map costs the hot path one read lock.
+/// Unsharded buckets are not kept: an empty map costs the hot path one atomic load (no
+/// lock, so no cache line written by every acquire of every thread).
 #[derive(Debug, Default)]
 pub(crate) struct ShardLevels {
     map: RwLock<HashMap<String, Vec<(String, u8)>>>,
+    /// Whether `map` has any entry; written under its write lock, after the change.
+    any: AtomicBool,
     /// Recent throttled writes per bucket: when the count started, and the count.
     throttled: parking_lot::Mutex<HashMap<BucketKey, (std::time::Instant, u32)>>,
 }
@@ -59,6 +63,10 @@ impl ShardLevels {
     }
 
     fn get(&self, key: &BucketKey) -> u8 {
+        // a reader that misses a level being set reads as if just before it was
+        if !self.any.load(Ordering::Acquire) {
+            return 0;
+        }
         let map = self.map.read();
         if map.is_empty() {
             return 0;
@@ -81,6 +89,7 @@ impl ShardLevels {
         if rs.is_empty() {
             map.remove(key.entity_id.as_str());
         }
+        self.any.store(!map.is_empty(), Ordering::Release);
     }
 }
 
