@@ -432,6 +432,18 @@ mod tests {
     }
 
     #[test]
+    fn shard_0_of_a_split_bucket_never_expires() {
+        let level1 = crate::shard::Shard { index: 0, level: 1 };
+        let mut c = change(level1.params(&rpm()), level1.version(0), 50_000);
+        // shard 0 holds the level: no expiring TTL
+        assert_eq!(write(plan(&c, &Knowledge::Guess(None), T0)).ttl_s, NEVER_S);
+        // any other shard expires when full again, as an unsplit bucket does
+        c.key = c.key.with_shard(1);
+        let p = write(plan(&c, &Knowledge::Guess(None), T0));
+        assert!(p.ttl_s < NEVER_S && p.ttl_s > T0 / 1000, "{}", p.ttl_s);
+    }
+
+    #[test]
     fn backoff_is_bounded_and_jittered() {
         assert_eq!(backoff_ms(0, 0.0), 1);
         assert!(backoff_ms(3, 0.99) <= 41);
