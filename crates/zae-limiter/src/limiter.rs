@@ -53,6 +53,8 @@ pub struct RateLimiterBuilder {
     principal: Option<String>,
     audit_retention: Duration,
     max_shards: u16,
+    /// `None`: from the store.
+    split_rate: Option<Option<u32>>,
 }
 
 impl RateLimiterBuilder {
@@ -60,6 +62,16 @@ impl RateLimiterBuilder {
     /// two; 1 turns automatic splitting off). See [`crate::shard`].
     pub fn max_shards(mut self, shards: u16) -> Self {
         self.max_shards = shards;
+        self
+    }
+    /// Split a bucket ahead of throttling when the writes of all clients to one of its
+    /// shards, as this client estimates them from what its own writes return (see
+    /// [`crate::shard::rate`]), reach `per_sec` writes per second. Default: 80% of the
+    /// store's [`Store::partition_write_limit`], 800/s on DynamoDB, off on the embedded
+    /// store. `None` turns it off; throttling still splits (see
+    /// [`max_shards`](Self::max_shards)).
+    pub fn split_at_writes_per_sec(mut self, per_sec: Option<u32>) -> Self {
+        self.split_rate = Some(per_sec);
         self
     }
     /// What to do when the store is unreachable (default [`OnUnavailable::Block`]).
@@ -95,6 +107,11 @@ impl RateLimiterBuilder {
     }
     /// Finish.
     pub fn build(self) -> RateLimiter {
+        let split_rate = self
+            .split_rate
+            .unwrap_or_else(|| self.store.partition_write_limit().map(|n| n / 5 * 4))
+            .filter(|n| *n > 0)
+            .map(f64::from);
         RateLimiter {
             inner: Arc::new(Inner {
                 store: self.store,
@@ -111,6 +128,7 @@ impl RateLimiterBuilder {
                 shards: shards::ShardLevels::default(),
                 max_shard_level: (self.max_shards.max(1).ilog2() as u8)
                     .min(crate::shard::MAX_SHARD_LEVEL),
+                split_rate,
             }),
         }
     }
@@ -134,8 +152,10 @@ struct Inner {
     pending: Arc<Pending>,
     /// The shard levels learned per bucket.
     shards: shards::ShardLevels,
-    /// The level throttled buckets are raised to at most.
+    /// The level hot buckets are raised to at most.
     max_shard_level: u8,
+    /// The estimated writes per second to one shard at which its bucket is split.
+    split_rate: Option<f64>,
 }
 
 /// A distributed token-bucket rate limiter. Cheap to clone; clones share caches.
@@ -182,6 +202,7 @@ impl RateLimiter {
             principal: None,
             audit_retention: Duration::from_secs(90 * 86_400),
             max_shards: 1 << crate::shard::MAX_SHARD_LEVEL,
+            split_rate: None,
         }
     }
 
@@ -204,6 +225,7 @@ impl RateLimiter {
                 pending: i.pending.clone(),
                 shards: shards::ShardLevels::default(),
                 max_shard_level: i.max_shard_level,
+                split_rate: i.split_rate,
             }),
         }
     }

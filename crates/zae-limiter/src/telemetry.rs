@@ -158,9 +158,10 @@ pub(crate) fn local_refusal() {
     metrics::counter!(LOCAL_REFUSALS).increment(1)
 }
 
-/// Count one bucket split into more shards.
-pub(crate) fn shards_raised() {
-    metrics::counter!(SHARD_RAISES).increment(1)
+/// Count one bucket split into more shards, by what set it off (`throttled` or
+/// `write_rate`).
+pub(crate) fn shards_raised(trigger: &'static str) {
+    metrics::counter!(SHARD_RAISES, "trigger" => trigger).increment(1)
 }
 
 /// Count one config-cache lookup.

@@ -1,6 +1,7 @@
 //! Write sharding on DynamoDB Local behind the proxy's emulation of DynamoDB's per-partition
-//! write limit: a throttled hot bucket is split, and however the split races the writers,
-//! nothing is over-admitted and every admitted token is counted exactly once.
+//! write limit: a throttled hot bucket is split, a bucket that all clients together write
+//! near the limit is split before anything is throttled, and however the split races the
+//! writers, nothing is over-admitted and every admitted token is counted exactly once.
 
 mod common;
 
@@ -40,8 +41,10 @@ async fn a_throttled_hot_bucket_is_split_and_nothing_is_over_admitted() {
     proxy
         .faults()
         .set_partition_limit(Some(PartitionLimit::writes_per_sec(40)));
+    // only throttling splits here (the write-rate trigger is the next test's)
     let limiter = RateLimiter::builder(store)
         .timeout(Duration::from_secs(5))
+        .split_at_writes_per_sec(None)
         .build();
     // 150 per minute: the writers want far more, and the partition takes 40 writes/s
     let lim = vec![Limit::per_minute("rpm", 150)];
@@ -170,4 +173,87 @@ async fn a_limiter_that_may_not_split_reports_the_throttling() {
         .await
         .unwrap()
         .is_none());
+}
+
+/// `clients` limiters of their own (own stores, caches and meters), each making `per_sec`
+/// acquire + commit per second on the bucket `entity` for `secs`; the admitted count.
+async fn paced(clients: &[RateLimiter], entity: &'static str, per_sec: u32, secs: f64) -> u64 {
+    let mut tasks = Vec::new();
+    for l in clients {
+        let l = l.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1) / per_sec);
+            let mut admitted = 0;
+            // bounded by count; the interval keeps the pace (catching up after a stall)
+            for _ in 0..(f64::from(per_sec) * secs) as u32 {
+                tick.tick().await;
+                let lease = l
+                    .acquire(entity, RES)
+                    .limits([Limit::per_minute("rpm", 1_000_000)])
+                    .consume([("rpm", 1)])
+                    .await
+                    .expect("nothing refuses or throttles here");
+                lease.commit().await.unwrap();
+                admitted += 1;
+            }
+            admitted
+        }));
+    }
+    let mut admitted = 0;
+    for t in tasks {
+        admitted += t.await.unwrap();
+    }
+    admitted
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bucket_all_clients_write_near_the_limit_is_split_before_any_throttling() {
+    let direct = common::dynamo().await;
+    let proxy = Proxy::start(&common::dynamodb_endpoint()).await;
+    // the partition takes 100 writes/s; clients split at an estimated 30/s
+    proxy
+        .faults()
+        .set_partition_limit(Some(PartitionLimit::writes_per_sec(100)));
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let store = through(&proxy, direct.table_name()).await;
+        clients.push(
+            RateLimiter::builder(store)
+                .split_at_writes_per_sec(Some(30))
+                .build(),
+        );
+    }
+    let key = BucketKey::new("warm", RES);
+    let level = || async {
+        direct
+            .get_bucket(&key)
+            .await
+            .unwrap()
+            .map_or(0, |s| level_of(s.version()))
+    };
+    // one client at 20 writes/s: below the split rate, as it measures itself
+    let mut admitted = paced(&clients[..1], "warm", 20, 2.5).await;
+    assert_eq!(level().await, 0, "one client at 20/s does not split");
+    // three clients at 20/s each: no one of them writes 30/s, together they write 60/s
+    admitted += paced(&clients, "warm", 20, 3.0).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while level().await == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let reached = level().await;
+    assert!(reached >= 1, "the estimated 60 writes/s split the bucket");
+    for c in &clients {
+        c.flush().await;
+    }
+    let counts = proxy.faults().partition_counts();
+    let throttled: u64 = counts.values().map(|c| c.throttled).sum();
+    assert_eq!(throttled, 0, "split before the partition limit: {counts:?}");
+    // every admitted request counted once, on exactly one shard
+    let mut consumed = 0;
+    for i in 0..1u16 << reached {
+        if let Some(s) = direct.get_bucket(&key.with_shard(i)).await.unwrap() {
+            consumed += s.limits["rpm"].consumed;
+        }
+    }
+    assert_eq!(consumed, i128::from(admitted) * 1000, "admitted {admitted}");
 }

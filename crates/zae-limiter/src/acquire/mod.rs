@@ -325,6 +325,7 @@ impl RateLimiter {
                 ApplyOutcome::Applied(states) => {
                     self.observe_at(&states, now);
                     self.learn_shards(&keys, &entries, states.iter().map(Some));
+                    self.meter_writes(&keys, &entries, &states, now);
                     return Ok(Ok(Lease::new(
                         self.clone(),
                         lease_id,

@@ -344,6 +344,11 @@ impl Store for DynamoStore {
         self.landed(changes, op).await
     }
 
+    fn partition_write_limit(&self) -> Option<u32> {
+        // a partition's write units per second (a transaction item counts two)
+        Some(1_000)
+    }
+
     async fn get_bucket(&self, key: &BucketKey) -> Result<Option<BucketState>, StoreError> {
         self.read_bucket(key).await
     }

@@ -1,7 +1,8 @@
 //! What a limiter knows of sharded buckets (see [`crate::shard`]): the level learned per
 //! bucket, from the versions its writes and reads return, and the raise on throttling.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::RwLock;
@@ -11,6 +12,7 @@ use crate::bucket::MILLI;
 use crate::error::{Error, Result, StoreError};
 use crate::lease::LeaseEntry;
 use crate::limit::{validate_entity_id, validate_limits, validate_resource, Limit};
+use crate::shard::rate::WriteRate;
 use crate::shard::{self, level_of, MAX_SHARD_LEVEL};
 use crate::store::{ApplyOutcome, BucketKey, BucketState, WriteOp};
 
@@ -38,6 +40,11 @@ pub(crate) struct ShardLevels {
     any: AtomicBool,
     /// Recent throttled writes per bucket: when the count started, and the count.
     throttled: parking_lot::Mutex<HashMap<BucketKey, (std::time::Instant, u32)>>,
+    /// Write-rate meters per shard, by a hash of its key (a collision merges two meters:
+    /// a higher estimate, never a lost split), when splitting ahead of throttling is on.
+    rates: parking_lot::Mutex<HashMap<u64, WriteRate>>,
+    /// Buckets (their shard-0 keys) this client is raising in the background.
+    raising: parking_lot::Mutex<HashSet<BucketKey>>,
 }
 
 impl ShardLevels {
@@ -60,6 +67,26 @@ impl ShardLevels {
             return true;
         }
         false
+    }
+
+    /// Record an admitted write of shard `index` of the bucket `key` (see
+    /// [`WriteRate::record`]); the estimated writes per second of all clients when a
+    /// window closed.
+    fn metered(
+        &self,
+        key: &BucketKey,
+        index: u16,
+        now_ms: i64,
+        taken: &[(i128, i128)],
+    ) -> Option<f64> {
+        let mut h = std::hash::DefaultHasher::new();
+        (key, index).hash(&mut h);
+        let id = h.finish();
+        let mut map = self.rates.lock();
+        if map.len() >= MAX_KNOWN && !map.contains_key(&id) {
+            map.clear();
+        }
+        map.entry(id).or_default().record(now_ms, taken)
     }
 
     fn get(&self, key: &BucketKey) -> u8 {
@@ -122,37 +149,115 @@ impl RateLimiter {
     }
 
     /// Count a throttled write of the buckets `keys`, and raise each that is hot (throttled
-    /// [`THROTTLES_TO_SPLIT`] times lately) and may be raised (below the limiter's maximum
-    /// level, every shard still able to admit the request) one level; true when a level went
-    /// up (by this client or, as the refused raise shows, by another).
+    /// [`THROTTLES_TO_SPLIT`] times lately) and may be raised one level (see
+    /// [`may_raise`](Self::may_raise)); true when a level went up (by this client or, as
+    /// the refused raise shows, by another).
     pub(crate) async fn raise_shards(&self, keys: &[BucketKey], entries: &[LeaseEntry]) -> bool {
         let mut raised = false;
         for (key, e) in keys.iter().zip(entries) {
-            if self.inner.max_shard_level == 0 || !self.inner.shards.throttled(key) {
+            if !self.may_raise(e) || !self.inner.shards.throttled(key) {
                 continue;
             }
-            let params: Vec<_> = e.limits.iter().map(Limit::params).collect();
-            let amounts: Vec<i128> = e.amounts.iter().map(|n| i128::from(*n) * MILLI).collect();
-            let next = e.shard.level + 1;
-            if next > self.inner.max_shard_level || !shard::fits(&params, &amounts, next) {
-                continue;
-            }
-            match self
-                .raise_one(key, &e.limits, e.version, e.shard.level)
-                .await
-            {
-                Ok(level) if level > e.shard.level => {
-                    tracing::info!(entity = %key.entity_id, resource = %key.resource,
-                        shards = 1u32 << level, "a throttled bucket was split into more shards");
-                    crate::telemetry::shards_raised();
-                    raised = true;
-                }
-                Ok(_) => {}
-                Err(err) => tracing::warn!(error = %err, entity = %key.entity_id,
-                    resource = %key.resource, "raising the shard count failed"),
-            }
+            raised |= self
+                .raise_hot(key, &e.limits, e.version, e.shard.level, "throttled")
+                .await;
         }
         raised
+    }
+
+    /// Whether the bucket an entry wrote may go one level up: below the limiter's maximum
+    /// level, every shard still able to admit the entry's request.
+    fn may_raise(&self, e: &LeaseEntry) -> bool {
+        let next = e.shard.level + 1;
+        if next > self.inner.max_shard_level {
+            return false;
+        }
+        let params: Vec<_> = e.limits.iter().map(Limit::params).collect();
+        let amounts: Vec<i128> = e.amounts.iter().map(|n| i128::from(*n) * MILLI).collect();
+        shard::fits(&params, &amounts, next)
+    }
+
+    /// Raise the hot bucket `key` one level from `level`, logged and counted with `why`;
+    /// true when its level went up.
+    async fn raise_hot(
+        &self,
+        key: &BucketKey,
+        limits: &[Limit],
+        version: i64,
+        level: u8,
+        why: &'static str,
+    ) -> bool {
+        match self.raise_one(key, limits, version, level).await {
+            Ok(reached) if reached > level => {
+                tracing::info!(entity = %key.entity_id, resource = %key.resource,
+                    shards = 1u32 << reached, trigger = why, "a hot bucket was split into more shards");
+                crate::telemetry::shards_raised(why);
+                true
+            }
+            Ok(_) => false,
+            Err(err) => {
+                tracing::warn!(error = %err, entity = %key.entity_id,
+                    resource = %key.resource, "raising the shard count failed");
+                false
+            }
+        }
+    }
+
+    /// Meter the admitted writes of an acquire (`states` as the store returned them, one
+    /// per bucket) and raise, in the background, each bucket whose shard all clients
+    /// together write faster than the limiter's split rate (see [`crate::shard::rate`]).
+    pub(crate) fn meter_writes(
+        &self,
+        keys: &[BucketKey],
+        entries: &[LeaseEntry],
+        states: &[BucketState],
+        now_ms: i64,
+    ) {
+        let Some(split) = self.inner.split_rate else {
+            return;
+        };
+        for ((key, e), s) in keys.iter().zip(entries).zip(states) {
+            let taken: Vec<(i128, i128)> = e
+                .limits
+                .iter()
+                .zip(&e.amounts)
+                .map(|(l, n)| {
+                    let total = s.limits.get(l.name()).map_or(0, |x| x.consumed);
+                    (i128::from(*n) * MILLI, total)
+                })
+                .collect();
+            match self
+                .inner
+                .shards
+                .metered(key, e.shard.index, now_ms, &taken)
+            {
+                Some(rate) if rate >= split && self.may_raise(e) => {
+                    tracing::debug!(entity = %key.entity_id, resource = %key.resource,
+                        shard = e.shard.index, writes_per_s = rate, "a shard nears its partition's write limit");
+                    self.raise_later(key, e);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Raise the bucket `key` one level from the entry's, in the background (one raise per
+    /// bucket at a time from this client); nothing without a runtime.
+    fn raise_later(&self, key: &BucketKey, e: &LeaseEntry) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if !self.inner.shards.raising.lock().insert(key.clone()) {
+            return;
+        }
+        let (limiter, key, limits) = (self.clone(), key.clone(), e.limits.clone());
+        let (version, level) = (e.version, e.shard.level);
+        rt.spawn(async move {
+            limiter
+                .raise_hot(&key, &limits, version, level, "write_rate")
+                .await;
+            limiter.inner.shards.raising.lock().remove(&key);
+        });
     }
 
     /// Raise the bucket `key` from `level` to `level + 1`; the level it is at afterwards

@@ -241,6 +241,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         Ok(false)
     }
 
+    /// The writes per second one bucket item takes before the store throttles it (`None`:
+    /// no such limit, as in the embedded store). DynamoDB's partitions take about 1,000
+    /// write units per second; the limiter splits a bucket whose shards near it.
+    fn partition_write_limit(&self) -> Option<u32> {
+        None
+    }
+
     /// Read one bucket (`None` if it was never written).
     async fn get_bucket(&self, key: &BucketKey) -> Result<Option<BucketState>, StoreError>;
 

@@ -92,8 +92,10 @@ pub(super) async fn run(
             Split::Fixed(n) => n,
             Split::Auto => 16,
         };
+        // splits when all clients near the emulated limit, as on DynamoDB near its own
         let limiter = RateLimiter::builder(store.clone())
             .max_shards(max)
+            .split_at_writes_per_sec(Some((partition_limit / 5 * 4).max(1)))
             .timeout(Duration::from_secs(5))
             .build();
         let n = f64::from(partition_limit);

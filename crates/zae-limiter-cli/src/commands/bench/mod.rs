@@ -76,6 +76,21 @@ pub struct Args {
     /// Scenario hot: seconds per phase (throughput and exactness, for each split).
     #[arg(long, default_value_t = 3)]
     hot_seconds: u64,
+    /// The tokio runtime the scenarios run on: `multi-thread` (a worker per core, what
+    /// `#[tokio::main]` gives) or `current-thread` (one thread for the client and its
+    /// connections: no wake-ups across threads, less CPU per operation; docs/performance.md,
+    /// "Client settings").
+    #[arg(long, value_enum, default_value_t = Runtime::MultiThread)]
+    runtime: Runtime,
+}
+
+/// The tokio runtime of a bench.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Runtime {
+    /// One worker thread per core.
+    MultiThread,
+    /// One thread.
+    CurrentThread,
 }
 
 /// The store a bench runs against.
@@ -114,6 +129,26 @@ const SCENARIOS: [(&str, &str); 10] = [
 ];
 
 pub async fn run(cli: &Cli, args: &Args) -> Result<(), String> {
+    match args.runtime {
+        Runtime::MultiThread => run_here(cli, args).await,
+        // on a thread of its own, while this runtime's workers stay parked
+        Runtime::CurrentThread => tokio::task::block_in_place(|| {
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(|e| format!("bench: a current-thread runtime: {e}"))?
+                        .block_on(run_here(cli, args))
+                })
+                .join()
+                .unwrap_or_else(|_| Err("bench: the benchmark thread panicked".into()))
+            })
+        }),
+    }
+}
+
+async fn run_here(cli: &Cli, args: &Args) -> Result<(), String> {
     if args.ops == 0 {
         return Err("--ops must be at least 1".into());
     }
@@ -162,13 +197,14 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<(), String> {
         StoreKind::Dynamodb => "dynamodb",
     };
     eprintln!(
-        "bench: store {store_name}{}, {} ops per scenario, entity prefix {}",
+        "bench: store {store_name}{}, {} ops per scenario, {:?} runtime, entity prefix {}",
         match (&bench.dynamo, &cli.endpoint_url) {
             (Some(_), Some(u)) => format!(" (table {} at {u})", cli.name),
             (Some(_), None) => format!(" (table {})", cli.name),
             _ => String::new(),
         },
         args.ops,
+        args.runtime,
         bench.prefix
     );
 

@@ -16,6 +16,11 @@
 //!   transaction. The shards never hold more tokens than the bucket did, so raising never
 //!   over-admits; two clients raising at once cannot both succeed (the second finds the new
 //!   shards not full and is refused whole).
+//! - **When to raise** is the limiter's call: after throttling, or ahead of it when the
+//!   write rate of all clients to a shard, estimated by [`rate::WriteRate`], nears the
+//!   partition limit.
+
+pub mod rate;
 
 use crate::bucket::{BucketParams, MILLI};
 use crate::store::{BucketChange, BucketKey, LimitChange};
