@@ -217,6 +217,10 @@ impl RateLimiter {
             return;
         };
         for ((key, e), s) in keys.iter().zip(entries).zip(states) {
+            // at the highest level allowed there is nothing to raise: no meter, no lock
+            if e.shard.level >= self.inner.max_shard_level {
+                continue;
+            }
             let taken: Vec<(i128, i128)> = e
                 .limits
                 .iter()
