@@ -8,6 +8,8 @@
 #   --ops N       timed acquire + commit per side in all (default 2000)
 #   --blocks B    rounds; each is one Python block of N/B, then one of ours (default 5)
 #   --bin PATH    our CLI (default $ZAEL_BIN, else target/release/zae-limiter)
+#   ZAEL_BENCH_ARGS extra arguments for every `zae-limiter bench` of ours (e.g.
+#                 "--runtime multi-thread"), split on spaces
 #   --python PATH a Python with the original installed (default $ZAEL_PYTHON, else
 #                 /work/pyorig/bin/python; install: python3 -m venv /work/pyorig &&
 #                 /work/pyorig/bin/pip install zae-limiter==0.17.0)
@@ -53,7 +55,8 @@ out="$(mktemp -d /tmp/compare-python.XXXXXX)"
 per=$(( ops / blocks ))
 port="${ep##*:}"
 server_pid="$(pgrep -f -- "DynamoDBLocal.jar .*-port $port( |\$)" | head -n1 || true)"
-ours=("$bin" --endpoint-url "$ep" --name zael-compare-ours bench --scenarios a)
+read -r -a extra <<<"${ZAEL_BENCH_ARGS:-}"
+ours=("$bin" --endpoint-url "$ep" --name zael-compare-ours bench --scenarios a "${extra[@]}")
 
 echo "load before: $(uptime)" | tee "$out/uptime"
 echo "ours: $("$bin" --version 2>/dev/null || echo "$bin") (tree at $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')); python original: $("$py" -c 'from importlib.metadata import version; print(version("zae-limiter"))')" | tee "$out/versions"
