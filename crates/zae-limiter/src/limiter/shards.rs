@@ -120,6 +120,19 @@ impl ShardLevels {
     }
 }
 
+/// A background raise of one bucket: its entry in [`ShardLevels::raising`] is removed when
+/// the raise ends, however it ends (done, failed, panicked, or dropped with its runtime).
+struct Raising {
+    limiter: RateLimiter,
+    key: BucketKey,
+}
+
+impl Drop for Raising {
+    fn drop(&mut self) {
+        self.limiter.inner.shards.raising.lock().remove(&self.key);
+    }
+}
+
 impl RateLimiter {
     /// The shard level this client knows for the bucket `key` (0: unsharded).
     pub(crate) fn shard_level(&self, key: &BucketKey) -> u8 {
@@ -254,13 +267,17 @@ impl RateLimiter {
         if !self.inner.shards.raising.lock().insert(key.clone()) {
             return;
         }
-        let (limiter, key, limits) = (self.clone(), key.clone(), e.limits.clone());
+        let raising = Raising {
+            limiter: self.clone(),
+            key: key.clone(),
+        };
+        let limits = e.limits.clone();
         let (version, level) = (e.version, e.shard.level);
         rt.spawn(async move {
+            let Raising { limiter, key } = &raising;
             limiter
-                .raise_hot(&key, &limits, version, level, "write_rate")
+                .raise_hot(key, &limits, version, level, "write_rate")
                 .await;
-            limiter.inner.shards.raising.lock().remove(&key);
         });
     }
 
