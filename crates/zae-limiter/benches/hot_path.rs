@@ -7,6 +7,9 @@
 //! `scaling/*/N`: N OS threads, each with its own current-thread runtime and its own
 //! entity, on one limiter and store; the time per op is wall time / ops over all threads
 //! (the inverse of the combined throughput), so perfect scaling halves it from 1 to 2.
+//! `scaling/memory_separate_stores/N` is the same work with nothing shared in the process
+//! (a store and a limiter per thread): what the machine's cores allow, the reference for
+//! the shared store's scaling.
 
 use std::hint::black_box;
 use std::num::NonZeroU32;
@@ -145,6 +148,26 @@ fn scaling(c: &mut Criterion) {
                     runtimes[t as usize].block_on(async {
                         for _ in 0..n {
                             acquire_commit(&limiter, entity).await;
+                        }
+                    })
+                })
+            })
+        });
+    }
+    // reference: nothing shared in the process (one store and one limiter per thread), the
+    // best this machine's cores allow for this work; the shared store should match it
+    let separate: Vec<RateLimiter> = entities
+        .iter()
+        .map(|_| RateLimiter::builder(MemoryStore::new()).build())
+        .collect();
+    for threads in [1u64, 2] {
+        g.bench_function(format!("memory_separate_stores/{threads}"), |b| {
+            b.iter_custom(|iters| {
+                on_threads(threads, iters, |t, n| {
+                    let entity = entities[t as usize];
+                    runtimes[t as usize].block_on(async {
+                        for _ in 0..n {
+                            acquire_commit(&separate[t as usize], entity).await;
                         }
                     })
                 })

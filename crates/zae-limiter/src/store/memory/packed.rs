@@ -415,7 +415,58 @@ mod tests {
             .prop_map(|(limits, time_ms)| BucketState { limits, time_ms })
     }
 
+    /// Any `u128`, spread evenly over bit lengths (so the one-word paths, up to 56 bits,
+    /// and the long ones are all exercised).
+    fn any_width() -> impl Strategy<Value = u128> {
+        (0u32..=128, any::<u128>()).prop_map(|(bits, v)| match bits {
+            0 => 0,
+            128 => v,
+            b => (v & ((1u128 << b) - 1)) | (1u128 << (b - 1)),
+        })
+    }
+
+    #[test]
+    fn varints_are_leb128() {
+        for (v, bytes) in [
+            (0u128, vec![0u8]),
+            (1, vec![1]),
+            (127, vec![0x7f]),
+            (128, vec![0x80, 0x01]),
+            (300, vec![0xac, 0x02]),
+            (
+                (1 << 56) - 1,
+                vec![0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f],
+            ),
+            (
+                1 << 56,
+                vec![0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01],
+            ),
+        ] {
+            let mut out = Vec::new();
+            put_u(&mut out, v);
+            assert_eq!(out, bytes, "{v}");
+            // alone (fewer than eight bytes to read) and followed by more bytes
+            assert_eq!(Reader::new(&out, 0).u(), v);
+            out.extend_from_slice(&[0xff; 9]);
+            let mut r = Reader::new(&out, 0);
+            assert_eq!((r.u(), r.pos), (v, bytes.len()));
+        }
+    }
+
     proptest! {
+        #[test]
+        fn varints_round_trip(values in prop::collection::vec(any_width(), 0..20)) {
+            let mut out = Vec::new();
+            for v in &values {
+                put_u(&mut out, *v);
+            }
+            let mut r = Reader::new(&out, 0);
+            for v in &values {
+                prop_assert_eq!(r.u(), *v);
+            }
+            prop_assert!(r.done());
+        }
+
         #[test]
         fn what_is_put_is_read_back(
             scheduled in any::<i64>(),
