@@ -278,14 +278,15 @@ impl RateLimiter {
                 });
             }
         }
-        // shards already tried, per bucket; a refusal tries other shards of a sharded bucket
-        let mut tried: Vec<Vec<u16>> = vec![Vec::new(); keys.len()];
+        // shards already tried, per bucket (the child and its parent); a refusal tries other
+        // shards of a sharded bucket
+        let mut tried = [Tried::default(), Tried::default()];
         let mut raised = false;
         let mut attempt = 0;
         loop {
             for ((key, e), tried) in keys.iter().zip(entries.iter_mut()).zip(&mut tried) {
                 let level = self.shard_level(key);
-                let index = crate::shard::pick(level, tried);
+                let index = crate::shard::pick(level, tried.as_slice());
                 tried.push(index);
                 e.shard = Shard { index, level };
             }
@@ -368,6 +369,31 @@ impl RateLimiter {
 /// How many other shards a refused acquire tries on a sharded bucket (within its deadline).
 const SHARD_RETRIES: usize = 2;
 
+/// The shards of one bucket an acquire has tried, kept inline (no allocation per acquire).
+/// An acquire makes at most a few attempts (the first, [`SHARD_RETRIES`] more, one after a
+/// raise, one per level learned); past [`Tried::CAPACITY`] more are not recorded, which can
+/// only make a later attempt pick a shard it has tried before.
+#[derive(Debug, Default)]
+struct Tried {
+    shards: [u16; Tried::CAPACITY],
+    len: usize,
+}
+
+impl Tried {
+    const CAPACITY: usize = 8;
+
+    fn push(&mut self, shard: u16) {
+        if let Some(slot) = self.shards.get_mut(self.len) {
+            *slot = shard;
+            self.len += 1;
+        }
+    }
+
+    fn as_slice(&self) -> &[u16] {
+        &self.shards[..self.len]
+    }
+}
+
 impl RateLimiter {
     /// In the background (see [`RateLimiter::flush`]): if the acquire write `op`, whose
     /// answer never came, did land, give back what it took, exactly once.
@@ -419,3 +445,29 @@ impl RateLimiter {
 
 /// How long after giving up on an acquire the limiter checks whether it landed.
 const COMPENSATE_AFTER: Duration = Duration::from_millis(500);
+
+#[cfg(test)]
+mod tests {
+    use super::Tried;
+
+    #[test]
+    fn tried_shards_are_kept_up_to_capacity_and_never_panic() {
+        let mut t = Tried::default();
+        assert!(t.as_slice().is_empty());
+        for shard in 0..20u16 {
+            t.push(shard * 3);
+        }
+        let kept: Vec<u16> = (0..Tried::CAPACITY as u16).map(|s| s * 3).collect();
+        assert_eq!(t.as_slice(), &kept[..]);
+        // what pick avoids: a sharded bucket picks a shard not tried while one is left
+        let mut t = Tried::default();
+        for _ in 0..4 {
+            let s = crate::shard::pick(2, t.as_slice());
+            assert!(!t.as_slice().contains(&s), "{s} picked twice");
+            t.push(s);
+        }
+        let mut all = t.as_slice().to_vec();
+        all.sort_unstable();
+        assert_eq!(all, [0, 1, 2, 3]);
+    }
+}
