@@ -281,6 +281,10 @@ impl RateLimiter {
         // shards already tried, per bucket (the child and its parent); a refusal tries other
         // shards of a sharded bucket
         let mut tried = [Tried::default(), Tried::default()];
+        debug_assert!(
+            keys.len() <= tried.len(),
+            "a bucket and at most its parent's"
+        );
         let mut raised = false;
         let mut attempt = 0;
         loop {

@@ -415,8 +415,8 @@ mod tests {
             .prop_map(|(limits, time_ms)| BucketState { limits, time_ms })
     }
 
-    /// Any `u128`, spread evenly over bit lengths (so the one-word paths, up to 56 bits,
-    /// and the long ones are all exercised).
+    /// Any `u128`, spread evenly over bit lengths (so encodings of every length, from one
+    /// byte to nineteen, are exercised).
     fn any_width() -> impl Strategy<Value = u128> {
         (0u32..=128, any::<u128>()).prop_map(|(bits, v)| match bits {
             0 => 0,
