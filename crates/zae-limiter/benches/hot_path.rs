@@ -140,39 +140,32 @@ fn scaling(c: &mut Criterion) {
                 .expect("runtime")
         })
         .collect();
-    for threads in [1u64, 2] {
-        g.bench_function(format!("memory_acquire_commit/{threads}"), |b| {
-            b.iter_custom(|iters| {
-                on_threads(threads, iters, |t, n| {
-                    let entity = entities[t as usize];
-                    runtimes[t as usize].block_on(async {
-                        for _ in 0..n {
-                            acquire_commit(&limiter, entity).await;
-                        }
-                    })
-                })
-            })
-        });
-    }
+    // the shared store: every thread's limiter is the same one
+    let shared: Vec<RateLimiter> = entities.iter().map(|_| limiter.clone()).collect();
     // reference: nothing shared in the process (one store and one limiter per thread), the
     // best this machine's cores allow for this work; the shared store should match it
     let separate: Vec<RateLimiter> = entities
         .iter()
         .map(|_| RateLimiter::builder(MemoryStore::new()).build())
         .collect();
-    for threads in [1u64, 2] {
-        g.bench_function(format!("memory_separate_stores/{threads}"), |b| {
-            b.iter_custom(|iters| {
-                on_threads(threads, iters, |t, n| {
-                    let entity = entities[t as usize];
-                    runtimes[t as usize].block_on(async {
-                        for _ in 0..n {
-                            acquire_commit(&separate[t as usize], entity).await;
-                        }
+    for (name, limiters) in [
+        ("memory_acquire_commit", &shared),
+        ("memory_separate_stores", &separate),
+    ] {
+        for threads in [1u64, 2] {
+            g.bench_function(format!("{name}/{threads}"), |b| {
+                b.iter_custom(|iters| {
+                    on_threads(threads, iters, |t, n| {
+                        let entity = entities[t as usize];
+                        runtimes[t as usize].block_on(async {
+                            for _ in 0..n {
+                                acquire_commit(&limiters[t as usize], entity).await;
+                            }
+                        })
                     })
                 })
-            })
-        });
+            });
+        }
     }
     // reference: one governor key per thread (a keyed limiter, as the embedded store is)
     let gov = governor::RateLimiter::keyed(governor::Quota::per_second(
