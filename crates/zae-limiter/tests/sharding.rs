@@ -16,12 +16,16 @@ use zae_limiter::{DynamoStore, Error, Limit, RateLimiter, Store, StoreConfig};
 
 const RES: &str = "gpt-4";
 
-/// A store on `table` through `proxy`, with few SDK retries so throttling shows quickly.
+/// A store on `table` through `proxy`, with few SDK retries so throttling shows quickly,
+/// and attempts that may take long: CI runs this next to heavy tests on two cores, where
+/// DynamoDB Local once took over the default 1 s to answer (stalled attempts are
+/// tests/faults.rs's subject).
 async fn through(proxy: &Proxy, table: &str) -> DynamoStore {
     DynamoStore::connect(
         StoreConfig::new(table)
             .endpoint_url(proxy.url())
             .static_credentials("test", "test")
+            .attempt_timeout(Duration::from_secs(20))
             .max_attempts(2),
     )
     .await
@@ -49,7 +53,10 @@ async fn a_throttled_hot_bucket_is_split_and_nothing_is_over_admitted() {
         .build();
     // 150 per minute: the writers want far more, and the partition takes 10 writes/s
     let lim = vec![Limit::per_minute("rpm", 150)];
-    let (admitted, refused, throttled) = (
+    // `unknown`: no answer within the 5 s deadline on a loaded machine. Such a write may
+    // have landed; the limiter then gives its tokens back later, unless it cannot tell
+    let (admitted, refused, throttled, unknown) = (
+        Arc::new(AtomicU64::new(0)),
         Arc::new(AtomicU64::new(0)),
         Arc::new(AtomicU64::new(0)),
         Arc::new(AtomicU64::new(0)),
@@ -59,7 +66,12 @@ async fn a_throttled_hot_bucket_is_split_and_nothing_is_over_admitted() {
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let (l, lim) = (limiter.clone(), lim.clone());
-        let (a, r, t) = (admitted.clone(), refused.clone(), throttled.clone());
+        let (a, r, t, u) = (
+            admitted.clone(),
+            refused.clone(),
+            throttled.clone(),
+            unknown.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             // bounded: by time, and by count
             for _ in 0..400 {
@@ -82,6 +94,9 @@ async fn a_throttled_hot_bucket_is_split_and_nothing_is_over_admitted() {
                     Err(Error::Throttled { .. }) => {
                         t.fetch_add(1, Ordering::Relaxed);
                     }
+                    Err(Error::Unavailable { .. }) => {
+                        u.fetch_add(1, Ordering::Relaxed);
+                    }
                     Err(e) => panic!("unexpected: {e}"),
                 }
             }
@@ -94,6 +109,7 @@ async fn a_throttled_hot_bucket_is_split_and_nothing_is_over_admitted() {
     proxy.faults().set_partition_limit(None);
     limiter.flush().await;
     let admitted = admitted.load(Ordering::Relaxed);
+    let unknown = unknown.load(Ordering::Relaxed);
 
     // the bucket was split: shard 0 tells the level, read past the proxy
     let key = BucketKey::new("hot", RES);
@@ -111,14 +127,19 @@ async fn a_throttled_hot_bucket_is_split_and_nothing_is_over_admitted() {
         throttled.load(Ordering::Relaxed),
         proxy.faults().partition_counts()
     );
-    // every admitted request is counted once, on exactly one shard
+    // every admitted request is counted once, on exactly one shard; an unanswered one at
+    // most once, and not at all when its tokens were given back
     let mut consumed = 0;
     for i in 0..1u16 << level {
         if let Some(s) = direct.get_bucket(&key.with_shard(i)).await.unwrap() {
             consumed += s.limits["rpm"].consumed;
         }
     }
-    assert_eq!(consumed, i128::from(admitted) * 1000, "admitted {admitted}");
+    let counted = i128::from(admitted) * 1000..=i128::from(admitted + unknown) * 1000;
+    assert!(
+        counted.contains(&consumed),
+        "consumed {consumed}: admitted {admitted}, unanswered {unknown}"
+    );
     // never more than the capacity plus what refilled while the test ran
     let refilled = (150.0 * elapsed.as_secs_f64() / 60.0).ceil() as u64;
     assert!(
@@ -132,8 +153,8 @@ async fn a_throttled_hot_bucket_is_split_and_nothing_is_over_admitted() {
         "the emulated limit was reached: {counts:?}"
     );
     eprintln!(
-        "admitted {admitted}, refused {}, throttled {}, level {level}, {elapsed:?}, \
-         partition counts {counts:?}",
+        "admitted {admitted}, refused {}, throttled {}, unanswered {unknown}, level {level}, \
+         {elapsed:?}, partition counts {counts:?}",
         refused.load(Ordering::Relaxed),
         throttled.load(Ordering::Relaxed)
     );
@@ -230,6 +251,8 @@ async fn a_bucket_all_clients_write_near_the_limit_is_split_before_any_throttlin
         let store = through(&proxy, direct.table_name()).await;
         clients.push(
             RateLimiter::builder(store)
+                // nothing may fail here: a loaded machine gets time to answer
+                .timeout(Duration::from_secs(30))
                 .split_at_writes_per_sec(Some(25))
                 .build(),
         );
