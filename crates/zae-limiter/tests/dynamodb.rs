@@ -307,6 +307,7 @@ async fn consumed_capacity_per_operation() {
         StoreConfig::new(table)
             .endpoint_url(common::dynamodb_endpoint())
             .static_credentials("test", "test")
+            .attempt_timeout(Duration::from_secs(20))
             .track_consumed_capacity(true),
     )
     .await
@@ -421,7 +422,8 @@ async fn audit_principal_falls_back_to_the_sts_caller_identity() {
         async move {
             let mut c = StoreConfig::new(table)
                 .endpoint_url(common::dynamodb_endpoint())
-                .static_credentials("test", "test");
+                .static_credentials("test", "test")
+                .attempt_timeout(Duration::from_secs(20));
             if let Some(s) = sts {
                 c = c.sts_endpoint_url(s);
             }

@@ -497,6 +497,7 @@ mod dynamo {
             StoreConfig::new(store.table_name())
                 .endpoint_url(crate::common::dynamodb_endpoint())
                 .static_credentials("test", "test")
+                .attempt_timeout(std::time::Duration::from_secs(20))
                 .namespace("tenant-b")
                 .namespace_id("NeverExists"),
         )
@@ -516,6 +517,7 @@ mod dynamo {
             StoreConfig::new(store.table_name())
                 .endpoint_url(crate::common::dynamodb_endpoint())
                 .static_credentials("test", "test")
+                .attempt_timeout(std::time::Duration::from_secs(20))
                 .namespace_id(info.id.clone()),
         )
         .await

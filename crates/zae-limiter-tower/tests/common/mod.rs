@@ -39,7 +39,9 @@ pub async fn limiters(test: &str) -> Vec<(&'static str, RateLimiter)> {
         let store = DynamoStore::connect(
             StoreConfig::new(&table)
                 .endpoint_url(&endpoint)
-                .static_credentials("local", "local"),
+                .static_credentials("local", "local")
+                // CI runs the suite on two loaded cores: give DynamoDB Local time
+                .attempt_timeout(std::time::Duration::from_secs(20)),
         )
         .await
         .expect("connect to DynamoDB Local");
