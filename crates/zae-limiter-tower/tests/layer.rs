@@ -367,6 +367,55 @@ async fn a_client_disconnect_rolls_back_unless_configured_not_to() {
     }
 }
 
+/// A response of known length ends with its last byte, and the server stops polling its
+/// body there: the layer holds that last frame back until the commit is done, so a client
+/// that has read the whole body finds the adjusted usage stored, however long the store
+/// takes to answer the commit.
+#[cfg(feature = "dynamodb-local-tests")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_of_known_length_ends_only_after_a_slow_commit() {
+    use zae_limiter::{DynamoStore, StoreConfig};
+    use zae_limiter_proxy::{Fault, Proxy};
+    let endpoint = std::env::var("ZAEL_TEST_DYNAMODB_ENDPOINT")
+        .expect("ZAEL_TEST_DYNAMODB_ENDPOINT is not set: run through scripts/dynamodb-local.sh");
+    let table = format!("zael-tower-slow-commit-{}", std::process::id());
+    let connect = |url: String| {
+        DynamoStore::connect(
+            StoreConfig::new(&table)
+                .endpoint_url(url)
+                .static_credentials("local", "local")
+                .attempt_timeout(Duration::from_secs(20)),
+        )
+    };
+    let direct = connect(endpoint.clone()).await.unwrap();
+    direct.create_table().await.unwrap();
+    let proxy = Proxy::start(&endpoint).await;
+    let slow = connect(proxy.url().to_string()).await.unwrap();
+    let limiter = RateLimiter::builder(slow)
+        .timeout(Duration::from_secs(30))
+        .build();
+    let reader = RateLimiter::builder(direct).build();
+    let app = Router::new()
+        .route("/", get(adjusting))
+        .layer(tpm_layer(&limiter));
+    let addr = common::serve(app).await;
+    // every call of the layer's store waits 500 ms on the way: the commit too
+    proxy
+        .faults()
+        .set(Fault::Latency(Duration::from_millis(500)));
+    let r = reqwest::Client::new()
+        .get(format!("http://{addr}/"))
+        .header("x-api-key", "k")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(header(&r, "content-length"), Some("4"));
+    assert_eq!(r.text().await.unwrap(), "done");
+    // read at once, past the proxy: 1000 - 100 taken - 320 adjusted
+    assert_eq!(common::available(&reader, "k", RESOURCE, &tpm()).await, 580);
+}
+
 #[tokio::test]
 async fn an_unreachable_store_is_a_503_under_block() {
     use zae_limiter::{DynamoStore, StoreConfig};

@@ -20,13 +20,17 @@ pin_project! {
     /// For an admitted request it is the inner body plus the lease: when the inner body
     /// ends, the lease is committed *before* the end is reported (so a streamed response's
     /// final usage, adjusted by the handler while streaming, is in the commit, and a client
-    /// that saw the end can rely on it). Dropped before its end (the client went away) it
-    /// rolls the lease back, or commits it if so configured. The layer's own responses
-    /// (429, 503, ...) are a single JSON chunk.
-    pub struct LeaseBody<B> {
+    /// that saw the end can rely on it). A body of known length ends with its last byte
+    /// (the server stops polling there), so its last frame is held back until the commit
+    /// is done. Dropped before its end (the client went away) it rolls the lease back, or
+    /// commits it if so configured (a commit under way is finished either way). The
+    /// layer's own responses (429, 503, ...) are a single JSON chunk.
+    pub struct LeaseBody<B: Body> {
         #[pin]
         kind: Kind<B>,
         settle: Settle,
+        // the inner body's last frame, held while the lease commits
+        last: Option<Frame<B::Data>>,
     }
 }
 
@@ -81,7 +85,7 @@ impl Drop for Settle {
     }
 }
 
-impl<B> LeaseBody<B> {
+impl<B: Body> LeaseBody<B> {
     /// The inner body with a lease to commit at its end.
     pub(crate) fn with_lease(body: B, lease: Arc<Lease>, rollback_on_disconnect: bool) -> Self {
         LeaseBody {
@@ -92,6 +96,7 @@ impl<B> LeaseBody<B> {
                 ended: false,
                 rollback_on_disconnect,
             },
+            last: None,
         }
     }
 
@@ -100,6 +105,7 @@ impl<B> LeaseBody<B> {
         LeaseBody {
             kind: Kind::Inner { body },
             settle: Settle::none(),
+            last: None,
         }
     }
 
@@ -108,11 +114,12 @@ impl<B> LeaseBody<B> {
         LeaseBody {
             kind: Kind::Full { data: Some(data) },
             settle: Settle::none(),
+            last: None,
         }
     }
 }
 
-impl<B> std::fmt::Debug for LeaseBody<B> {
+impl<B: Body> std::fmt::Debug for LeaseBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LeaseBody")
             .field("has_lease", &self.settle.lease.is_some())
@@ -134,6 +141,7 @@ where
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
         let st = this.settle;
+        let last = this.last;
         let mut body = match this.kind.project() {
             KindProj::Full { data } => {
                 return Poll::Ready(data.take().map(|d| Ok(Frame::data(d.into()))))
@@ -144,7 +152,8 @@ where
             if let Some(f) = st.committing.as_mut() {
                 ready!(f.as_mut().poll(cx));
                 st.committing = None;
-                return Poll::Ready(None);
+                // committed: now the end may show, with the last frame if it was held
+                return Poll::Ready(last.take().map(Ok));
             }
             if st.ended {
                 match st.lease.take() {
@@ -152,13 +161,19 @@ where
                         st.committing = Some(Box::pin(async move { settle_commit(lease).await }));
                         continue;
                     }
-                    None => return Poll::Ready(None),
+                    None => return Poll::Ready(last.take().map(Ok)),
                 }
             }
             match ready!(body.as_mut().poll_frame(cx)) {
                 Some(Ok(frame)) => {
-                    if body.is_end_stream() {
+                    // the last frame: a body that says so, or one of known length that
+                    // has nothing left (hyper then writes the end without polling again)
+                    if body.is_end_stream() || body.size_hint().exact() == Some(0) {
                         st.ended = true;
+                        if st.lease.is_some() {
+                            *last = Some(frame);
+                            continue;
+                        }
                     }
                     return Poll::Ready(Some(Ok(frame)));
                 }
@@ -177,7 +192,8 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        let pending = self.settle.lease.is_some() || self.settle.committing.is_some();
+        let pending =
+            self.settle.lease.is_some() || self.settle.committing.is_some() || self.last.is_some();
         match &self.kind {
             Kind::Full { data } => data.is_none(),
             Kind::Inner { body } => !pending && (self.settle.ended || body.is_end_stream()),

@@ -110,7 +110,7 @@ pub(crate) async fn settle(lease: &Lease, commit: bool) {
 }
 
 /// Acquire for the request, or the response that refuses it.
-async fn admit<B>(
+async fn admit<B: http_body::Body>(
     config: &Config,
     parts: &http::request::Parts,
 ) -> Result<Arc<Lease>, Response<LeaseBody<B>>> {
@@ -160,7 +160,7 @@ async fn admit<B>(
 
 /// The 429: the JSON body of the rejection, `Retry-After`, `RateLimit-Policy`,
 /// `RateLimit`, and the OpenAI headers when configured.
-fn rejection<B>(config: &Config, e: &RateLimitExceeded) -> Response<LeaseBody<B>> {
+fn rejection<B: http_body::Body>(config: &Config, e: &RateLimitExceeded) -> Response<LeaseBody<B>> {
     let mut headers = HeaderMap::new();
     headers.extend(e.http_headers());
     if let Some((requests, tokens)) = &config.openai {
@@ -190,12 +190,20 @@ fn success_headers(config: &Config, lease: &Lease) -> Vec<(HeaderName, HeaderVal
     out
 }
 
-fn error_response<B>(status: StatusCode, error: &str, message: &str) -> Response<LeaseBody<B>> {
+fn error_response<B: http_body::Body>(
+    status: StatusCode,
+    error: &str,
+    message: &str,
+) -> Response<LeaseBody<B>> {
     let body = json!({ "error": error, "message": message }).to_string();
     json_response(status, Bytes::from(body), HeaderMap::new())
 }
 
-fn json_response<B>(status: StatusCode, body: Bytes, headers: HeaderMap) -> Response<LeaseBody<B>> {
+fn json_response<B: http_body::Body>(
+    status: StatusCode,
+    body: Bytes,
+    headers: HeaderMap,
+) -> Response<LeaseBody<B>> {
     let mut response = Response::new(LeaseBody::full(body));
     *response.status_mut() = status;
     *response.headers_mut() = headers;
