@@ -152,7 +152,7 @@ where
             if let Some(f) = st.committing.as_mut() {
                 ready!(f.as_mut().poll(cx));
                 st.committing = None;
-                // committed: now the end may show, with the last frame if it was held
+                // committed: the held last frame may go now; else this is the end
                 return Poll::Ready(last.take().map(Ok));
             }
             if st.ended {
@@ -161,17 +161,21 @@ where
                         st.committing = Some(Box::pin(async move { settle_commit(lease).await }));
                         continue;
                     }
-                    None => return Poll::Ready(last.take().map(Ok)),
+                    None => return Poll::Ready(None),
                 }
             }
             match ready!(body.as_mut().poll_frame(cx)) {
                 Some(Ok(frame)) => {
-                    // the last frame: a body that says so, or one of known length that
-                    // has nothing left (hyper then writes the end without polling again)
-                    if body.is_end_stream() || body.size_hint().exact() == Some(0) {
-                        st.ended = true;
-                        if st.lease.is_some() {
+                    let end = body.is_end_stream();
+                    st.ended = end;
+                    // the last frame: a body that says so, or one of known length with no
+                    // byte left (hyper writes the end after it without polling again; a
+                    // trailers frame that may still follow is polled after the commit)
+                    if end || body.size_hint().exact() == Some(0) {
+                        if let Some(lease) = st.lease.take() {
                             *last = Some(frame);
+                            st.committing =
+                                Some(Box::pin(async move { settle_commit(lease).await }));
                             continue;
                         }
                     }
@@ -212,4 +216,86 @@ where
 
 async fn settle_commit(lease: Arc<Lease>) {
     settle(&lease, true).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::convert::Infallible;
+
+    use http::HeaderMap;
+    use zae_limiter::{Limit, MemoryStore, RateLimiter};
+
+    use super::*;
+
+    /// Frames of a known total length: what hyper sends with `Content-Length`.
+    struct Known(VecDeque<Frame<Bytes>>);
+
+    impl Body for Known {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            Poll::Ready(self.0.pop_front().map(Ok))
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.0.is_empty()
+        }
+
+        fn size_hint(&self) -> SizeHint {
+            let left = self.0.iter().filter_map(Frame::data_ref).map(Bytes::len);
+            SizeHint::with_exact(left.sum::<usize>() as u64)
+        }
+    }
+
+    #[tokio::test]
+    async fn the_last_byte_of_a_known_length_comes_after_the_commit_and_trailers_still_follow() {
+        let tpm = Limit::per_day("tpm", 1000);
+        let limiter = RateLimiter::builder(MemoryStore::new()).build();
+        let available = || async {
+            limiter
+                .available("k", "chat", std::slice::from_ref(&tpm))
+                .await
+                .unwrap()["tpm"]
+        };
+        let lease = limiter
+            .acquire("k", "chat")
+            .limits(vec![tpm.clone()])
+            .consume(vec![("tpm".to_string(), 100)])
+            .await
+            .unwrap();
+        lease.adjust("tpm", 320).unwrap();
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-usage", "420".parse().unwrap());
+        let inner = Known(VecDeque::from([
+            Frame::data(Bytes::from_static(b"he")),
+            Frame::data(Bytes::from_static(b"llo")),
+            Frame::trailers(trailers),
+        ]));
+        let mut body = std::pin::pin!(LeaseBody::with_lease(inner, Arc::new(lease), true));
+        let mut seen = Vec::new();
+        while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+            let frame = frame.unwrap();
+            // what is stored when each frame comes out: 1000 - 100 taken - 320 adjusted
+            // once committed
+            let now = available().await;
+            match frame.data_ref() {
+                Some(d) => seen.push((String::from_utf8(d.to_vec()).unwrap(), now)),
+                None => seen.push((format!("trailers {:?}", frame.trailers_ref()), now)),
+            }
+        }
+        assert!(body.is_end_stream());
+        assert_eq!(
+            seen,
+            [
+                ("he".to_string(), 900),
+                ("llo".to_string(), 580),
+                (r#"trailers Some({"x-usage": "420"})"#.to_string(), 580),
+            ]
+        );
+    }
 }
