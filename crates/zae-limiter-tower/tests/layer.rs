@@ -37,6 +37,16 @@ fn header<'a>(r: &'a reqwest::Response, name: &str) -> Option<&'a str> {
     r.headers().get(name).map(|v| v.to_str().unwrap())
 }
 
+/// One GET of `/` on `addr` as API key `key`.
+async fn get_as(addr: std::net::SocketAddr, key: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .get(format!("http://{addr}/"))
+        .header("x-api-key", key)
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn over_the_limit_is_a_429_with_exact_headers_and_body() {
     for (store, limiter) in common::limiters("reject").await {
@@ -168,13 +178,7 @@ async fn the_handler_adjusts_the_lease_and_it_commits() {
             .route("/", get(adjusting))
             .layer(tpm_layer(&limiter));
         let addr = common::serve(app).await;
-        let client = reqwest::Client::new();
-        let r = client
-            .get(format!("http://{addr}/"))
-            .header("x-api-key", "k")
-            .send()
-            .await;
-        let r = r.unwrap();
+        let r = get_as(addr, "k").await;
         assert_eq!(r.status(), StatusCode::OK);
         // the headers tell the state after the acquire (before the adjustment)
         assert_eq!(header(&r, "ratelimit"), Some("\"tpm\";r=900;t=0"));
@@ -195,12 +199,7 @@ async fn an_empty_response_commits() {
             .route("/", get(|| async { StatusCode::NO_CONTENT }))
             .layer(tpm_layer(&limiter));
         let addr = common::serve(app).await;
-        let r = reqwest::Client::new()
-            .get(format!("http://{addr}/"))
-            .header("x-api-key", "e")
-            .send()
-            .await
-            .unwrap();
+        let r = get_as(addr, "e").await;
         assert_eq!(r.status(), StatusCode::NO_CONTENT);
         assert_eq!(header(&r, "ratelimit"), Some("\"tpm\";r=900;t=0"));
         // committed, not rolled back as an unfinished body would be
@@ -250,13 +249,7 @@ async fn a_streamed_body_commits_when_it_ends() {
             .with_state(Arc::new(Mutex::new(rx)))
             .layer(tpm_layer(&limiter));
         let addr = common::serve(app).await;
-        let client = reqwest::Client::new();
-        let mut r = client
-            .get(format!("http://{addr}/"))
-            .header("x-api-key", "s")
-            .send()
-            .await
-            .unwrap();
+        let mut r = get_as(addr, "s").await;
         assert_eq!(r.status(), StatusCode::OK);
         let first = r.chunk().await.unwrap().unwrap();
         assert_eq!(&first[..], b"{\"delta\":\"hi\"}\n");
@@ -403,12 +396,7 @@ async fn a_response_of_known_length_ends_only_after_a_slow_commit() {
     proxy
         .faults()
         .set(Fault::Latency(Duration::from_millis(500)));
-    let r = reqwest::Client::new()
-        .get(format!("http://{addr}/"))
-        .header("x-api-key", "k")
-        .send()
-        .await
-        .unwrap();
+    let r = get_as(addr, "k").await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(header(&r, "content-length"), Some("4"));
     assert_eq!(r.text().await.unwrap(), "done");
@@ -434,12 +422,7 @@ async fn an_unreachable_store_is_a_503_under_block() {
         .route("/", get(|| async { "ok" }))
         .layer(tpm_layer(&limiter));
     let addr = common::serve(app).await;
-    let r = reqwest::Client::new()
-        .get(format!("http://{addr}/"))
-        .header("x-api-key", "k")
-        .send()
-        .await
-        .unwrap();
+    let r = get_as(addr, "k").await;
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(header(&r, "content-type"), Some("application/json"));
     let body: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
